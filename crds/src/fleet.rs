@@ -1,0 +1,411 @@
+//! `MediaFleet`: a pool of media nodes spread over availability zones.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::core::Duration;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{DrainMode, NodeCapacity, PlacementStrategy};
+use crate::node::NodePhase;
+
+/// A pool of media nodes (SFUs) over one or more availability zones.
+///
+/// The operator keeps each zone's node count within its bounds, places rooms on the fleet's
+/// nodes, and rolls out template changes without cutting live meetings.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "ruche.dev",
+    version = "v1alpha1",
+    kind = "MediaFleet",
+    plural = "mediafleets",
+    singular = "mediafleet",
+    namespaced,
+    doc = "A pool of media nodes (SFUs) spread over availability zones",
+    status = "MediaFleetStatus",
+    shortname = "mfleet",
+    shortname = "mf",
+    category = "ruche",
+    cel,
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Nodes", type_ = "integer", json_path = ".status.replicas", description = "Media nodes in the fleet"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas", description = "Media nodes Ready to take rooms"),
+    printcolumn(name = "Slots", type_ = "integer", json_path = ".status.slots", description = "Participant slots on Ready nodes"),
+    printcolumn(name = "Used", type_ = "integer", json_path = ".status.usedSlots", description = "Participant slots reserved or in use"),
+    printcolumn(name = "Strategy", type_ = "string", json_path = ".spec.placement.strategy", priority = 1),
+    printcolumn(name = "Revision", type_ = "string", json_path = ".status.updateRevision", priority = 1),
+    printcolumn(name = "Available", type_ = "string", json_path = ".status.conditions[?(@.type==\"Available\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.replicas) || self.replicas >= self.zones.map(z, z.minNodes).sum()").message("replicas is below the sum of the zones' minNodes: raise replicas or lower a zone's minNodes"))]
+#[x_kube(validation = Rule::new("!has(self.replicas) || self.replicas <= self.zones.map(z, z.maxNodes).sum()").message("replicas is above the sum of the zones' maxNodes: lower replicas or raise a zone's maxNodes"))]
+pub struct MediaFleetSpec {
+    /// Desired number of media nodes over all zones, spread evenly and clamped to each
+    /// zone's bounds. `kubectl scale` sets it. Unset: each zone runs its `minNodes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+
+    /// What each media node pod runs.
+    pub template: MediaNodeTemplate,
+
+    /// Participant slots per media node.
+    pub capacity: NodeCapacity,
+
+    /// The availability zones the fleet spans, each with its node bounds.
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    #[x_kube(validation = Rule::new("size(self) >= 1").message("zones must list at least one zone"))]
+    #[schemars(length(max = 16))]
+    pub zones: Vec<ZoneSpec>,
+
+    /// How rooms are spread over nodes.
+    #[serde(default)]
+    pub placement: PlacementSpec,
+
+    /// Keeping a buffer of free slots per zone, following the working day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+
+    /// How a template change reaches the nodes without cutting live rooms.
+    #[serde(default)]
+    pub rollout: RolloutSpec,
+}
+
+/// The pod-level settings of the fleet's media nodes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaNodeTemplate {
+    /// Container image running `ruche-media-node`.
+    #[schemars(length(min = 1))]
+    pub image: String,
+
+    /// Image pull policy (`Always`, `IfNotPresent`, `Never`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+
+    /// CPU and memory for the media container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Extra environment variables for the media container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+
+    /// Kubernetes node labels the media pods must land on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Tolerations for dedicated media nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+
+    /// Labels added to every media pod.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+
+    /// Annotations added to every media pod.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// One availability zone of the fleet.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minNodes <= self.maxNodes").message("minNodes must not exceed maxNodes in a zone"))]
+pub struct ZoneSpec {
+    /// Zone name, matching the `topology.kubernetes.io/zone` label of the Kubernetes nodes.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("zone name must be lowercase letters, digits, '-' or '.', starting and ending with a letter or digit"))]
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+
+    /// Fewest media nodes this zone runs, even when idle.
+    #[serde(default)]
+    pub min_nodes: u32,
+
+    /// Most media nodes this zone may run.
+    #[schemars(range(max = 10000))]
+    pub max_nodes: u32,
+}
+
+/// Placement settings.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementSpec {
+    /// `Packed` fills nodes so empty ones can go; `Distributed` spreads rooms over nodes.
+    #[serde(default)]
+    pub strategy: PlacementStrategy,
+}
+
+/// Autoscaling: a buffer of free slots per zone, with scheduled windows.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingSpec {
+    /// Free slots each zone keeps ready for new rooms: a count (`400`) or a share of the
+    /// zone's slots (`"20%"`).
+    #[x_kube(validation = Rule::new("string(self).matches('^[0-9]+%?$')").message("bufferSlots must be a non-negative number of slots or a percentage such as \"20%\""))]
+    pub buffer_slots: IntOrString,
+
+    /// How long capacity must be surplus before the fleet shrinks (by draining nodes).
+    #[serde(default = "default_scale_down_delay")]
+    #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message("scaleDownDelay must be a duration such as 10m or 1h30m"))]
+    pub scale_down_delay: Duration,
+
+    /// Time windows with a different buffer, such as weekday mornings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub schedules: Vec<ScheduleWindow>,
+}
+
+fn default_scale_down_delay() -> Duration {
+    std::time::Duration::from_secs(600).into()
+}
+
+/// A recurring window in which the buffer differs, e.g. weekday mornings in Europe/Paris.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.start != self.end").message("a schedule window must not start and end at the same time"))]
+pub struct ScheduleWindow {
+    /// Name of the window, unique in the fleet.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+
+    /// Days the window applies; empty means every day.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub days: Vec<Weekday>,
+
+    /// Local start time, `HH:MM`.
+    #[x_kube(validation = Rule::new("self.matches('^([01][0-9]|2[0-3]):[0-5][0-9]$')").message("start must be a local time HH:MM such as 07:30"))]
+    pub start: String,
+
+    /// Local end time, `HH:MM`; before `start` means the window runs past midnight.
+    #[x_kube(validation = Rule::new("self.matches('^([01][0-9]|2[0-3]):[0-5][0-9]$')").message("end must be a local time HH:MM such as 10:00"))]
+    pub end: String,
+
+    /// IANA time zone of `start` and `end`.
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+
+    /// Free slots per zone during the window: a count or a percentage.
+    #[x_kube(validation = Rule::new("string(self).matches('^[0-9]+%?$')").message("bufferSlots must be a non-negative number of slots or a percentage such as \"20%\""))]
+    pub buffer_slots: IntOrString,
+}
+
+fn default_time_zone() -> String {
+    "Europe/Paris".into()
+}
+
+/// Day of the week.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[allow(missing_docs)]
+pub enum Weekday {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+/// How new revisions replace old nodes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(string(self.maxSurge) in ['0', '0%'] && string(self.maxUnavailable) in ['0', '0%'])").message("maxSurge and maxUnavailable cannot both be 0: the rollout could never start"))]
+pub struct RolloutSpec {
+    /// Extra nodes per zone that may run during a rollout: a count or a percentage.
+    #[serde(default = "default_max_surge")]
+    #[x_kube(validation = Rule::new("string(self).matches('^[0-9]+%?$')").message("maxSurge must be a non-negative count or a percentage such as \"25%\""))]
+    pub max_surge: IntOrString,
+
+    /// Nodes per zone that may be unavailable (draining) at once: a count or a percentage.
+    #[serde(default = "default_max_unavailable")]
+    #[x_kube(validation = Rule::new("string(self).matches('^[0-9]+%?$')").message("maxUnavailable must be a non-negative count or a percentage such as \"10%\""))]
+    pub max_unavailable: IntOrString,
+
+    /// How long an old node may keep its live rooms once it drains.
+    #[serde(default = "default_drain_deadline")]
+    #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message("drainDeadline must be a duration such as 30m, 2h or 1h30m"))]
+    pub drain_deadline: Duration,
+
+    /// What to do with rooms still live at the deadline.
+    #[serde(default)]
+    pub at_deadline: DrainMode,
+}
+
+impl Default for RolloutSpec {
+    fn default() -> Self {
+        Self {
+            max_surge: default_max_surge(),
+            max_unavailable: default_max_unavailable(),
+            drain_deadline: default_drain_deadline(),
+            at_deadline: DrainMode::default(),
+        }
+    }
+}
+
+fn default_max_surge() -> IntOrString {
+    IntOrString::String("25%".into())
+}
+
+fn default_max_unavailable() -> IntOrString {
+    IntOrString::Int(0)
+}
+
+fn default_drain_deadline() -> Duration {
+    std::time::Duration::from_secs(2 * 3600).into()
+}
+
+/// Observed state of a fleet.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaFleetStatus {
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Media nodes in the fleet, in any phase.
+    #[serde(default)]
+    pub replicas: u32,
+
+    /// Media nodes Ready and not draining.
+    #[serde(default)]
+    pub ready_replicas: u32,
+
+    /// Label selector of the fleet's media node pods (for the scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+
+    /// Participant slots on Ready nodes.
+    #[serde(default)]
+    pub slots: u32,
+
+    /// Slots reserved by rooms or in use, whichever is higher, summed over Ready nodes.
+    #[serde(default)]
+    pub used_slots: u32,
+
+    /// Node counts by phase.
+    #[serde(default)]
+    pub phases: PhaseCounts,
+
+    /// Per-zone capacity and use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub zones: Vec<ZoneStatus>,
+
+    /// Revision new nodes get (a hash of the template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_revision: Option<String>,
+
+    /// Nodes per revision.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["revision".into()]))]
+    pub revisions: Vec<RevisionStatus>,
+
+    /// Progress of the current rollout, while one runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+
+    /// `Available`, `Progressing`, `Degraded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Count of nodes in each phase.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(missing_docs)]
+pub struct PhaseCounts {
+    #[serde(default)]
+    pub pending: u32,
+    #[serde(default)]
+    pub starting: u32,
+    #[serde(default)]
+    pub ready: u32,
+    #[serde(default)]
+    pub draining: u32,
+    #[serde(default)]
+    pub drained: u32,
+    #[serde(default)]
+    pub failed: u32,
+}
+
+impl PhaseCounts {
+    /// Counts one more node in `phase`.
+    pub fn add(&mut self, phase: NodePhase) {
+        let slot = match phase {
+            NodePhase::Pending => &mut self.pending,
+            NodePhase::Starting => &mut self.starting,
+            NodePhase::Ready => &mut self.ready,
+            NodePhase::Draining => &mut self.draining,
+            NodePhase::Drained => &mut self.drained,
+            NodePhase::Failed => &mut self.failed,
+        };
+        *slot += 1;
+    }
+}
+
+/// Capacity and use of one zone.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ZoneStatus {
+    /// Zone name.
+    pub name: String,
+    /// Media nodes in the zone, any phase.
+    #[serde(default)]
+    pub nodes: u32,
+    /// Nodes Ready and not draining.
+    #[serde(default)]
+    pub ready_nodes: u32,
+    /// Participant slots on Ready nodes.
+    #[serde(default)]
+    pub slots: u32,
+    /// Slots reserved or in use on Ready nodes.
+    #[serde(default)]
+    pub used_slots: u32,
+    /// Live rooms in the zone.
+    #[serde(default)]
+    pub rooms: u32,
+}
+
+/// Nodes running one revision of the template.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionStatus {
+    /// Template revision.
+    pub revision: String,
+    /// Nodes on it.
+    #[serde(default)]
+    pub nodes: u32,
+    /// Of which Ready.
+    #[serde(default)]
+    pub ready_nodes: u32,
+}
+
+/// Where a rollout stands.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// Revision being rolled out.
+    pub revision: String,
+    /// When it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// Nodes already on the new revision and Ready.
+    #[serde(default)]
+    pub updated_nodes: u32,
+    /// Old nodes draining.
+    #[serde(default)]
+    pub draining_nodes: u32,
+    /// Old nodes still to replace.
+    #[serde(default)]
+    pub remaining_nodes: u32,
+}

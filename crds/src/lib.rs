@@ -1,0 +1,21 @@
+//! Ruche's API, group `ruche.dev`, version `v1alpha1`.
+//!
+//! Three namespaced kinds: [`MediaFleet`] (a pool of SFUs over zones), [`MediaNode`] (one SFU
+//! pod) and [`Room`] (one meeting). The CRD YAML under `crds/yaml/` is generated from these
+//! types by `make crds`; a test fails if it drifts.
+
+pub mod common;
+pub mod crdgen;
+pub mod fleet;
+pub mod node;
+pub mod room;
+
+pub use common::{ConditionsExt, DrainMode, NodeCapacity, PlacementStrategy};
+pub use fleet::{MediaFleet, MediaFleetSpec, MediaFleetStatus, ZoneSpec};
+pub use node::{MediaNode, MediaNodeSpec, MediaNodeStatus, NodePhase};
+pub use room::{Room, RoomPhase, RoomSpec, RoomStatus, ZonePolicy};
+
+/// The API group of every Ruche kind.
+pub const GROUP: &str = "ruche.dev";
+/// The served and stored version.
+pub const VERSION: &str = "v1alpha1";
