@@ -100,10 +100,14 @@ mod tests {
         let mut c: Vec<Condition> = Vec::new();
         c.set_condition(cond(condition_status::TRUE, 100, "a"));
         c.set_condition(cond(condition_status::TRUE, 200, "b"));
-        let got = c.condition("Ready").map(|c| (c.last_transition_time.0.as_second(), c.message.clone()));
+        let got = c
+            .condition("Ready")
+            .map(|c| (c.last_transition_time.0.as_second(), c.message.clone()));
         assert_eq!(got, Some((100, "b".to_string())));
         c.set_condition(cond(condition_status::FALSE, 300, "c"));
-        let got = c.condition("Ready").map(|c| c.last_transition_time.0.as_second());
+        let got = c
+            .condition("Ready")
+            .map(|c| c.last_transition_time.0.as_second());
         assert_eq!(got, Some(300));
         assert_eq!(c.len(), 1);
     }

@@ -30,9 +30,34 @@ pub enum CrdgenError {
 /// String formats the API server knows. Rust integer widths (`uint32`…) are not among them
 /// and make the API server log warnings, so they are dropped; bounds carry the meaning.
 pub const KNOWN_FORMATS: &[&str] = &[
-    "bsonobjectid", "uri", "email", "hostname", "ipv4", "ipv6", "cidr", "mac", "uuid", "uuid3",
-    "uuid4", "uuid5", "isbn", "isbn10", "isbn13", "creditcard", "ssn", "hexcolor", "rgbcolor",
-    "byte", "password", "date", "duration", "datetime", "date-time", "int32", "int64", "float",
+    "bsonobjectid",
+    "uri",
+    "email",
+    "hostname",
+    "ipv4",
+    "ipv6",
+    "cidr",
+    "mac",
+    "uuid",
+    "uuid3",
+    "uuid4",
+    "uuid5",
+    "isbn",
+    "isbn10",
+    "isbn13",
+    "creditcard",
+    "ssn",
+    "hexcolor",
+    "rgbcolor",
+    "byte",
+    "password",
+    "date",
+    "duration",
+    "datetime",
+    "date-time",
+    "int32",
+    "int64",
+    "float",
     "double",
 ];
 
@@ -40,16 +65,17 @@ pub const KNOWN_FORMATS: &[&str] = &[
 /// committed under.
 pub fn all() -> Result<Vec<(&'static str, Value)>, CrdgenError> {
     Ok(vec![
-        ("mediafleet.yaml", clean(MediaFleet::crd())?),
-        ("medianode.yaml", clean(MediaNode::crd())?),
-        ("room.yaml", clean(Room::crd())?),
+        ("mediafleet.yaml", clean(&MediaFleet::crd())?),
+        ("medianode.yaml", clean(&MediaNode::crd())?),
+        ("room.yaml", clean(&Room::crd())?),
     ])
 }
 
 /// Drops unknown formats and writes integral bounds as integers (`minimum: 0`, not `0.0`).
-fn clean(crd: CustomResourceDefinition) -> Result<Value, CrdgenError> {
+fn clean(crd: &CustomResourceDefinition) -> Result<Value, CrdgenError> {
     let name = crd.metadata.name.clone().unwrap_or_default();
-    let mut value = serde_json::to_value(&crd).map_err(|source| CrdgenError::Json { name, source })?;
+    let mut value =
+        serde_json::to_value(crd).map_err(|source| CrdgenError::Json { name, source })?;
     tidy(&mut value);
     Ok(value)
 }
@@ -57,7 +83,11 @@ fn clean(crd: CustomResourceDefinition) -> Result<Value, CrdgenError> {
 fn tidy(value: &mut Value) {
     match value {
         Value::Object(map) => {
-            if map.get("format").and_then(Value::as_str).is_some_and(|f| !KNOWN_FORMATS.contains(&f)) {
+            if map
+                .get("format")
+                .and_then(Value::as_str)
+                .is_some_and(|f| !KNOWN_FORMATS.contains(&f))
+            {
                 map.remove("format");
             }
             for key in ["minimum", "maximum"] {
@@ -78,7 +108,13 @@ fn tidy(value: &mut Value) {
 
 /// Renders one CRD as a YAML document with a header saying it is generated.
 pub fn render(crd: &Value) -> Result<String, CrdgenError> {
-    let name = crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let name = crd
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let body = serde_saphyr::to_string(crd).map_err(|source| CrdgenError::Yaml { name, source })?;
-    Ok(format!("# Generated from the ruche-crds types by `make crds`. Do not edit.\n---\n{body}"))
+    Ok(format!(
+        "# Generated from the ruche-crds types by `make crds`. Do not edit.\n---\n{body}"
+    ))
 }

@@ -36,14 +36,52 @@ use crate::node::NodePhase;
         status_replicas_path = ".status.replicas",
         label_selector_path = ".status.selector"
     ),
-    printcolumn(name = "Nodes", type_ = "integer", json_path = ".status.replicas", description = "Media nodes in the fleet"),
-    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas", description = "Media nodes Ready to take rooms"),
-    printcolumn(name = "Slots", type_ = "integer", json_path = ".status.slots", description = "Participant slots on Ready nodes"),
-    printcolumn(name = "Used", type_ = "integer", json_path = ".status.usedSlots", description = "Participant slots reserved or in use"),
-    printcolumn(name = "Strategy", type_ = "string", json_path = ".spec.placement.strategy", priority = 1),
-    printcolumn(name = "Revision", type_ = "string", json_path = ".status.updateRevision", priority = 1),
-    printcolumn(name = "Available", type_ = "string", json_path = ".status.conditions[?(@.type==\"Available\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Nodes",
+        type_ = "integer",
+        json_path = ".status.replicas",
+        description = "Media nodes in the fleet"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        json_path = ".status.readyReplicas",
+        description = "Media nodes Ready to take rooms"
+    ),
+    printcolumn(
+        name = "Slots",
+        type_ = "integer",
+        json_path = ".status.slots",
+        description = "Participant slots on Ready nodes"
+    ),
+    printcolumn(
+        name = "Used",
+        type_ = "integer",
+        json_path = ".status.usedSlots",
+        description = "Participant slots reserved or in use"
+    ),
+    printcolumn(
+        name = "Strategy",
+        type_ = "string",
+        json_path = ".spec.placement.strategy",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Revision",
+        type_ = "string",
+        json_path = ".status.updateRevision",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Available",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Available\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.replicas) || self.replicas >= self.zones.map(z, z.minNodes).sum()").message("replicas is below the sum of the zones' minNodes: raise replicas or lower a zone's minNodes"))]

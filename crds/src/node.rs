@@ -26,12 +26,35 @@ use crate::common::{DrainMode, NodeCapacity};
     printcolumn(name = "Zone", type_ = "string", json_path = ".spec.zone"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Rooms", type_ = "integer", json_path = ".status.load.rooms"),
-    printcolumn(name = "Participants", type_ = "integer", json_path = ".status.load.participants"),
-    printcolumn(name = "Used", type_ = "integer", json_path = ".status.load.usedSlots", description = "Slots reserved or in use"),
+    printcolumn(
+        name = "Participants",
+        type_ = "integer",
+        json_path = ".status.load.participants"
+    ),
+    printcolumn(
+        name = "Used",
+        type_ = "integer",
+        json_path = ".status.load.usedSlots",
+        description = "Slots reserved or in use"
+    ),
     printcolumn(name = "Slots", type_ = "integer", json_path = ".spec.capacity.slots"),
-    printcolumn(name = "Revision", type_ = "string", json_path = ".spec.revision", priority = 1),
-    printcolumn(name = "Address", type_ = "string", json_path = ".status.addresses.media", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Revision",
+        type_ = "string",
+        json_path = ".spec.revision",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Address",
+        type_ = "string",
+        json_path = ".status.addresses.media",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MediaNodeSpec {
@@ -77,7 +100,20 @@ pub struct DrainRequest {
 }
 
 /// Lifecycle phase of a media node.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    JsonSchema,
+)]
 pub enum NodePhase {
     /// Created; no pod yet.
     #[default]
@@ -96,7 +132,14 @@ pub enum NodePhase {
 
 impl NodePhase {
     /// All phases, in lifecycle order.
-    pub const ALL: [Self; 6] = [Self::Pending, Self::Starting, Self::Ready, Self::Draining, Self::Drained, Self::Failed];
+    pub const ALL: [Self; 6] = [
+        Self::Pending,
+        Self::Starting,
+        Self::Ready,
+        Self::Draining,
+        Self::Drained,
+        Self::Failed,
+    ];
 
     /// The phase as spelled in the API.
     pub fn as_str(self) -> &'static str {

@@ -23,11 +23,29 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Zone", type_ = "string", json_path = ".status.zone"),
     printcolumn(name = "Node", type_ = "string", json_path = ".status.node"),
-    printcolumn(name = "Participants", type_ = "integer", json_path = ".status.participants"),
+    printcolumn(
+        name = "Participants",
+        type_ = "integer",
+        json_path = ".status.participants"
+    ),
     printcolumn(name = "Slots", type_ = "integer", json_path = ".spec.slots"),
-    printcolumn(name = "Tenant", type_ = "string", json_path = ".spec.tenant", priority = 1),
-    printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Tenant",
+        type_ = "string",
+        json_path = ".spec.tenant",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Endpoint",
+        type_ = "string",
+        json_path = ".status.endpoint",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RoomSpec {
@@ -111,7 +129,13 @@ pub enum RoomPhase {
 
 impl RoomPhase {
     /// All phases, in lifecycle order.
-    pub const ALL: [Self; 5] = [Self::Pending, Self::Scheduled, Self::Active, Self::Migrating, Self::Closed];
+    pub const ALL: [Self; 5] = [
+        Self::Pending,
+        Self::Scheduled,
+        Self::Active,
+        Self::Migrating,
+        Self::Closed,
+    ];
 
     /// The phase as spelled in the API.
     pub fn as_str(self) -> &'static str {

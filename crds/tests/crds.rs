@@ -75,22 +75,42 @@ fn structural_violations(schema: &Value, path: &str, in_junctor: bool, out: &mut
     };
     let int_or_string = obj.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
     let preserve = obj.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
-    for forbidden in ["$ref", "definitions", "$schema", "patternProperties", "dependencies", "const", "oneOf", "allOf", "not"] {
+    for forbidden in [
+        "$ref",
+        "definitions",
+        "$schema",
+        "patternProperties",
+        "dependencies",
+        "const",
+        "oneOf",
+        "allOf",
+        "not",
+    ] {
         if obj.contains_key(forbidden) {
-            out.push(format!("{path}: `{forbidden}` is not allowed in a structural schema"));
+            out.push(format!(
+                "{path}: `{forbidden}` is not allowed in a structural schema"
+            ));
         }
     }
     if obj.get("uniqueItems") == Some(&Value::Bool(true)) {
         out.push(format!("{path}: uniqueItems: true is forbidden"));
     }
     if obj.contains_key("properties") && obj.contains_key("additionalProperties") {
-        out.push(format!("{path}: properties and additionalProperties are mutually exclusive"));
+        out.push(format!(
+            "{path}: properties and additionalProperties are mutually exclusive"
+        ));
     }
     if obj.get("additionalProperties") == Some(&Value::Bool(false)) {
         out.push(format!("{path}: additionalProperties: false is forbidden"));
     }
     if in_junctor {
-        for k in ["description", "type", "default", "additionalProperties", "nullable"] {
+        for k in [
+            "description",
+            "type",
+            "default",
+            "additionalProperties",
+            "nullable",
+        ] {
             if obj.contains_key(k) && !int_or_string {
                 out.push(format!("{path}: `{k}` inside anyOf"));
             }
@@ -121,7 +141,9 @@ fn structural_violations(schema: &Value, path: &str, in_junctor: bool, out: &mut
         }
         if list_type == "map" {
             let items = obj.get("items");
-            let keys = obj.get("x-kubernetes-list-map-keys").and_then(Value::as_array);
+            let keys = obj
+                .get("x-kubernetes-list-map-keys")
+                .and_then(Value::as_array);
             let required: BTreeSet<&str> = items
                 .and_then(|i| i.get("required"))
                 .and_then(Value::as_array)
@@ -135,13 +157,19 @@ fn structural_violations(schema: &Value, path: &str, in_junctor: bool, out: &mut
                         let scalar = prop
                             .and_then(|p| p.get("type"))
                             .and_then(Value::as_str)
-                            .is_some_and(|t| ["string", "integer", "boolean", "number"].contains(&t));
+                            .is_some_and(|t| {
+                                ["string", "integer", "boolean", "number"].contains(&t)
+                            });
                         let defaulted = prop.is_some_and(|p| p.get("default").is_some());
                         if !scalar {
-                            out.push(format!("{path}: list map key `{key}` is not a scalar property"));
+                            out.push(format!(
+                                "{path}: list map key `{key}` is not a scalar property"
+                            ));
                         }
                         if !required.contains(key) && !defaulted {
-                            out.push(format!("{path}: list map key `{key}` must be required or defaulted"));
+                            out.push(format!(
+                                "{path}: list map key `{key}` must be required or defaulted"
+                            ));
                         }
                         if prop.is_some_and(|p| p.get("nullable") == Some(&Value::Bool(true))) {
                             out.push(format!("{path}: list map key `{key}` must not be nullable"));
@@ -153,11 +181,19 @@ fn structural_violations(schema: &Value, path: &str, in_junctor: bool, out: &mut
     } else if obj.contains_key("x-kubernetes-list-map-keys") {
         out.push(format!("{path}: list map keys without list type map"));
     }
-    if let Some(rules) = obj.get("x-kubernetes-validations").and_then(Value::as_array) {
+    if let Some(rules) = obj
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+    {
         for rule in rules {
-            let has_message = rule.get("message").and_then(Value::as_str).is_some_and(|m| !m.is_empty());
+            let has_message = rule
+                .get("message")
+                .and_then(Value::as_str)
+                .is_some_and(|m| !m.is_empty());
             if !has_message {
-                out.push(format!("{path}: CEL rule {rule} has no message telling the user what to fix"));
+                out.push(format!(
+                    "{path}: CEL rule {rule} has no message telling the user what to fix"
+                ));
             }
         }
     }
@@ -170,7 +206,12 @@ fn structural_violations(schema: &Value, path: &str, in_junctor: bool, out: &mut
         structural_violations(items, &format!("{path}[]"), in_junctor, out);
     }
     if let Some(Value::Object(_)) = obj.get("additionalProperties") {
-        structural_violations(&obj["additionalProperties"], &format!("{path}{{}}"), in_junctor, out);
+        structural_violations(
+            &obj["additionalProperties"],
+            &format!("{path}{{}}"),
+            in_junctor,
+            out,
+        );
     }
     if let Some(any) = obj.get("anyOf").and_then(Value::as_array) {
         if !int_or_string {
@@ -185,16 +226,30 @@ fn structural_violations(schema: &Value, path: &str, in_junctor: bool, out: &mut
 #[test]
 fn schemas_are_structural() {
     for (file, crd) in crds() {
-        let schema = schema_of(&[(file, crd.clone())], crd["spec"]["names"]["kind"].as_str().unwrap_or_default()).clone();
+        let schema = schema_of(
+            &[(file, crd.clone())],
+            crd["spec"]["names"]["kind"].as_str().unwrap_or_default(),
+        )
+        .clone();
         let mut violations = Vec::new();
         structural_violations(&schema, "", false, &mut violations);
         assert_eq!(schema["type"], "object", "{file}: root must be an object");
         // `metadata` may only constrain name and generateName; ours leaves it to the server.
         if let Some(meta) = schema.pointer("/properties/metadata") {
-            let extra: Vec<_> = meta.as_object().into_iter().flatten().map(|(k, _)| k.as_str()).filter(|k| *k != "type").collect();
+            let extra: Vec<_> = meta
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, _)| k.as_str())
+                .filter(|k| *k != "type")
+                .collect();
             assert!(extra.is_empty(), "{file}: metadata schema sets {extra:?}");
         }
-        assert!(violations.is_empty(), "{file} is not structural:\n{}", violations.join("\n"));
+        assert!(
+            violations.is_empty(),
+            "{file} is not structural:\n{}",
+            violations.join("\n")
+        );
     }
 }
 
@@ -203,16 +258,39 @@ fn every_kind_has_status_printer_columns_and_short_names() {
     for (file, crd) in crds() {
         let version = &crd["spec"]["versions"][0];
         assert_eq!(crd["spec"]["scope"], "Namespaced", "{file}");
-        assert!(version["subresources"]["status"].is_object(), "{file}: status subresource");
-        let columns = version["additionalPrinterColumns"].as_array().map_or(0, Vec::len);
+        assert!(
+            version["subresources"]["status"].is_object(),
+            "{file}: status subresource"
+        );
+        let columns = version["additionalPrinterColumns"]
+            .as_array()
+            .map_or(0, Vec::len);
         assert!(columns >= 4, "{file}: printer columns");
-        assert!(crd["spec"]["names"]["shortNames"].as_array().is_some_and(|s| !s.is_empty()), "{file}: short names");
+        assert!(
+            crd["spec"]["names"]["shortNames"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty()),
+            "{file}: short names"
+        );
         let status = &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
-        assert!(status["observedGeneration"].is_object(), "{file}: status.observedGeneration");
-        assert_eq!(status["conditions"]["x-kubernetes-list-type"], "map", "{file}: conditions keyed by type");
-        assert_eq!(status["conditions"]["x-kubernetes-list-map-keys"][0], "type", "{file}");
+        assert!(
+            status["observedGeneration"].is_object(),
+            "{file}: status.observedGeneration"
+        );
+        assert_eq!(
+            status["conditions"]["x-kubernetes-list-type"], "map",
+            "{file}: conditions keyed by type"
+        );
+        assert_eq!(
+            status["conditions"]["x-kubernetes-list-map-keys"][0], "type",
+            "{file}"
+        );
     }
-    let fleet = crds().into_iter().find(|(f, _)| *f == "mediafleet.yaml").map(|(_, c)| c).unwrap_or_default();
+    let fleet = crds()
+        .into_iter()
+        .find(|(f, _)| *f == "mediafleet.yaml")
+        .map(|(_, c)| c)
+        .unwrap_or_default();
     let scale = &fleet["spec"]["versions"][0]["subresources"]["scale"];
     assert_eq!(scale["specReplicasPath"], ".spec.replicas");
     assert_eq!(scale["statusReplicasPath"], ".status.replicas");
@@ -221,8 +299,16 @@ fn every_kind_has_status_printer_columns_and_short_names() {
 fn all_rules(schema: &Value, out: &mut BTreeSet<String>) {
     match schema {
         Value::Object(map) => {
-            if let Some(rules) = map.get("x-kubernetes-validations").and_then(Value::as_array) {
-                out.extend(rules.iter().filter_map(|r| r.get("rule").and_then(Value::as_str)).map(String::from));
+            if let Some(rules) = map
+                .get("x-kubernetes-validations")
+                .and_then(Value::as_array)
+            {
+                out.extend(
+                    rules
+                        .iter()
+                        .filter_map(|r| r.get("rule").and_then(Value::as_str))
+                        .map(String::from),
+                );
             }
             map.values().for_each(|v| all_rules(v, out));
         }
@@ -244,14 +330,22 @@ fn samples_pass_every_rule_and_deserialize() {
         for doc in yaml_docs(&path) {
             let kind = kind_of(&doc).to_string();
             let result = Validator::new().validate(schema_of(&crds, &kind), &doc, None);
-            assert!(result.is_ok(), "{}: {kind} refused: {result:?}", path.display());
+            assert!(
+                result.is_ok(),
+                "{}: {kind} refused: {result:?}",
+                path.display()
+            );
             let typed = match kind.as_str() {
                 "MediaFleet" => serde_json::from_value::<ruche_crds::MediaFleet>(doc.clone()).err(),
                 "MediaNode" => serde_json::from_value::<ruche_crds::MediaNode>(doc.clone()).err(),
                 "Room" => serde_json::from_value::<ruche_crds::Room>(doc.clone()).err(),
                 other => panic!("{}: unexpected kind {other}", path.display()),
             };
-            assert!(typed.is_none(), "{}: {kind} does not deserialize: {typed:?}", path.display());
+            assert!(
+                typed.is_none(),
+                "{}: {kind} does not deserialize: {typed:?}",
+                path.display()
+            );
             seen += 1;
         }
     }
@@ -280,10 +374,17 @@ fn bad_objects_are_refused_with_their_message_and_every_rule_is_exercised() {
             .find_map(|l| l.strip_prefix("# expect: "))
             .unwrap_or_else(|| panic!("{}: no `# expect:` line", path.display()));
         let docs = yaml_docs(&path);
-        let (old, new) = if text.contains("\n# update:") { (docs.first(), &docs[1]) } else { (None, &docs[0]) };
+        let (old, new) = if text.contains("\n# update:") {
+            (docs.first(), &docs[1])
+        } else {
+            (None, &docs[0])
+        };
         let schema = schema_of(&crds, kind_of(new));
         let errors = match Validator::new().validate(schema, new, old) {
-            Ok(()) => panic!("{}: accepted, expected refusal with `{expect}`", path.display()),
+            Ok(()) => panic!(
+                "{}: accepted, expected refusal with `{expect}`",
+                path.display()
+            ),
             Err(e) => e.into_vec(),
         };
         assert!(
@@ -301,5 +402,8 @@ fn bad_objects_are_refused_with_their_message_and_every_rule_is_exercised() {
         fired.extend(errors.into_iter().map(|e| e.rule));
     }
     let unexercised: Vec<_> = declared.difference(&fired).collect();
-    assert!(unexercised.is_empty(), "CEL rules with no failing sample in tests/invalid: {unexercised:#?}");
+    assert!(
+        unexercised.is_empty(),
+        "CEL rules with no failing sample in tests/invalid: {unexercised:#?}"
+    );
 }

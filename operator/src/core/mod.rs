@@ -1,0 +1,29 @@
+//! The decision core: pure functions over a [`Snapshot`] of the fleet that return decisions
+//! and [`Action`]s. Nothing here talks to the API server, reads a clock or does I/O; the
+//! controllers and the simulator build the snapshot, call the core and apply what it returns.
+//!
+//! - [`snapshot`]: the world as the core sees it, with per-zone indexes kept up to date by
+//!   [`Snapshot::apply`] and the observation methods.
+//! - [`load`]: reservation-aware accounting of a node's slots.
+//! - [`request`]: a room's needs (slots, zone rules) resolved against the fleet.
+//! - [`placement`]: which node gets a room.
+//! - [`unschedulable`]: why a room could not be placed, zone by zone.
+//! - [`failover`]: placing again the rooms of nodes that failed.
+
+pub mod action;
+pub mod failover;
+pub mod ids;
+pub mod load;
+pub mod placement;
+pub mod request;
+pub mod snapshot;
+pub mod unschedulable;
+
+pub use action::{Action, ApplyError};
+pub use failover::{FailoverPlan, failover};
+pub use ids::{NodeId, RoomKey, ZoneId, ZoneMask};
+pub use load::Load;
+pub use placement::{Placement, place};
+pub use request::RoomRequest;
+pub use snapshot::{FleetRules, NodeInfo, NodeState, Snapshot, ZoneRules};
+pub use unschedulable::{Refusal, Unschedulable, ZoneRefusal};

@@ -1,0 +1,199 @@
+//! Which node gets a room.
+//!
+//! Zones are tried in tiers: the room's home zone (when it is being moved), then its preferred
+//! zones, then the rest of its allowed zones. Within a tier, the room goes to the zone whose
+//! schedulable slots are least used, so rooms spread across zones and the loss of one zone
+//! cuts as few meetings as possible. Within that zone, the fleet's strategy picks the node:
+//! `Packed` takes the fullest node that still fits (so empty nodes can be drained away),
+//! `Distributed` the emptiest. Ties break on zone order, then node name, so the same snapshot
+//! always gives the same answer.
+
+use ruche_crds::PlacementStrategy;
+
+use super::ids::{NodeId, ZoneId, ZoneMask};
+use super::request::RoomRequest;
+use super::snapshot::Snapshot;
+use super::unschedulable::Unschedulable;
+
+/// Where a room goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// The node chosen.
+    pub node: NodeId,
+    /// Its zone.
+    pub zone: ZoneId,
+}
+
+/// Chooses a node for a room, or says why none can take it.
+pub fn place(snapshot: &Snapshot, request: &RoomRequest) -> Result<Placement, Unschedulable> {
+    for tier in request.tiers() {
+        if let Some(p) = best_in(snapshot, tier, request.slots) {
+            return Ok(p);
+        }
+    }
+    Err(Unschedulable::explain(snapshot, request))
+}
+
+fn best_in(snapshot: &Snapshot, zones: ZoneMask, slots: u32) -> Option<Placement> {
+    let strategy = snapshot.rules().strategy;
+    let mut best: Option<(Placement, u64, u64)> = None;
+    for zone in zones.iter() {
+        let node = match strategy {
+            PlacementStrategy::Packed => snapshot.tightest_fit(zone, slots),
+            PlacementStrategy::Distributed => snapshot.roomiest_fit(zone, slots),
+        };
+        let Some(node) = node else { continue };
+        let usage = snapshot.zone_use(zone);
+        // Compare used/capacity ratios exactly: a.used/a.cap < b.used/b.cap.
+        let better = best.is_none_or(|(_, used, cap)| {
+            u128::from(usage.used) * u128::from(cap) < u128::from(used) * u128::from(usage.capacity)
+        });
+        if better {
+            best = Some((Placement { node, zone }, usage.used, usage.capacity));
+        }
+    }
+    best.map(|(p, _, _)| p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Action, FleetRules, NodeInfo, RoomKey, ZoneRules};
+    use ruche_crds::NodePhase;
+
+    fn snapshot(strategy: PlacementStrategy, nodes: &[(&str, &str, u32, u32)]) -> Snapshot {
+        let rules = FleetRules {
+            strategy,
+            zones: ["a", "b", "c"]
+                .iter()
+                .map(|z| ZoneRules {
+                    name: (*z).into(),
+                    min_nodes: 0,
+                    max_nodes: 4,
+                })
+                .collect(),
+        };
+        let Ok(mut s) = Snapshot::new(rules) else {
+            unreachable!("valid rules")
+        };
+        for (i, (name, zone, capacity, used)) in nodes.iter().enumerate() {
+            let info = NodeInfo {
+                name: (*name).into(),
+                zone: (*zone).into(),
+                revision: "r".into(),
+                capacity: *capacity,
+                phase: NodePhase::Ready,
+                draining: false,
+            };
+            let Ok(id) = s.add_node(info) else {
+                unreachable!("fresh node")
+            };
+            if *used > 0 {
+                let Ok(req) = s.request::<&str>(*used, &[], &[]) else {
+                    unreachable!()
+                };
+                let applied = s.apply(&Action::Assign {
+                    room: RoomKey::new(format!("seed-{i}")),
+                    node: id,
+                    request: req,
+                });
+                assert!(applied.is_ok());
+            }
+        }
+        s
+    }
+
+    fn name(s: &Snapshot, p: Result<Placement, Unschedulable>) -> String {
+        match p {
+            Ok(p) => s
+                .node(p.node)
+                .map(|n| n.name.to_string())
+                .unwrap_or_default(),
+            Err(e) => format!("refused: {e}"),
+        }
+    }
+
+    #[test]
+    fn packed_fills_the_fullest_node_that_fits() {
+        let s = snapshot(
+            PlacementStrategy::Packed,
+            &[
+                ("a1", "a", 100, 80),
+                ("a2", "a", 100, 50),
+                ("a3", "a", 100, 0),
+            ],
+        );
+        let Ok(req) = s.request(10, &["a"], &[]) else {
+            unreachable!()
+        };
+        assert_eq!(name(&s, place(&s, &req)), "a1");
+        let Ok(req) = s.request(30, &["a"], &[]) else {
+            unreachable!()
+        };
+        assert_eq!(name(&s, place(&s, &req)), "a2");
+    }
+
+    #[test]
+    fn distributed_takes_the_emptiest_node_and_breaks_ties_by_name() {
+        let s = snapshot(
+            PlacementStrategy::Distributed,
+            &[
+                ("a2", "a", 100, 0),
+                ("a1", "a", 100, 0),
+                ("a3", "a", 100, 20),
+            ],
+        );
+        let Ok(req) = s.request(10, &["a"], &[]) else {
+            unreachable!()
+        };
+        assert_eq!(name(&s, place(&s, &req)), "a1");
+    }
+
+    #[test]
+    fn rooms_spread_to_the_least_used_zone_and_honour_preference() {
+        let s = snapshot(
+            PlacementStrategy::Packed,
+            &[
+                ("a1", "a", 100, 60),
+                ("b1", "b", 100, 10),
+                ("c1", "c", 100, 30),
+            ],
+        );
+        let Ok(any) = s.request::<&str>(5, &[], &[]) else {
+            unreachable!()
+        };
+        assert_eq!(name(&s, place(&s, &any)), "b1");
+        let Ok(pref) = s.request(5, &[], &["c"]) else {
+            unreachable!()
+        };
+        assert_eq!(name(&s, place(&s, &pref)), "c1");
+        // Preferred zone full: fall back to the rest of allowed.
+        let Ok(big) = s.request(50, &["a", "c"], &["a"]) else {
+            unreachable!()
+        };
+        assert_eq!(name(&s, place(&s, &big)), "c1");
+        // Home zone first, even over preference.
+        assert_eq!(name(&s, place(&s, &pref.with_home(ZoneId(0)))), "a1");
+    }
+
+    #[test]
+    fn never_a_draining_or_unready_node() {
+        let mut s = snapshot(
+            PlacementStrategy::Packed,
+            &[
+                ("a1", "a", 100, 90),
+                ("a2", "a", 100, 0),
+                ("a3", "a", 100, 0),
+            ],
+        );
+        let (Some(a1), Some(a2)) = (s.node_id("a1"), s.node_id("a2")) else {
+            unreachable!()
+        };
+        assert!(s.set_draining(a1, true).is_ok());
+        assert!(s.set_phase(a2, NodePhase::Starting).is_ok());
+        let Ok(req) = s.request(5, &["a"], &[]) else {
+            unreachable!()
+        };
+        assert_eq!(name(&s, place(&s, &req)), "a3");
+    }
+}

@@ -1,0 +1,9 @@
+//! Ruche's operator: the pure decision core and the fleet simulator that drives it.
+//!
+//! - [`core`]: placement, reservation accounting and failover, as pure functions over a
+//!   snapshot. No I/O, no clock.
+//! - [`sim`]: a day of meetings against a simulated fleet, driving the same core with a
+//!   simulated clock, for capacity questions and demos.
+
+pub mod core;
+pub mod sim;
