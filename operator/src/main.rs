@@ -1,1 +1,3 @@
+//! `ruche-operator`: the operator binary (subcommands for its modes).
+
 fn main() {}
