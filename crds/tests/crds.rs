@@ -1,6 +1,9 @@
 //! The CRDs as a real API server sees them: committed YAML in sync with the types, schemas
 //! structural, and every CEL rule evaluated against good and bad objects.
 
+// Test helpers fail the test by panicking, like the tests themselves.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -135,6 +138,51 @@ fn structural_violations(schema: &Value, path: &str, in_junctor: bool, out: &mut
     {
         out.push(format!("{path}: format `{f}` is unknown to the API server"));
     }
+    list_map_violations(obj, path, out);
+    if let Some(rules) = obj
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+    {
+        for rule in rules {
+            let has_message = rule
+                .get("message")
+                .and_then(Value::as_str)
+                .is_some_and(|m| !m.is_empty());
+            if !has_message {
+                out.push(format!(
+                    "{path}: CEL rule {rule} has no message telling the user what to fix"
+                ));
+            }
+        }
+    }
+    if let Some(props) = obj.get("properties").and_then(Value::as_object) {
+        for (name, sub) in props {
+            structural_violations(sub, &format!("{path}.{name}"), in_junctor, out);
+        }
+    }
+    if let Some(items) = obj.get("items") {
+        structural_violations(items, &format!("{path}[]"), in_junctor, out);
+    }
+    if let Some(Value::Object(_)) = obj.get("additionalProperties") {
+        structural_violations(
+            &obj["additionalProperties"],
+            &format!("{path}{{}}"),
+            in_junctor,
+            out,
+        );
+    }
+    if let Some(any) = obj.get("anyOf").and_then(Value::as_array) {
+        if !int_or_string {
+            out.push(format!("{path}: anyOf is only allowed for int-or-string"));
+        }
+        for (i, sub) in any.iter().enumerate() {
+            structural_violations(sub, &format!("{path}.anyOf[{i}]"), true, out);
+        }
+    }
+}
+
+/// A `x-kubernetes-list-type: map` needs scalar keys that are required or defaulted.
+fn list_map_violations(obj: &serde_json::Map<String, Value>, path: &str, out: &mut Vec<String>) {
     if let Some(list_type) = obj.get("x-kubernetes-list-type").and_then(Value::as_str) {
         if !["atomic", "set", "map"].contains(&list_type) {
             out.push(format!("{path}: bad list type {list_type}"));
@@ -180,46 +228,6 @@ fn structural_violations(schema: &Value, path: &str, in_junctor: bool, out: &mut
         }
     } else if obj.contains_key("x-kubernetes-list-map-keys") {
         out.push(format!("{path}: list map keys without list type map"));
-    }
-    if let Some(rules) = obj
-        .get("x-kubernetes-validations")
-        .and_then(Value::as_array)
-    {
-        for rule in rules {
-            let has_message = rule
-                .get("message")
-                .and_then(Value::as_str)
-                .is_some_and(|m| !m.is_empty());
-            if !has_message {
-                out.push(format!(
-                    "{path}: CEL rule {rule} has no message telling the user what to fix"
-                ));
-            }
-        }
-    }
-    if let Some(props) = obj.get("properties").and_then(Value::as_object) {
-        for (name, sub) in props {
-            structural_violations(sub, &format!("{path}.{name}"), in_junctor, out);
-        }
-    }
-    if let Some(items) = obj.get("items") {
-        structural_violations(items, &format!("{path}[]"), in_junctor, out);
-    }
-    if let Some(Value::Object(_)) = obj.get("additionalProperties") {
-        structural_violations(
-            &obj["additionalProperties"],
-            &format!("{path}{{}}"),
-            in_junctor,
-            out,
-        );
-    }
-    if let Some(any) = obj.get("anyOf").and_then(Value::as_array) {
-        if !int_or_string {
-            out.push(format!("{path}: anyOf is only allowed for int-or-string"));
-        }
-        for (i, sub) in any.iter().enumerate() {
-            structural_violations(sub, &format!("{path}.anyOf[{i}]"), true, out);
-        }
     }
 }
 
@@ -406,4 +414,38 @@ fn bad_objects_are_refused_with_their_message_and_every_rule_is_exercised() {
         unexercised.is_empty(),
         "CEL rules with no failing sample in tests/invalid: {unexercised:#?}"
     );
+}
+
+#[test]
+fn the_structural_check_catches_what_an_api_server_refuses() {
+    let bad = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "untyped": { "description": "no type" },
+            "list": { "type": "array" },
+            "both": { "type": "object", "properties": {}, "additionalProperties": { "type": "string" } },
+            "reference": { "$ref": "#/definitions/x" },
+            "keyed": {
+                "type": "array",
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+                "items": { "type": "object", "properties": { "name": { "type": "string" } } }
+            },
+            "odd": { "type": "integer", "format": "uint32" },
+            "silent": { "type": "string", "x-kubernetes-validations": [{ "rule": "self != ''" }] }
+        }
+    });
+    let mut out = Vec::new();
+    structural_violations(&bad, "", false, &mut out);
+    for expected in [
+        ".untyped: no type",
+        ".list: array without items",
+        ".both: properties and additionalProperties are mutually exclusive",
+        ".reference: `$ref` is not allowed",
+        ".keyed: list map key `name` must be required or defaulted",
+        ".odd: format `uint32` is unknown",
+        ".silent: CEL rule",
+    ] {
+        assert!(out.iter().any(|v| v.starts_with(expected)), "missed `{expected}` in {out:#?}");
+    }
 }

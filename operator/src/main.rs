@@ -1,3 +1,102 @@
-//! `ruche-operator`: the operator binary (subcommands for its modes).
+//! `ruche-operator`: the Ruche operator binary. One binary, a subcommand per mode.
 
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ruche_operator::sim::{self, Scenario, chart, report, scenario::BUNDLED};
+
+/// Ruche: a Kubernetes operator and control plane for WebRTC media fleets.
+#[derive(Parser, Debug)]
+#[command(name = "ruche-operator", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Simulate a day of meetings on a fleet, with the operator's own placement core.
+    Simulate {
+        /// A scenario file, or the name of a bundled scenario (`ministry-day`).
+        scenario: String,
+        /// Where to write the SVG chart of use per zone (default: `<scenario name>.svg`).
+        #[arg(long)]
+        chart: Option<PathBuf>,
+        /// Override the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Print the outcome as JSON instead of the text report.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Simulate {
+            scenario,
+            chart,
+            seed,
+            json,
+        } => simulate(&scenario, chart, seed, json),
+    }
+}
+
+fn simulate(name: &str, chart_path: Option<PathBuf>, seed: Option<u64>, json: bool) -> ExitCode {
+    let (text, file) = match std::fs::read_to_string(name) {
+        Ok(text) => (text, name.to_string()),
+        Err(e) => {
+            let Some((bundled, text)) = BUNDLED.iter().find(|(n, _)| *n == name) else {
+                let names: Vec<&str> = BUNDLED.iter().map(|(n, _)| *n).collect();
+                eprintln!(
+                    "error: cannot read scenario {name}: {e} (bundled scenarios: {})",
+                    names.join(", ")
+                );
+                return ExitCode::from(2);
+            };
+            ((*text).to_string(), format!("{bundled} (bundled)"))
+        }
+    };
+    let mut scenario = match Scenario::parse(&text, &file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if let Some(excerpt) = e.excerpt(&text) {
+                eprintln!("{excerpt}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(seed) = seed {
+        scenario.seed = seed;
+    }
+    let (outcome, timing) = match sim::run(&scenario) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: simulation stopped: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let chart_path = chart_path.unwrap_or_else(|| PathBuf::from(format!("{}.svg", scenario.name)));
+    if let Some(dir) = chart_path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Err(e) = std::fs::create_dir_all(dir)
+    {
+        eprintln!("error: cannot create {}: {e}", dir.display());
+        return ExitCode::FAILURE;
+    }
+    if let Err(e) = std::fs::write(&chart_path, chart::render(&outcome)) {
+        eprintln!("error: cannot write chart {}: {e}", chart_path.display());
+        return ExitCode::FAILURE;
+    }
+    if json {
+        let doc = serde_json::json!({ "outcome": outcome, "timing": timing, "chart": chart_path });
+        println!("{doc:#}");
+    } else {
+        print!("{}", report::render(&outcome));
+        println!();
+        print!("{}", report::render_timing(&timing));
+        println!("Chart: {}", chart_path.display());
+    }
+    ExitCode::SUCCESS
+}

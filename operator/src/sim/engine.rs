@@ -1,0 +1,348 @@
+//! The simulation loop: the imperative shell around the decision core, with a simulated
+//! clock and a simulated cluster.
+//!
+//! At each instant, meetings that end are released first, then the scenario's events happen,
+//! then new meetings ask for rooms, then the fleet's use is sampled. Every placement goes
+//! through [`crate::core::place`] and every failure through [`crate::core::failover`], the same
+//! functions the controllers call.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+use ruche_crds::NodePhase;
+
+use super::clock::TimeOfDay;
+use super::outcome::{EventOutcome, Outcome, Refusals, Sample, Timing, ZoneSample};
+use super::scenario::{EventKind, Scenario, node_name};
+use super::workload::{Meeting, meetings};
+use crate::core::{
+    Action, FleetRules, NodeId, NodeInfo, RoomKey, RoomRequest, Snapshot, ZoneId, ZoneRules,
+    failover, place,
+};
+
+/// A simulation that cannot run (the scenario passed its checks but the core refused it).
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The fleet's rules are unusable.
+    #[error("fleet: {0}")]
+    Rules(#[from] crate::core::snapshot::RulesError),
+    /// A change was refused by the snapshot.
+    #[error("at {at}: {source}")]
+    Apply {
+        /// When.
+        at: TimeOfDay,
+        /// What.
+        source: crate::core::ApplyError,
+    },
+    /// A zone choice names a zone the fleet does not have.
+    #[error("workload zones: {0}")]
+    Zones(#[from] crate::core::request::UnknownZones),
+}
+
+/// What happens next, in the order same-time steps are taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Step {
+    End,
+    Event,
+    Arrival,
+    Sample,
+}
+
+/// Runs a scenario to the end of its day.
+pub fn run(scenario: &Scenario) -> Result<(Outcome, Timing), SimError> {
+    Simulation::new(scenario)?.run()
+}
+
+struct Simulation<'a> {
+    scenario: &'a Scenario,
+    snapshot: Snapshot,
+    /// Node ids by zone, in name order.
+    zone_nodes: Vec<Vec<NodeId>>,
+    /// One request per workload zone choice, plus the "anywhere" request last.
+    requests: Vec<RoomRequest>,
+    outcome: Outcome,
+    decision_time: Duration,
+    decisions: u64,
+}
+
+impl<'a> Simulation<'a> {
+    fn new(scenario: &'a Scenario) -> Result<Self, SimError> {
+        let fleet = &scenario.fleet;
+        let rules = FleetRules {
+            strategy: fleet.strategy,
+            zones: fleet
+                .zones
+                .iter()
+                .map(|z| ZoneRules {
+                    name: z.name.value.clone(),
+                    min_nodes: z.nodes.value,
+                    max_nodes: z.nodes.value,
+                })
+                .collect(),
+        };
+        let mut snapshot = Snapshot::new(rules)?;
+        let mut zone_nodes = Vec::new();
+        for zone in &fleet.zones {
+            let mut ids = Vec::new();
+            for i in 0..zone.nodes.value {
+                let info = NodeInfo {
+                    name: node_name(&zone.name.value, i),
+                    zone: zone.name.value.clone(),
+                    revision: "sim".into(),
+                    capacity: fleet.node_capacity.value,
+                    phase: NodePhase::Ready,
+                    draining: false,
+                };
+                ids.push(snapshot.add_node(info).map_err(|source| SimError::Apply {
+                    at: scenario.day.start.value,
+                    source,
+                })?);
+            }
+            zone_nodes.push(ids);
+        }
+        let mut requests = Vec::new();
+        for choice in &scenario.workload.zones {
+            let allowed: Vec<&str> = choice.allowed.iter().map(|z| z.value.as_str()).collect();
+            let preferred: Vec<&str> = choice.preferred.iter().map(|z| z.value.as_str()).collect();
+            requests.push(snapshot.request(0, &allowed, &preferred)?);
+        }
+        requests.push(snapshot.request::<&str>(0, &[], &[])?);
+        let outcome = Outcome::new(scenario);
+        Ok(Self {
+            scenario,
+            snapshot,
+            zone_nodes,
+            requests,
+            outcome,
+            decision_time: Duration::ZERO,
+            decisions: 0,
+        })
+    }
+
+    fn run(mut self) -> Result<(Outcome, Timing), SimError> {
+        let meetings = meetings(self.scenario);
+        let mut events: Vec<_> = self.scenario.events.iter().collect();
+        events.sort_by_key(|e| e.at.value);
+        let (mut next_meeting, mut next_event) = (0, 0);
+        let mut ends: BinaryHeap<Reverse<(TimeOfDay, u32)>> = BinaryHeap::new();
+        let mut next_sample = self.scenario.day.start.value;
+        let sample_every = self.scenario.sample_minutes.value * 60;
+        let end_of_day = self.scenario.day.end.value;
+        loop {
+            let candidates = [
+                ends.peek().map(|Reverse((t, _))| (*t, Step::End)),
+                events.get(next_event).map(|e| (e.at.value, Step::Event)),
+                meetings.get(next_meeting).map(|m| (m.start, Step::Arrival)),
+                (next_sample <= end_of_day).then_some((next_sample, Step::Sample)),
+            ];
+            let Some((now, step)) = candidates.into_iter().flatten().min() else {
+                break;
+            };
+            if now > end_of_day {
+                break;
+            }
+            match step {
+                Step::End => {
+                    if let Some(Reverse((_, id))) = ends.pop() {
+                        self.end(now, id)?;
+                    }
+                }
+                Step::Event => {
+                    self.event(now, next_event)?;
+                    next_event += 1;
+                }
+                Step::Arrival => {
+                    let meeting = meetings[next_meeting];
+                    next_meeting += 1;
+                    if self.arrive(now, &meeting)? {
+                        ends.push(Reverse((meeting.start.plus(meeting.duration), meeting.id)));
+                    }
+                }
+                Step::Sample => {
+                    self.sample(now);
+                    next_sample = next_sample.plus(sample_every);
+                }
+            }
+        }
+        self.outcome.finish();
+        let timing = Timing {
+            decisions: self.decisions,
+            decision_seconds: self.decision_time.as_secs_f64(),
+        };
+        Ok((self.outcome, timing))
+    }
+
+    fn apply(&mut self, now: TimeOfDay, action: &Action) -> Result<(), SimError> {
+        self.snapshot
+            .apply(action)
+            .map_err(|source| SimError::Apply { at: now, source })
+    }
+
+    fn arrive(&mut self, now: TimeOfDay, meeting: &Meeting) -> Result<bool, SimError> {
+        let choice = meeting.zones.unwrap_or(self.requests.len() - 1);
+        let request = RoomRequest {
+            slots: meeting.slots,
+            ..self.requests[choice]
+        };
+        self.outcome.requested += 1;
+        let started = Instant::now();
+        let decision = place(&self.snapshot, &request);
+        self.decision_time += started.elapsed();
+        self.decisions += 1;
+        match decision {
+            Ok(p) => {
+                let free = self
+                    .snapshot
+                    .node(p.node)
+                    .map_or(0, crate::core::NodeState::free);
+                if free < meeting.slots {
+                    self.outcome.capacity_violations += 1;
+                }
+                let room = room_key(meeting.id);
+                self.apply(
+                    now,
+                    &Action::Assign {
+                        room,
+                        node: p.node,
+                        request,
+                    },
+                )?;
+                self.outcome.placed += 1;
+                Ok(true)
+            }
+            Err(why) => {
+                let example = format!(
+                    "{now} room-{:05} ({} slots): {why}",
+                    meeting.id, meeting.slots
+                );
+                self.outcome
+                    .refused
+                    .add(why.reason(), meeting.slots, example);
+                Ok(false)
+            }
+        }
+    }
+
+    fn end(&mut self, now: TimeOfDay, id: u32) -> Result<(), SimError> {
+        let room = room_key(id);
+        // A room cut by a failure was already released.
+        if self.snapshot.room(&room).is_some() {
+            self.apply(now, &Action::Release { room })?;
+            self.outcome.ended += 1;
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, now: TimeOfDay, index: usize) -> Result<(), SimError> {
+        let event = &self.scenario.events[index];
+        let zone = event
+            .zone
+            .as_ref()
+            .and_then(|z| self.snapshot.zone_id(&z.value));
+        let node = event
+            .node
+            .as_ref()
+            .and_then(|n| self.snapshot.node_id(&n.value));
+        let (nodes, phase): (Vec<NodeId>, NodePhase) = match (event.kind.value, zone, node) {
+            (EventKind::ZoneFailure, Some(z), _) => {
+                (self.zone_nodes[z.0 as usize].clone(), NodePhase::Failed)
+            }
+            (EventKind::ZoneRecovery, Some(z), _) => {
+                (self.zone_nodes[z.0 as usize].clone(), NodePhase::Ready)
+            }
+            (EventKind::NodeFailure, _, Some(n)) => (vec![n], NodePhase::Failed),
+            (EventKind::NodeRecovery, _, Some(n)) => (vec![n], NodePhase::Ready),
+            // The scenario's checks make these unreachable; nothing to do if they happen.
+            _ => (Vec::new(), NodePhase::Ready),
+        };
+        let target = event
+            .zone
+            .as_ref()
+            .map(|z| format!("zone {}", z.value))
+            .or_else(|| event.node.as_ref().map(|n| format!("node {}", n.value)))
+            .unwrap_or_default();
+        let changed: Vec<NodeId> = nodes
+            .into_iter()
+            .filter(|n| self.snapshot.node(*n).is_some_and(|s| s.phase != phase))
+            .collect();
+        for n in &changed {
+            self.snapshot
+                .set_phase(*n, phase)
+                .map_err(|source| SimError::Apply { at: now, source })?;
+        }
+        let mut record = EventOutcome {
+            at: now,
+            what: format!(
+                "{target} {}",
+                if phase == NodePhase::Failed {
+                    "fails"
+                } else {
+                    "recovers"
+                }
+            ),
+            nodes: changed.len() as u32,
+            ..EventOutcome::default()
+        };
+        if phase == NodePhase::Failed {
+            let started = Instant::now();
+            let plan = failover(&self.snapshot, &changed);
+            self.decision_time += started.elapsed();
+            self.decisions += (plan.moved.len() + plan.stranded.len()) as u64;
+            for (_, from, to) in &plan.moved {
+                let same = self.snapshot.node(*from).map(|n| n.zone)
+                    == self.snapshot.node(*to).map(|n| n.zone);
+                record.moved += 1;
+                record.moved_same_zone += u32::from(same);
+            }
+            for (room, why) in &plan.stranded {
+                record.cut += 1;
+                record.cut_slots += self.snapshot.room(room).map_or(0, |r| r.request.slots);
+                if record.example.is_none() {
+                    record.example = Some(format!("{room}: {why}"));
+                }
+            }
+            for action in &plan.actions {
+                self.apply(now, action)?;
+            }
+        }
+        self.outcome.events.push(record);
+        Ok(())
+    }
+
+    fn sample(&mut self, now: TimeOfDay) {
+        let zones = (0..self.zone_nodes.len())
+            .map(|z| {
+                let usage = self.snapshot.zone_use(ZoneId(z as u8));
+                let rooms = self.zone_nodes[z]
+                    .iter()
+                    .filter_map(|n| self.snapshot.node(*n))
+                    .filter(|n| n.phase != NodePhase::Failed)
+                    .map(|n| n.rooms)
+                    .sum();
+                ZoneSample {
+                    used: usage.used,
+                    capacity: usage.capacity,
+                    rooms,
+                }
+            })
+            .collect();
+        self.outcome.samples.push(Sample { at: now, zones });
+    }
+}
+
+fn room_key(id: u32) -> RoomKey {
+    RoomKey::new(format!("room-{id:05}"))
+}
+
+/// Refusals tallied by reason.
+impl Refusals {
+    fn add(&mut self, reason: &'static str, slots: u32, example: String) {
+        let entry = self.by_reason.entry(reason).or_default();
+        entry.rooms += 1;
+        entry.slots += u64::from(slots);
+        if entry.example.is_empty() {
+            entry.example = example;
+        }
+    }
+}

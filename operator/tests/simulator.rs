@@ -1,0 +1,209 @@
+//! The simulator end to end: the bundled day, determinism, and the CLI's answer to bad files.
+
+// Test helpers fail the test by panicking, like the tests themselves.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+use proptest::prelude::*;
+use ruche_operator::sim::{self, Scenario, chart, report, scenario::MINISTRY_DAY};
+
+fn ministry_day(seed: Option<u64>) -> Scenario {
+    let mut s = Scenario::parse(MINISTRY_DAY, "ministry-day").expect("bundled scenario parses");
+    if let Some(seed) = seed {
+        s.seed = seed;
+    }
+    s
+}
+
+#[test]
+fn the_ministry_day_places_meetings_and_survives_its_zone_failure() {
+    let (o, timing) = sim::run(&ministry_day(None)).expect("runs");
+    assert!(
+        o.requested > 5_000,
+        "a ministry day has thousands of meetings, got {}",
+        o.requested
+    );
+    assert_eq!(o.requested, o.placed + o.refused.rooms());
+    assert_eq!(
+        o.capacity_violations, 0,
+        "no placement may exceed a node's free slots"
+    );
+    // Rooms refused are the data-residency rooms pinned to the failed zone, while it is down.
+    assert_eq!(
+        o.refused.by_reason.keys().copied().collect::<Vec<_>>(),
+        vec!["NoReadyNode"]
+    );
+    let zone_failure = o
+        .events
+        .iter()
+        .find(|e| e.what == "zone fr-par-2 fails")
+        .expect("zone failure event");
+    assert_eq!(zone_failure.nodes, 20);
+    assert!(
+        zone_failure.moved > 100,
+        "rooms of the failed zone move: {}",
+        zone_failure.moved
+    );
+    assert_eq!(
+        zone_failure.moved_same_zone, 0,
+        "nothing is left in a failed zone"
+    );
+    // Only rooms pinned to fr-par-2 may be cut.
+    let example = zone_failure.example.as_deref().unwrap_or_default();
+    assert!(
+        example.contains("fr-par-1: not allowed by the room"),
+        "{example}"
+    );
+    let node_failure = o
+        .events
+        .iter()
+        .find(|e| e.what == "node fr-par-1-03 fails")
+        .expect("node failure event");
+    assert_eq!(
+        (
+            node_failure.moved,
+            node_failure.moved_same_zone,
+            node_failure.cut
+        ),
+        (node_failure.moved, node_failure.moved, 0)
+    );
+    // Every placed room either ended or was cut or is still running at the end of the day.
+    assert!(o.ended + o.cut() <= o.placed);
+    assert!(
+        o.zone_stats
+            .iter()
+            .all(|z| z.peak_percent <= 100.0 && z.mean_percent > 0.0)
+    );
+    assert!(timing.decisions >= u64::from(o.requested));
+    let text = report::render(&o);
+    for needle in [
+        "requested",
+        "refused",
+        "moved after failures",
+        "cut by failures",
+        "peak",
+        "10:00  zone fr-par-2 fails (20 nodes)",
+    ] {
+        assert!(text.contains(needle), "report lacks `{needle}`:\n{text}");
+    }
+    let svg = chart::render(&o);
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert_eq!(
+        svg.matches("<polyline").count(),
+        6,
+        "a used and a capacity line per zone"
+    );
+}
+
+#[test]
+fn same_seed_same_report_and_chart() {
+    let (a, _) = sim::run(&ministry_day(None)).expect("runs");
+    let (b, _) = sim::run(&ministry_day(None)).expect("runs");
+    assert_eq!(a, b);
+    assert_eq!(report::render(&a), report::render(&b));
+    assert_eq!(chart::render(&a), chart::render(&b));
+    let (c, _) = sim::run(&ministry_day(Some(7))).expect("runs");
+    assert_ne!(a.requested, c.requested, "another seed draws another day");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(6))]
+    #[test]
+    fn any_seed_is_deterministic_and_never_overcommits(seed in any::<u64>()) {
+        let scenario = ministry_day(Some(seed));
+        let (a, _) = sim::run(&scenario).expect("runs");
+        let (b, _) = sim::run(&scenario).expect("runs");
+        prop_assert_eq!(a.capacity_violations, 0);
+        prop_assert_eq!(&a, &b);
+    }
+}
+
+fn simulate(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ruche-operator"))
+        .arg("simulate")
+        .args(args)
+        .output()
+        .expect("binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/scenarios")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn cli_refuses_bad_scenarios_naming_field_and_line() {
+    let cases = [
+        (
+            "unknown-zone-event.yaml",
+            ":14:45: events[0].zone: unknown zone `c` (the fleet's zones are a, b)",
+        ),
+        (
+            "negative-size.yaml",
+            ":12:16: workload.sizes[1].slots: invalid u32",
+        ),
+        (
+            "unknown-field.yaml",
+            ":6:3: fleet.autoscale: unknown field `autoscale`",
+        ),
+    ];
+    for (file, expected) in cases {
+        let (code, stdout, stderr) = simulate(&[&fixture(file), "--chart", "/dev/null"]);
+        assert_eq!(code, 2, "{file}: exit code; stderr: {stderr}");
+        assert!(stdout.is_empty(), "{file}: nothing on stdout");
+        assert!(
+            stderr.contains(expected),
+            "{file}: expected `{expected}` in:\n{stderr}"
+        );
+        assert!(
+            stderr.contains('^'),
+            "{file}: the excerpt points at the mistake:\n{stderr}"
+        );
+    }
+    let (code, _, stderr) = simulate(&["no-such-scenario"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("bundled scenarios: ministry-day"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn cli_runs_the_bundled_day_and_writes_the_chart() {
+    let dir = std::env::temp_dir().join(format!("ruche-sim-{}", std::process::id()));
+    let chart = dir.join("day.svg");
+    let (code, stdout, stderr) =
+        simulate(&["ministry-day", "--chart", &chart.display().to_string()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("Ruche fleet simulation: ministry-day"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("per second"), "{stdout}");
+    let svg = std::fs::read_to_string(&chart).expect("chart written");
+    assert!(svg.contains("fr-par-2"));
+    let (code, stdout, _) = simulate(&[
+        "ministry-day",
+        "--json",
+        "--chart",
+        &chart.display().to_string(),
+    ]);
+    assert_eq!(code, 0);
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("JSON output");
+    assert!(
+        doc["outcome"]["requested"]
+            .as_u64()
+            .is_some_and(|n| n > 5_000)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
