@@ -446,6 +446,9 @@ fn the_structural_check_catches_what_an_api_server_refuses() {
         ".odd: format `uint32` is unknown",
         ".silent: CEL rule",
     ] {
-        assert!(out.iter().any(|v| v.starts_with(expected)), "missed `{expected}` in {out:#?}");
+        assert!(
+            out.iter().any(|v| v.starts_with(expected)),
+            "missed `{expected}` in {out:#?}"
+        );
     }
 }

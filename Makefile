@@ -1,0 +1,69 @@
+# The commands people type. `make demo` and `make test` install what they need.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+TOOLS := .tools
+VENV := $(TOOLS)/venv
+K8S_VERSION ?= 1.32.0
+OUT := out
+KUBECTL := $(TOOLS)/bin/kubectl
+
+.PHONY: help demo test lint fmt clippy unit crds crds-check bench build toolchain tools clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+demo: toolchain ## Simulate a ministry's day on the bundled scenario; writes out/ministry-day.svg
+	$(CARGO) run --quiet --release -p ruche-operator -- simulate ministry-day --chart $(OUT)/ministry-day.svg
+
+test: toolchain tools lint unit crds-check ## Everything CI runs: format, lints, unit/property/integration tests, CRD checks
+	@echo "make test: all checks passed"
+
+lint: fmt clippy ## cargo fmt --check and clippy with -D warnings
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit: ## Unit, property and integration tests (benches run once, as smoke tests)
+	@mkdir -p $(OUT)
+	$(CARGO) test --workspace --all-targets --locked 2>&1 | tee $(OUT)/unit.log
+	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "unit: %d passed, %d failed\n", p, f; if (p == 0) exit 1 }' $(OUT)/unit.log
+
+crds: ## Regenerate crds/yaml from the Rust types
+	$(CARGO) run --quiet -p ruche-crds --bin crdgen -- crds/yaml
+
+crds-check: tools ## Render manifests/crds with kustomize and validate it against Kubernetes' CRD schema
+	@mkdir -p $(OUT)
+	$(KUBECTL) kustomize manifests/crds > $(OUT)/crds.yaml
+	@test "$$(grep -c '^kind: CustomResourceDefinition' $(OUT)/crds.yaml)" = 3 || { echo "manifests/crds must render the 3 CRDs" >&2; exit 1; }
+	$(VENV)/bin/kubernetes-validate --kubernetes-version $(K8S_VERSION) --strict --quiet $(OUT)/crds.yaml
+	@echo "manifests/crds: 3 valid CustomResourceDefinitions for Kubernetes $(K8S_VERSION)"
+
+bench: toolchain ## Placement throughput, 2,000 nodes and 50,000 rooms, Packed and Distributed
+	$(CARGO) bench -p ruche-operator --bench placement
+
+build: toolchain ## Release build of the binaries
+	$(CARGO) build --release --workspace --locked
+
+toolchain:
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
+	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+tools: $(VENV)/bin/kubernetes-validate $(KUBECTL)
+
+$(KUBECTL):
+	scripts/install-kube-tools.sh $(TOOLS)/bin
+
+$(VENV)/bin/kubernetes-validate:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
+
+clean:
+	$(CARGO) clean
+	rm -rf $(TOOLS) $(OUT)
