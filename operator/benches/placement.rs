@@ -17,7 +17,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use ruche_crds::{NodePhase, PlacementStrategy};
+use ruche_crds::PlacementStrategy;
 use ruche_operator::core::RoomRequest;
 use ruche_operator::core::{Action, FleetRules, NodeInfo, RoomKey, Snapshot, ZoneRules, place};
 
@@ -102,14 +102,11 @@ impl Fleet {
         for i in 0..NODES {
             let zone = ZONES[i % ZONES.len()];
             snapshot
-                .add_node(NodeInfo {
-                    name: format!("{zone}-node-{i:04}"),
-                    zone: zone.to_string(),
-                    revision: "rev-1".to_string(),
-                    capacity: NODE_CAPACITY,
-                    phase: NodePhase::Ready,
-                    draining: false,
-                })
+                .add_node(NodeInfo::ready(
+                    format!("{zone}-node-{i:04}"),
+                    zone,
+                    NODE_CAPACITY,
+                ))
                 .map_err(|e| e.to_string())?;
         }
 

@@ -72,41 +72,24 @@ pub fn failover(snapshot: &Snapshot, nodes: &[NodeId]) -> FailoverPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{FleetRules, NodeInfo, ZoneRules};
+    use crate::core::{FleetRules, NodeInfo};
     use ruche_crds::{NodePhase, PlacementStrategy};
 
     #[test]
     fn rooms_stay_in_their_zone_when_they_can_and_strand_with_a_reason_when_not() {
-        let rules = FleetRules {
-            strategy: PlacementStrategy::Packed,
-            zones: ["a", "b"]
-                .iter()
-                .map(|z| ZoneRules {
-                    name: (*z).into(),
-                    min_nodes: 0,
-                    max_nodes: 2,
-                })
-                .collect(),
-        };
-        let Ok(mut s) = Snapshot::new(rules) else {
-            unreachable!()
-        };
+        let mut s = Snapshot::new(FleetRules::uniform(
+            PlacementStrategy::Packed,
+            &["a", "b"],
+            2,
+        ))
+        .unwrap();
         let mut add = |name: &str, zone: &str, cap| {
-            let info = NodeInfo {
-                name: name.into(),
-                zone: zone.into(),
-                revision: "r".into(),
-                capacity: cap,
-                phase: NodePhase::Ready,
-                draining: false,
-            };
+            let info = NodeInfo::ready(name, zone, cap);
             s.add_node(info).unwrap_or(NodeId(u32::MAX))
         };
         let (a1, a2, b1) = (add("a1", "a", 100), add("a2", "a", 30), add("b1", "b", 100));
         let assign = |s: &mut Snapshot, room: &str, node, slots, allowed: &[&str]| {
-            let Ok(request) = s.request(slots, allowed, &[]) else {
-                unreachable!()
-            };
+            let request = s.request(slots, allowed, &[]).unwrap();
             assert!(
                 s.apply(&Action::Assign {
                     room: RoomKey::new(room),

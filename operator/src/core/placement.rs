@@ -58,40 +58,16 @@ fn best_in(snapshot: &Snapshot, zones: ZoneMask, slots: u32) -> Option<Placement
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{Action, FleetRules, NodeInfo, RoomKey, ZoneRules};
+    use crate::core::{Action, FleetRules, NodeInfo, RoomKey};
     use ruche_crds::NodePhase;
 
     fn snapshot(strategy: PlacementStrategy, nodes: &[(&str, &str, u32, u32)]) -> Snapshot {
-        let rules = FleetRules {
-            strategy,
-            zones: ["a", "b", "c"]
-                .iter()
-                .map(|z| ZoneRules {
-                    name: (*z).into(),
-                    min_nodes: 0,
-                    max_nodes: 4,
-                })
-                .collect(),
-        };
-        let Ok(mut s) = Snapshot::new(rules) else {
-            unreachable!("valid rules")
-        };
+        let mut s = Snapshot::new(FleetRules::uniform(strategy, &["a", "b", "c"], 4)).unwrap();
         for (i, (name, zone, capacity, used)) in nodes.iter().enumerate() {
-            let info = NodeInfo {
-                name: (*name).into(),
-                zone: (*zone).into(),
-                revision: "r".into(),
-                capacity: *capacity,
-                phase: NodePhase::Ready,
-                draining: false,
-            };
-            let Ok(id) = s.add_node(info) else {
-                unreachable!("fresh node")
-            };
+            let info = NodeInfo::ready(*name, *zone, *capacity);
+            let id = s.add_node(info).unwrap();
             if *used > 0 {
-                let Ok(req) = s.request::<&str>(*used, &[], &[]) else {
-                    unreachable!()
-                };
+                let req = s.request::<&str>(*used, &[], &[]).unwrap();
                 let applied = s.apply(&Action::Assign {
                     room: RoomKey::new(format!("seed-{i}")),
                     node: id,
@@ -123,13 +99,9 @@ mod tests {
                 ("a3", "a", 100, 0),
             ],
         );
-        let Ok(req) = s.request(10, &["a"], &[]) else {
-            unreachable!()
-        };
+        let req = s.request(10, &["a"], &[]).unwrap();
         assert_eq!(name(&s, place(&s, &req)), "a1");
-        let Ok(req) = s.request(30, &["a"], &[]) else {
-            unreachable!()
-        };
+        let req = s.request(30, &["a"], &[]).unwrap();
         assert_eq!(name(&s, place(&s, &req)), "a2");
     }
 
@@ -143,9 +115,7 @@ mod tests {
                 ("a3", "a", 100, 20),
             ],
         );
-        let Ok(req) = s.request(10, &["a"], &[]) else {
-            unreachable!()
-        };
+        let req = s.request(10, &["a"], &[]).unwrap();
         assert_eq!(name(&s, place(&s, &req)), "a1");
     }
 
@@ -159,18 +129,12 @@ mod tests {
                 ("c1", "c", 100, 30),
             ],
         );
-        let Ok(any) = s.request::<&str>(5, &[], &[]) else {
-            unreachable!()
-        };
+        let any = s.request::<&str>(5, &[], &[]).unwrap();
         assert_eq!(name(&s, place(&s, &any)), "b1");
-        let Ok(pref) = s.request(5, &[], &["c"]) else {
-            unreachable!()
-        };
+        let pref = s.request(5, &[], &["c"]).unwrap();
         assert_eq!(name(&s, place(&s, &pref)), "c1");
         // Preferred zone full: fall back to the rest of allowed.
-        let Ok(big) = s.request(50, &["a", "c"], &["a"]) else {
-            unreachable!()
-        };
+        let big = s.request(50, &["a", "c"], &["a"]).unwrap();
         assert_eq!(name(&s, place(&s, &big)), "c1");
         // Home zone first, even over preference.
         assert_eq!(name(&s, place(&s, &pref.with_home(ZoneId(0)))), "a1");
@@ -186,14 +150,10 @@ mod tests {
                 ("a3", "a", 100, 0),
             ],
         );
-        let (Some(a1), Some(a2)) = (s.node_id("a1"), s.node_id("a2")) else {
-            unreachable!()
-        };
+        let (a1, a2) = (s.node_id("a1").unwrap(), s.node_id("a2").unwrap());
         assert!(s.set_draining(a1, true).is_ok());
         assert!(s.set_phase(a2, NodePhase::Starting).is_ok());
-        let Ok(req) = s.request(5, &["a"], &[]) else {
-            unreachable!()
-        };
+        let req = s.request(5, &["a"], &[]).unwrap();
         assert_eq!(name(&s, place(&s, &req)), "a3");
     }
 }

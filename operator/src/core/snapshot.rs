@@ -35,6 +35,21 @@ pub struct FleetRules {
     pub zones: Vec<ZoneRules>,
 }
 
+impl FleetRules {
+    /// Rules for zones of the same bounds (tests, benchmarks, simple fleets).
+    pub fn uniform(strategy: PlacementStrategy, zones: &[&str], max_nodes: u32) -> Self {
+        let zones = zones
+            .iter()
+            .map(|z| ZoneRules {
+                name: (*z).to_string(),
+                min_nodes: 0,
+                max_nodes,
+            })
+            .collect();
+        Self { strategy, zones }
+    }
+}
+
 /// A fleet whose rules cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RulesError {
@@ -66,6 +81,27 @@ pub struct NodeInfo {
     pub phase: NodePhase,
     /// Whether a drain was requested (the node may still report Ready).
     pub draining: bool,
+}
+
+impl NodeInfo {
+    /// A Ready, non-draining node of revision `r1`.
+    pub fn ready(name: impl Into<String>, zone: impl Into<String>, capacity: u32) -> Self {
+        Self {
+            name: name.into(),
+            zone: zone.into(),
+            revision: "r1".into(),
+            capacity,
+            phase: NodePhase::Ready,
+            draining: false,
+        }
+    }
+
+    /// The same node in another phase.
+    #[must_use]
+    pub fn in_phase(mut self, phase: NodePhase) -> Self {
+        self.phase = phase;
+        self
+    }
 }
 
 /// A node in the snapshot.
@@ -435,40 +471,20 @@ impl Snapshot {
 mod tests {
     use super::*;
 
-    pub(crate) fn rules(zones: &[&str]) -> FleetRules {
-        FleetRules {
-            strategy: PlacementStrategy::Packed,
-            zones: zones
-                .iter()
-                .map(|z| ZoneRules {
-                    name: (*z).into(),
-                    min_nodes: 0,
-                    max_nodes: 10,
-                })
-                .collect(),
-        }
+    fn rules(zones: &[&str]) -> FleetRules {
+        FleetRules::uniform(PlacementStrategy::Packed, zones, 10)
     }
 
     fn ready(name: &str, zone: &str, capacity: u32) -> NodeInfo {
-        NodeInfo {
-            name: name.into(),
-            zone: zone.into(),
-            revision: "r1".into(),
-            capacity,
-            phase: NodePhase::Ready,
-            draining: false,
-        }
+        NodeInfo::ready(name, zone, capacity)
     }
 
     #[test]
     fn reservations_follow_assign_move_release() -> Result<(), ApplyError> {
-        let mut s = Snapshot::new(rules(&["a", "b"]))
-            .map_err(|_| ApplyError::UnknownRoom(RoomKey::new("-")))?;
+        let mut s = Snapshot::new(rules(&["a", "b"])).unwrap();
         let n1 = s.add_node(ready("n1", "a", 100))?;
         let n2 = s.add_node(ready("n2", "b", 100))?;
-        let req = s
-            .request::<&str>(30, &[], &[])
-            .map_err(|_| ApplyError::UnknownRoom(RoomKey::new("-")))?;
+        let req = s.request::<&str>(30, &[], &[]).unwrap();
         let room = RoomKey::new("ns/r1");
         s.apply(&Action::Assign {
             room: room.clone(),
@@ -511,7 +527,7 @@ mod tests {
 
     #[test]
     fn draining_and_unready_nodes_leave_the_index() -> Result<(), ApplyError> {
-        let mut s = Snapshot::new(rules(&["a"])).map_err(|_| ApplyError::UnknownNode(NodeId(0)))?;
+        let mut s = Snapshot::new(rules(&["a"])).unwrap();
         let n1 = s.add_node(ready("n1", "a", 100))?;
         assert_eq!(s.tightest_fit(ZoneId(0), 10), Some(n1));
         s.set_draining(n1, true)?;
@@ -525,7 +541,7 @@ mod tests {
 
     #[test]
     fn bad_changes_are_refused_with_a_reason() -> Result<(), ApplyError> {
-        let mut s = Snapshot::new(rules(&["a"])).map_err(|_| ApplyError::UnknownNode(NodeId(0)))?;
+        let mut s = Snapshot::new(rules(&["a"])).unwrap();
         assert!(matches!(
             s.add_node(ready("n1", "z", 10)),
             Err(ApplyError::UnknownZone { .. })
@@ -535,9 +551,7 @@ mod tests {
             s.add_node(ready("n1", "a", 10)),
             Err(ApplyError::DuplicateNode("n1".into()))
         );
-        let req = s
-            .request::<&str>(5, &[], &[])
-            .map_err(|_| ApplyError::UnknownNode(NodeId(0)))?;
+        let req = s.request::<&str>(5, &[], &[]).unwrap();
         s.apply(&Action::Assign {
             room: RoomKey::new("r"),
             node: n1,

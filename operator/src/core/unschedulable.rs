@@ -260,25 +260,12 @@ mod tests {
                 },
             ],
         };
-        let Ok(mut s) = Snapshot::new(rules) else {
-            unreachable!()
-        };
-        let node = |name: &str, zone: &str, phase| NodeInfo {
-            name: name.into(),
-            zone: zone.into(),
-            revision: "r".into(),
-            capacity: 50,
-            phase,
-            draining: false,
-        };
-        let Ok(a1) = s.add_node(node("a1", "a", NodePhase::Ready)) else {
-            unreachable!()
-        };
+        let mut s = Snapshot::new(rules).unwrap();
+        let node = |name: &str, zone: &str, phase| NodeInfo::ready(name, zone, 50).in_phase(phase);
+        let a1 = s.add_node(node("a1", "a", NodePhase::Ready)).unwrap();
         assert!(s.add_node(node("b1", "b", NodePhase::Starting)).is_ok());
         assert!(s.add_node(node("c1", "c", NodePhase::Failed)).is_ok());
-        let Ok(fill) = s.request::<&str>(38, &[], &[]) else {
-            unreachable!()
-        };
+        let fill = s.request::<&str>(38, &[], &[]).unwrap();
         assert!(
             s.apply(&Action::Assign {
                 room: RoomKey::new("x"),
@@ -287,32 +274,20 @@ mod tests {
             })
             .is_ok()
         );
-        let Ok(req) = s.request(40, &["a", "b", "c"], &[]) else {
-            unreachable!()
-        };
-        let Err(e) = place(&s, &req) else {
-            unreachable!("nothing fits")
-        };
+        let req = s.request(40, &["a", "b", "c"], &[]).unwrap();
+        let e = place(&s, &req).unwrap_err();
         assert_eq!(
             e.to_string(),
             "no node can take 40 slots: a: all 1 Ready node(s) full (largest free: 12 slots), zone at its maximum of 1 nodes; \
              b: no Ready node (1 starting, 0 draining, 0 failed); c: no Ready node (0 starting, 0 draining, 1 failed); d: not allowed by the room"
         );
         assert_eq!(e.reason(), "InsufficientCapacity");
-        let Ok(only_a) = s.request(40, &["a"], &[]) else {
-            unreachable!()
-        };
-        let Err(e) = place(&s, &only_a) else {
-            unreachable!()
-        };
+        let only_a = s.request(40, &["a"], &[]).unwrap();
+        let e = place(&s, &only_a).unwrap_err();
         assert_eq!(e.reason(), "FleetAtMaximum");
         assert!(e.fleet_at_max());
-        let Ok(huge) = s.request(60, &["a"], &[]) else {
-            unreachable!()
-        };
-        let Err(e) = place(&s, &huge) else {
-            unreachable!()
-        };
+        let huge = s.request(60, &["a"], &[]).unwrap();
+        let e = place(&s, &huge).unwrap_err();
         assert_eq!(e.reason(), "RoomTooLarge");
         assert!(e.to_string().contains("nodes have only 50 slots"));
     }

@@ -86,14 +86,11 @@ impl<'a> Simulation<'a> {
         for zone in &fleet.zones {
             let mut ids = Vec::new();
             for i in 0..zone.nodes.value {
-                let info = NodeInfo {
-                    name: node_name(&zone.name.value, i),
-                    zone: zone.name.value.clone(),
-                    revision: "sim".into(),
-                    capacity: fleet.node_capacity.value,
-                    phase: NodePhase::Ready,
-                    draining: false,
-                };
+                let info = NodeInfo::ready(
+                    node_name(&zone.name.value, i),
+                    zone.name.value.clone(),
+                    fleet.node_capacity.value,
+                );
                 ids.push(snapshot.add_node(info).map_err(|source| SimError::Apply {
                     at: scenario.day.start.value,
                     source,
