@@ -1,0 +1,246 @@
+//! The admin API, on its own port: health for Kubernetes probes, metrics, status and rooms
+//! for the operator, and the operator's levers (drain, assignments, migration).
+//!
+//! `/livez` and `/readyz` answer without credentials, because kubelet probes cannot carry a
+//! secret and they reveal nothing. Everything else needs `Authorization: Bearer <token>` with
+//! the token from the admin token file; comparison is constant-time.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use crate::drain::DrainReason;
+use crate::media::{Command, MediaHandle};
+use crate::metrics::Metrics;
+use crate::token::{Claims, TokenKey};
+
+/// What the admin handlers share.
+pub struct AdminState {
+    /// The media loop.
+    pub media: MediaHandle,
+    /// Bearer token required on protected routes.
+    pub admin_token: String,
+    /// Mints migration tokens (when the key can sign).
+    pub key: TokenKey,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The admin routes.
+pub fn router(state: Arc<AdminState>) -> Router {
+    let protected = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
+        .route("/v1/rooms", get(rooms))
+        .route("/v1/drain", post(start_drain).delete(cancel_drain))
+        .route("/v1/assignments", put(assign))
+        .route("/v1/rooms/{room}/migrate", post(migrate))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+    Router::new()
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .merge(protected)
+        .with_state(state)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn authorize(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) => {
+            next.run(request).await
+        }
+        Some(_) => (StatusCode::UNAUTHORIZED, "admin token refused").into_response(),
+        None => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "admin token required: Authorization: Bearer <token>",
+        )
+            .into_response(),
+    }
+}
+
+async fn livez(State(state): State<Arc<AdminState>>) -> Response {
+    match state.media.ask(Command::Status).await {
+        Some(_) => "ok".into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "media loop stopped").into_response(),
+    }
+}
+
+/// Ready while the media loop runs and the node is not Drained: a draining node still
+/// serves its live rooms, including participants rejoining them.
+async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
+    match state.media.ask(Command::Status).await {
+        Some(s) if s.phase != "Drained" => "ok".into_response(),
+        Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "drained").into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "media loop stopped").into_response(),
+    }
+}
+
+async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn status(State(state): State<Arc<AdminState>>) -> Response {
+    match state.media.ask(Command::Status).await {
+        Some(mut s) => {
+            s.room_list.clear();
+            Json(s).into_response()
+        }
+        None => (StatusCode::SERVICE_UNAVAILABLE, "media loop stopped").into_response(),
+    }
+}
+
+async fn rooms(State(state): State<Arc<AdminState>>) -> Response {
+    match state.media.ask(Command::Status).await {
+        Some(s) => Json(serde_json::json!({ "rooms": s.room_list })).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "media loop stopped").into_response(),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DrainBody {
+    /// Seconds from now until live rooms must be gone.
+    deadline_seconds: Option<u64>,
+}
+
+async fn start_drain(
+    State(state): State<Arc<AdminState>>,
+    body: Option<Json<DrainBody>>,
+) -> Response {
+    let deadline = body
+        .and_then(|Json(b)| b.deadline_seconds)
+        .map(Duration::from_secs);
+    state
+        .media
+        .send(Command::Drain(deadline, DrainReason::Admin));
+    status(State(state)).await
+}
+
+async fn cancel_drain(State(state): State<Arc<AdminState>>) -> Response {
+    state.media.send(Command::CancelDrain);
+    status(State(state)).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Assignment {
+    room: String,
+    #[serde(default)]
+    slots: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Assignments {
+    rooms: Vec<Assignment>,
+}
+
+async fn assign(State(state): State<Arc<AdminState>>, Json(body): Json<Assignments>) -> Response {
+    let count = body.rooms.len();
+    state.media.send(Command::Assign(
+        body.rooms.into_iter().map(|a| (a.room, a.slots)).collect(),
+    ));
+    Json(serde_json::json!({ "assigned": count })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MigrateBody {
+    /// Signaling endpoint of the new node.
+    endpoint: String,
+    /// Tokens per identity; when absent the node mints them (if its key can sign).
+    #[serde(default)]
+    tokens: Option<std::collections::BTreeMap<String, String>>,
+}
+
+async fn migrate(
+    State(state): State<Arc<AdminState>>,
+    Path(room): Path<String>,
+    Json(body): Json<MigrateBody>,
+) -> Response {
+    let tokens: Vec<(String, String)> = if let Some(t) = body.tokens {
+        t.into_iter().collect()
+    } else {
+        match mint_migration_tokens(&state, &room).await {
+            Ok(t) => t,
+            Err(response) => return response,
+        }
+    };
+    match state
+        .media
+        .ask(|r| Command::Migrate(room.clone(), body.endpoint, tokens, r))
+        .await
+    {
+        Some(told) => {
+            Json(serde_json::json!({ "room": room, "participantsTold": told })).into_response()
+        }
+        None => (StatusCode::SERVICE_UNAVAILABLE, "media loop stopped").into_response(),
+    }
+}
+
+/// Mints a fresh token for every participant of `room`, same identity, name and grants.
+async fn mint_migration_tokens(
+    state: &AdminState,
+    room: &str,
+) -> Result<Vec<(String, String)>, Response> {
+    let Some(identities) = state
+        .media
+        .ask(|r| Command::Identities(room.to_string(), r))
+        .await
+    else {
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "media loop stopped").into_response());
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut minted = Vec::new();
+    for (identity, name, grants) in identities {
+        let claims = Claims {
+            sub: identity.clone(),
+            room: room.to_string(),
+            name: Some(name),
+            exp: now + 600,
+            nbf: None,
+            iat: Some(now),
+            grants,
+        };
+        match state.key.mint(&claims) {
+            Ok(t) => minted.push((identity, t)),
+            Err(e) => {
+                return Err((
+                    StatusCode::CONFLICT,
+                    format!("cannot mint migration tokens ({e}): pass `tokens`"),
+                )
+                    .into_response());
+            }
+        }
+    }
+    Ok(minted)
+}

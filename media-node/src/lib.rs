@@ -1,0 +1,17 @@
+//! Ruche's media node: a WebRTC SFU on one UDP port.
+//!
+//! - [`media`]: the media loop (every peer connection on one socket, forwarding);
+//! - [`signaling`]: the WebSocket protocol browsers speak, and the dev demo page;
+//! - [`admin`]: the admin API (health, metrics, status, drain, assignments, migration);
+//! - [`token`]: join tokens;
+//! - [`admission`]: who may join which room;
+//! - [`drain`]: the drain lifecycle;
+//! - [`metrics`]: Prometheus metrics.
+
+pub mod admin;
+pub mod admission;
+pub mod drain;
+pub mod media;
+pub mod metrics;
+pub mod signaling;
+pub mod token;

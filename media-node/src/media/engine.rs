@@ -1,0 +1,613 @@
+//! The media loop: one UDP socket, every peer connection, every room.
+//!
+//! The loop waits for a datagram, a command or a deadline, feeds it to the `rtc` core, then
+//! drains every peer connection it touched: datagrams out, events, and RTP/RTCP/data read,
+//! which forwarding turns into writes on other connections. It runs on its own thread, so
+//! forwarding never waits behind signaling or the admin API.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rtc::interceptor::Registry;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use serde::Serialize;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+
+use super::demux::{Demux, PeerKey};
+use super::participants::Participant;
+use super::timers::Timers;
+use super::tracks::{Track, TrackKey};
+use super::{Command, MediaHandle, ParticipantId};
+use crate::admission::{Limits, NodeMode};
+use crate::drain::{Drain, DrainEvent};
+use crate::metrics::Metrics;
+
+/// How the media loop is set up.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Where the UDP socket binds (`0.0.0.0:7882` in a pod).
+    pub bind: SocketAddr,
+    /// The address clients are told to send media to (the pod's, a node port, a load
+    /// balancer's). With port 0, the bound port is used.
+    pub advertise: SocketAddr,
+    /// Slots and room sizes.
+    pub limits: Limits,
+    /// Dev (any room) or managed (assigned rooms only).
+    pub mode: NodeMode,
+}
+
+/// Role of a peer connection within a participant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Carries the participant's media and chat to the node (the client offers).
+    Publish,
+    /// Carries the others' media and chat to the participant (the node offers).
+    Subscribe,
+}
+
+/// One peer connection on the shared socket.
+pub struct Peer {
+    /// The sans-IO connection.
+    pub pc: RTCPeerConnection,
+    /// Its participant.
+    pub owner: ParticipantId,
+    /// Publish or subscribe.
+    pub role: Role,
+    /// Local ICE ufrag (routing key).
+    pub ufrag: String,
+    /// DTLS and SRTP are up.
+    pub connected: bool,
+}
+
+/// The node as the admin API reports it.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    /// `Ready`, `Draining` or `Drained`.
+    pub phase: String,
+    /// Seconds until the drain deadline, if any.
+    pub drain_deadline_seconds: Option<u64>,
+    /// Participant slots of the node.
+    pub capacity_slots: u32,
+    /// Slots reserved by assigned rooms.
+    pub reserved_slots: u32,
+    /// Slots in use: per room, the higher of its reservation and its participants.
+    pub used_slots: u32,
+    /// Live rooms.
+    pub rooms: u32,
+    /// Connected participants.
+    pub participants: u32,
+    /// Media received, bits per second (last second).
+    pub bitrate_in_bps: u64,
+    /// Media sent, bits per second (last second).
+    pub bitrate_out_bps: u64,
+    /// Rooms with their participants.
+    pub room_list: Vec<RoomStatus>,
+}
+
+/// One room on the node.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomStatus {
+    /// Room name.
+    pub name: String,
+    /// Participants connected.
+    pub participants: u32,
+    /// Tracks published.
+    pub tracks: u32,
+    /// Slots the operator reserved for it (0 if not assigned).
+    pub reserved_slots: u32,
+    /// Whether the room is in the assignment list.
+    pub assigned: bool,
+}
+
+/// A room live on the node.
+#[derive(Debug, Default)]
+pub struct Room {
+    /// Its participants.
+    pub participants: BTreeSet<ParticipantId>,
+    /// Its published tracks.
+    pub tracks: BTreeSet<TrackKey>,
+}
+
+/// The media loop's state.
+pub struct Engine {
+    pub(crate) config: EngineConfig,
+    pub(crate) metrics: Arc<Metrics>,
+    socket: UdpSocket,
+    /// Address written into host candidates and transport contexts.
+    pub(crate) local: SocketAddr,
+    pub(crate) peers: Vec<Option<Peer>>,
+    free: Vec<PeerKey>,
+    pub(crate) demux: Demux,
+    pub(crate) timers: Timers,
+    dirty: Vec<PeerKey>,
+    is_dirty: Vec<bool>,
+    pub(crate) participants: HashMap<ParticipantId, Participant>,
+    pub(crate) rooms: HashMap<String, Room>,
+    pub(crate) tracks: HashMap<TrackKey, Track>,
+    /// Publish connection and its remote track id to our track.
+    pub(crate) track_by_remote: HashMap<(PeerKey, String), TrackKey>,
+    /// Subscribe connection and the sent track id to our track.
+    pub(crate) track_by_sent: HashMap<(PeerKey, String), TrackKey>,
+    pub(crate) next_participant: u64,
+    pub(crate) next_track: u64,
+    pub(crate) drain: Drain,
+    /// Rooms the operator assigned here, with their reserved slots.
+    pub(crate) assigned: HashMap<String, u32>,
+    bytes_in_window: u64,
+    bytes_out_window: u64,
+    bitrate_in: u64,
+    bitrate_out: u64,
+    exit: watch::Sender<bool>,
+}
+
+/// The running media loop.
+pub struct Running {
+    /// Handle for signaling and admin.
+    pub handle: MediaHandle,
+    /// Becomes true when the loop has stopped (drained after SIGTERM, or shut down).
+    pub stopped: watch::Receiver<bool>,
+    /// The loop's thread.
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+/// Binds the socket and starts the loop on its own thread.
+pub fn spawn(mut config: EngineConfig, metrics: Arc<Metrics>) -> io::Result<Running> {
+    let std_socket = std::net::UdpSocket::bind(config.bind)?;
+    std_socket.set_nonblocking(true)?;
+    let bound = std_socket.local_addr()?;
+    if config.advertise.port() == 0 {
+        config.advertise.set_port(bound.port());
+    }
+    if config.advertise.ip().is_unspecified() {
+        config.advertise.set_ip(bound.ip());
+    }
+    let advertise = config.advertise;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (exit_tx, exit_rx) = watch::channel(false);
+    let thread = std::thread::Builder::new()
+        .name("ruche-media".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the media runtime");
+                    let _ = exit_tx.send(true);
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let socket = match UdpSocket::from_std(std_socket) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot register the media socket");
+                        let _ = exit_tx.send(true);
+                        return;
+                    }
+                };
+                let engine = Engine::new(config, metrics, socket, exit_tx);
+                engine.run(rx).await;
+            });
+        })?;
+    tracing::info!(%bound, %advertise, "media socket bound");
+    Ok(Running {
+        handle: MediaHandle {
+            tx,
+            media_addr: advertise,
+        },
+        stopped: exit_rx,
+        thread,
+    })
+}
+
+/// Random bytes, hex-encoded (ICE credentials).
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    if getrandom::fill(&mut buf).is_err() {
+        // The OS source failing is not recoverable in any useful way; fall back to a
+        // time-based value rather than refusing service (credentials are also protected by
+        // the DTLS fingerprint exchanged over signaling).
+        let t = Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id());
+        return format!("{t:032x}");
+    }
+    buf.iter()
+        .fold(String::with_capacity(bytes * 2), |mut s, b| {
+            use std::fmt::Write;
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// A random SSRC.
+pub(crate) fn random_u32() -> u32 {
+    let mut buf = [0u8; 4];
+    let _ = getrandom::fill(&mut buf);
+    u32::from_be_bytes(buf).max(1)
+}
+
+impl Engine {
+    fn new(
+        config: EngineConfig,
+        metrics: Arc<Metrics>,
+        socket: UdpSocket,
+        exit: watch::Sender<bool>,
+    ) -> Self {
+        let local = config.advertise;
+        Self {
+            config,
+            metrics,
+            socket,
+            local,
+            peers: Vec::new(),
+            free: Vec::new(),
+            demux: Demux::default(),
+            timers: Timers::default(),
+            dirty: Vec::new(),
+            is_dirty: Vec::new(),
+            participants: HashMap::new(),
+            rooms: HashMap::new(),
+            tracks: HashMap::new(),
+            track_by_remote: HashMap::new(),
+            track_by_sent: HashMap::new(),
+            next_participant: 1,
+            next_track: 1,
+            drain: Drain::new(),
+            assigned: HashMap::new(),
+            bytes_in_window: 0,
+            bytes_out_window: 0,
+            bitrate_in: 0,
+            bitrate_out: 0,
+            exit,
+        }
+    }
+
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut buf = vec![0u8; 2048];
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.flush().await;
+            let deadline = self.timers.earliest().map_or_else(
+                || tokio::time::Instant::now() + Duration::from_secs(3600),
+                tokio::time::Instant::from_std,
+            );
+            tokio::select! {
+                biased;
+                command = commands.recv() => {
+                    let Some(command) = command else { break };
+                    if !self.command(command) {
+                        break;
+                    }
+                }
+                received = self.socket.recv_from(&mut buf) => {
+                    match received {
+                        Ok((n, from)) => {
+                            self.datagram(from, &buf[..n]);
+                            // Take whatever else is already queued before draining outputs.
+                            for _ in 0..64 {
+                                match self.socket.try_recv_from(&mut buf) {
+                                    Ok((n, from)) => self.datagram(from, &buf[..n]),
+                                    Err(_) => break,
+                                }
+                            }
+                        }
+                        Err(e) => tracing::debug!(error = %e, "media socket receive error"),
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    let now = Instant::now();
+                    for peer in self.timers.due(now) {
+                        if let Some(p) = self.peers.get_mut(peer).and_then(Option::as_mut) {
+                            let _ = p.pc.handle_timeout(now);
+                            self.mark(peer);
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    if self.housekeeping() {
+                        break;
+                    }
+                }
+            }
+        }
+        self.close_all();
+        let _ = self.exit.send(true);
+    }
+
+    /// Feeds one datagram to the connection it belongs to.
+    fn datagram(&mut self, from: SocketAddr, data: &[u8]) {
+        self.metrics.udp_in(data.len());
+        self.bytes_in_window += data.len() as u64;
+        let Some(peer) = self.demux.route(from, data) else {
+            self.metrics.dropped("unroutable");
+            return;
+        };
+        let Some(p) = self.peers.get_mut(peer).and_then(Option::as_mut) else {
+            self.metrics.dropped("unroutable");
+            return;
+        };
+        let message = TaggedBytesMut {
+            now: Instant::now(),
+            transport: TransportContext {
+                local_addr: self.local,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(data),
+        };
+        // A malformed or hostile datagram is that connection's problem only: count and drop.
+        if let Err(e) = p.pc.handle_read(message) {
+            tracing::trace!(error = %e, %from, "datagram refused by its peer connection");
+            self.metrics.dropped("malformed");
+        }
+        self.mark(peer);
+    }
+
+    /// Notes that a connection has output to drain.
+    pub(crate) fn mark(&mut self, peer: PeerKey) {
+        if self.is_dirty.len() <= peer {
+            self.is_dirty.resize(peer + 1, false);
+        }
+        if !self.is_dirty[peer] {
+            self.is_dirty[peer] = true;
+            self.dirty.push(peer);
+        }
+    }
+
+    /// Drains every touched connection until nothing is left to do.
+    async fn flush(&mut self) {
+        while let Some(peer) = self.dirty.pop() {
+            self.is_dirty[peer] = false;
+            self.drain_events(peer);
+            self.drain_reads(peer);
+            self.drain_writes(peer).await;
+            let deadline = self
+                .peers
+                .get_mut(peer)
+                .and_then(Option::as_mut)
+                .and_then(|p| p.pc.poll_timeout());
+            self.timers.set(peer, deadline);
+        }
+    }
+
+    async fn drain_writes(&mut self, peer: PeerKey) {
+        loop {
+            let Some(out) = self
+                .peers
+                .get_mut(peer)
+                .and_then(Option::as_mut)
+                .and_then(|p| p.pc.poll_write())
+            else {
+                break;
+            };
+            let to = out.transport.peer_addr;
+            self.metrics.udp_out(out.message.len());
+            self.bytes_out_window += out.message.len() as u64;
+            match self.socket.try_send_to(&out.message, to) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.socket.writable().await.is_ok()
+                        && self.socket.try_send_to(&out.message, to).is_err()
+                    {
+                        self.metrics.dropped("send_failed");
+                    }
+                }
+                Err(_) => self.metrics.dropped("send_failed"),
+            }
+        }
+    }
+
+    /// Builds a peer connection on the shared socket and registers it.
+    pub(crate) fn new_peer(&mut self, owner: ParticipantId, role: Role) -> Result<PeerKey, String> {
+        let ufrag = random_hex(8);
+        let password = random_hex(16);
+        let mut media_engine = super::codecs::media_engine().map_err(|e| e.to_string())?;
+        let registry = register_default_interceptors(Registry::new(), &mut media_engine)
+            .map_err(|e| e.to_string())?;
+        let setting_engine = SettingEngineBuilder::new()
+            .with_lite(true)
+            .with_ice_credentials(ufrag.clone(), password)
+            .build();
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_setting_engine(setting_engine)
+            .with_media_engine(media_engine)
+            .with_interceptor_registry(registry)
+            .build(Instant::now())
+            .map_err(|e| e.to_string())?;
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: self.local.ip().to_string(),
+                port: self.local.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()
+        .map_err(|e| e.to_string())?;
+        let init = RTCIceCandidate::from(&candidate)
+            .to_json()
+            .map_err(|e| e.to_string())?;
+        pc.add_local_candidate(init).map_err(|e| e.to_string())?;
+        let key = self.free.pop().unwrap_or(self.peers.len());
+        if key == self.peers.len() {
+            self.peers.push(None);
+        }
+        self.demux.add(ufrag.clone(), key);
+        self.peers[key] = Some(Peer {
+            pc,
+            owner,
+            role,
+            ufrag,
+            connected: false,
+        });
+        Ok(key)
+    }
+
+    /// Closes and forgets a peer connection.
+    pub(crate) fn drop_peer(&mut self, key: PeerKey) {
+        if let Some(mut peer) = self.peers.get_mut(key).and_then(Option::take) {
+            let _ = peer.pc.close();
+            self.demux.remove(&peer.ufrag, key);
+            self.timers.clear(key);
+            self.free.push(key);
+        }
+    }
+
+    /// Handles a command; false stops the loop.
+    fn command(&mut self, command: Command) -> bool {
+        match command {
+            Command::Join(request, reply) => {
+                let _ = reply.send(self.join(request));
+            }
+            Command::PublishOffer(participant, sdp, reply) => {
+                let _ = reply.send(self.publish_offer(participant, sdp));
+            }
+            Command::SubscribeAnswer(participant, sdp, reply) => {
+                let _ = reply.send(self.subscribe_answer(participant, sdp));
+            }
+            Command::SetLayer(participant, track, layer) => {
+                self.set_layer(participant, &track, layer);
+            }
+            Command::Leave(participant) => self.leave(participant, None),
+            Command::Drain(deadline, reason) => {
+                let now = Instant::now();
+                if self.drain.start(now, deadline.map(|d| now + d), reason) {
+                    tracing::info!(?deadline, ?reason, "drain started");
+                }
+            }
+            Command::CancelDrain => {
+                if self.drain.cancel() {
+                    tracing::info!("drain cancelled");
+                }
+            }
+            Command::Assign(rooms) => {
+                self.assigned = rooms.into_iter().collect();
+                self.metrics
+                    .set_reserved(self.assigned.values().map(|s| u64::from(*s)).sum());
+            }
+            Command::Migrate(room, endpoint, tokens, reply) => {
+                let _ = reply.send(self.migrate(&room, &endpoint, &tokens));
+            }
+            Command::Identities(room, reply) => {
+                let list = self
+                    .rooms
+                    .get(&room)
+                    .map(|r| {
+                        r.participants
+                            .iter()
+                            .filter_map(|p| self.participants.get(p))
+                            .map(|p| (p.info.identity.clone(), p.info.name.clone(), p.grants))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let _ = reply.send(list);
+            }
+            Command::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Command::Shutdown => return false,
+        }
+        true
+    }
+
+    /// Once a second: bitrates, drain progress. True when the process should exit.
+    fn housekeeping(&mut self) -> bool {
+        self.bitrate_in = self.bytes_in_window * 8;
+        self.bitrate_out = self.bytes_out_window * 8;
+        self.bytes_in_window = 0;
+        self.bytes_out_window = 0;
+        let live = self
+            .rooms
+            .values()
+            .filter(|r| !r.participants.is_empty())
+            .count();
+        match self.drain.tick(Instant::now(), live) {
+            Some(DrainEvent::Drained) => tracing::info!("drained: no room left"),
+            Some(DrainEvent::DeadlineReached { live_rooms }) => {
+                tracing::warn!(live_rooms, "drain deadline reached with rooms still live");
+            }
+            None => {}
+        }
+        self.metrics.set_phase(self.drain.phase());
+        self.drain.exit_now(Instant::now())
+    }
+
+    fn close_all(&mut self) {
+        let ids: Vec<ParticipantId> = self.participants.keys().copied().collect();
+        for id in ids {
+            self.leave(id, Some("the media node is shutting down".into()));
+        }
+    }
+
+    /// The node's status.
+    pub(crate) fn status(&self) -> Status {
+        let mut rooms: Vec<RoomStatus> = self
+            .rooms
+            .iter()
+            .filter(|(_, r)| !r.participants.is_empty())
+            .map(|(name, r)| RoomStatus {
+                name: name.clone(),
+                participants: r.participants.len() as u32,
+                tracks: r.tracks.len() as u32,
+                reserved_slots: self.assigned.get(name).copied().unwrap_or(0),
+                assigned: self.assigned.contains_key(name),
+            })
+            .collect();
+        rooms.sort_by(|a, b| a.name.cmp(&b.name));
+        let live: u32 = rooms
+            .iter()
+            .map(|r| r.participants.max(r.reserved_slots))
+            .sum();
+        let idle_reserved: u32 = self
+            .assigned
+            .iter()
+            .filter(|(n, _)| !rooms.iter().any(|r| &r.name == *n))
+            .map(|(_, s)| *s)
+            .sum();
+        let now = Instant::now();
+        Status {
+            phase: self.drain.phase().as_str().to_string(),
+            drain_deadline_seconds: self
+                .drain
+                .deadline()
+                .map(|d| d.saturating_duration_since(now).as_secs()),
+            capacity_slots: self.config.limits.capacity_slots,
+            reserved_slots: self.assigned.values().sum(),
+            used_slots: live + idle_reserved,
+            rooms: rooms.len() as u32,
+            participants: self.participants.len() as u32,
+            bitrate_in_bps: self.bitrate_in,
+            bitrate_out_bps: self.bitrate_out,
+            room_list: rooms,
+        }
+    }
+}
+
+/// 32 random bytes: a throwaway HMAC key for `--dev`.
+pub fn random_secret() -> Vec<u8> {
+    random_hex(32).into_bytes()
+}
+
+/// A random bearer token for `--dev`.
+pub fn random_token() -> String {
+    random_hex(24)
+}

@@ -1,0 +1,157 @@
+//! Per-subscriber forwarding of one published track: which source stream (simulcast layer)
+//! goes to this subscriber, and when it may switch.
+//!
+//! A video subscriber starts, and switches layers, only on a keyframe of the stream it moves
+//! to; until then it keeps the stream it has (or gets nothing, at the start). Audio passes
+//! straight through.
+
+use std::collections::BTreeMap;
+
+use super::Layer;
+use super::rewrite::Rewriter;
+
+/// What to do with one source packet for one subscriber.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send it (rewritten).
+    Send,
+    /// Not for this subscriber.
+    Skip,
+    /// The stream this subscriber waits for has no keyframe yet: skip, and ask the publisher
+    /// for one.
+    WaitKeyframe,
+}
+
+/// Forwarding state of one subscription.
+#[derive(Debug)]
+pub struct Selector {
+    /// Whether the track is video (audio needs no keyframe).
+    video: bool,
+    /// Layer the subscriber asked for; `None` lets the node pick the best available.
+    preferred: Option<Layer>,
+    /// Source SSRC now forwarded.
+    current: Option<u32>,
+    /// Sequence and timestamp continuity.
+    pub rewriter: Rewriter,
+}
+
+impl Selector {
+    /// A new subscription, forwarding nothing until its first keyframe (video).
+    pub fn new(video: bool) -> Self {
+        Self {
+            video,
+            preferred: None,
+            current: None,
+            rewriter: Rewriter::default(),
+        }
+    }
+
+    /// Sets the subscriber's preference.
+    pub fn prefer(&mut self, layer: Option<Layer>) {
+        self.preferred = layer;
+    }
+
+    /// The source SSRC this subscriber should get, given the track's layers (`None` key for a
+    /// track without simulcast).
+    pub fn target(&self, layers: &BTreeMap<Option<Layer>, u32>) -> Option<u32> {
+        if let Some(p) = self.preferred
+            && let Some(&ssrc) = layers.get(&Some(p))
+        {
+            return Some(ssrc);
+        }
+        // Without a preference (or if the preferred layer is not sent), take the best there is.
+        layers.values().next_back().copied()
+    }
+
+    /// Decides for one packet of source `ssrc`.
+    pub fn verdict(
+        &mut self,
+        ssrc: u32,
+        keyframe: bool,
+        layers: &BTreeMap<Option<Layer>, u32>,
+    ) -> Verdict {
+        let target = self.target(layers);
+        if !self.video {
+            return if Some(ssrc) == target {
+                Verdict::Send
+            } else {
+                Verdict::Skip
+            };
+        }
+        if Some(ssrc) == target {
+            if self.current == Some(ssrc) {
+                return Verdict::Send;
+            }
+            if keyframe {
+                self.current = Some(ssrc);
+                return Verdict::Send;
+            }
+            return Verdict::WaitKeyframe;
+        }
+        // Keep feeding the old layer until the new one has a keyframe, but only if the old
+        // layer is still being sent.
+        if Some(ssrc) == self.current {
+            Verdict::Send
+        } else {
+            Verdict::Skip
+        }
+    }
+
+    /// Whether the subscriber is already receiving its target.
+    pub fn settled(&self, layers: &BTreeMap<Option<Layer>, u32>) -> bool {
+        !self.video || (self.current.is_some() && self.current == self.target(layers))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layers() -> BTreeMap<Option<Layer>, u32> {
+        BTreeMap::from([
+            (Some(Layer::Low), 10),
+            (Some(Layer::Medium), 20),
+            (Some(Layer::High), 30),
+        ])
+    }
+
+    #[test]
+    fn starts_on_a_keyframe_of_the_best_layer() {
+        let mut s = Selector::new(true);
+        assert_eq!(s.verdict(30, false, &layers()), Verdict::WaitKeyframe);
+        assert_eq!(s.verdict(10, true, &layers()), Verdict::Skip);
+        assert_eq!(s.verdict(30, true, &layers()), Verdict::Send);
+        assert_eq!(s.verdict(30, false, &layers()), Verdict::Send);
+        assert!(s.settled(&layers()));
+    }
+
+    #[test]
+    fn switches_only_at_a_keyframe_and_keeps_the_old_layer_meanwhile() {
+        let mut s = Selector::new(true);
+        s.verdict(30, true, &layers());
+        s.prefer(Some(Layer::Low));
+        assert!(!s.settled(&layers()));
+        assert_eq!(s.verdict(30, false, &layers()), Verdict::Send);
+        assert_eq!(s.verdict(10, false, &layers()), Verdict::WaitKeyframe);
+        assert_eq!(s.verdict(10, true, &layers()), Verdict::Send);
+        assert_eq!(s.verdict(30, false, &layers()), Verdict::Skip);
+    }
+
+    #[test]
+    fn a_missing_preferred_layer_falls_back_to_the_best() {
+        let mut s = Selector::new(true);
+        s.prefer(Some(Layer::Medium));
+        let two = BTreeMap::from([(Some(Layer::Low), 10), (Some(Layer::High), 30)]);
+        assert_eq!(s.target(&two), Some(30));
+    }
+
+    #[test]
+    fn audio_and_plain_tracks_pass_through() {
+        let plain = BTreeMap::from([(None, 7)]);
+        let mut a = Selector::new(false);
+        assert_eq!(a.verdict(7, false, &plain), Verdict::Send);
+        let mut v = Selector::new(true);
+        assert_eq!(v.verdict(7, false, &plain), Verdict::WaitKeyframe);
+        assert_eq!(v.verdict(7, true, &plain), Verdict::Send);
+    }
+}

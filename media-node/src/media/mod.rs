@@ -1,0 +1,220 @@
+//! The media plane: every peer connection of the node on one UDP socket, driven by one loop
+//! around the sans-IO `rtc` core.
+//!
+//! Signaling and the admin API talk to the loop through a [`MediaHandle`]: commands in, and
+//! per-participant [`ParticipantEvent`]s out. The loop owns all media state, so nothing here
+//! takes a lock on the forwarding path.
+//!
+//! - [`engine`]: the loop, rooms and participants;
+//! - [`demux`]: which peer connection a datagram belongs to;
+//! - [`participants`]: joining, leaving, negotiation and chat;
+//! - [`tracks`]: published tracks, subscriptions and forwarding;
+//! - [`timers`]: the peer connections' deadlines;
+//! - [`forward`]: per-subscriber forwarding state (layer choice, keyframe wait);
+//! - [`rewrite`]: sequence and timestamp continuity across layer switches;
+//! - [`keyframe`]: VP8 and H264 keyframe detection;
+//! - [`codecs`]: the codecs negotiated.
+
+pub mod codecs;
+pub mod demux;
+pub mod engine;
+pub mod forward;
+pub mod keyframe;
+pub mod participants;
+pub mod rewrite;
+pub mod timers;
+pub mod tracks;
+
+use std::net::SocketAddr;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::admission::Refusal;
+use crate::token::Grants;
+
+/// A participant of this node, unique for the life of the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ParticipantId(pub u64);
+
+impl std::fmt::Display for ParticipantId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "p{}", self.0)
+    }
+}
+
+/// Who joins, as the token says.
+#[derive(Clone, Debug)]
+pub struct JoinRequest {
+    /// Room to join.
+    pub room: String,
+    /// Identity from the token (`sub`).
+    pub identity: String,
+    /// Display name.
+    pub name: String,
+    /// What the token allows.
+    pub grants: Grants,
+    /// Where the participant's events go.
+    pub events: mpsc::UnboundedSender<ParticipantEvent>,
+}
+
+/// Another participant, as the others see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantInfo {
+    /// Participant id (also the media stream id of its tracks).
+    pub id: String,
+    /// Identity from its token.
+    pub identity: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// A join that succeeded.
+#[derive(Clone, Debug)]
+pub struct Joined {
+    /// The new participant's id.
+    pub participant: ParticipantId,
+    /// Who is already in the room.
+    pub others: Vec<ParticipantInfo>,
+}
+
+/// Why a join failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// Admission refused it.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The peer connections could not be built.
+    #[error("cannot set up media: {0}")]
+    Media(String),
+}
+
+/// Simulcast layer a subscriber asks for, ordered from lowest to highest quality.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize, Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Layer {
+    /// Lowest resolution (rid `q`).
+    Low,
+    /// Middle (rid `h`).
+    Medium,
+    /// Highest (rid `f`).
+    High,
+}
+
+impl Layer {
+    /// The RTP stream id browsers use for the layer.
+    pub fn rid(self) -> &'static str {
+        match self {
+            Self::Low => "q",
+            Self::Medium => "h",
+            Self::High => "f",
+        }
+    }
+
+    /// The layer of a rid, if it is one of the three.
+    pub fn from_rid(rid: &str) -> Option<Self> {
+        match rid {
+            "q" => Some(Self::Low),
+            "h" => Some(Self::Medium),
+            "f" => Some(Self::High),
+            _ => None,
+        }
+    }
+}
+
+/// What the media loop tells one participant's signaling session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ParticipantEvent {
+    /// A new offer for the subscribe connection (tracks came or went).
+    SubscribeOffer(String),
+    /// Someone joined the room.
+    ParticipantJoined(ParticipantInfo),
+    /// Someone left.
+    ParticipantLeft(String),
+    /// A track of another participant is now in the subscribe connection.
+    TrackPublished {
+        /// Publisher's participant id (the stream id in SDP).
+        participant: String,
+        /// Track id in the subscribe connection's SDP.
+        track: String,
+        /// `audio` or `video`.
+        kind: String,
+        /// Simulcast layers offered, empty when not simulcast.
+        layers: Vec<Layer>,
+    },
+    /// Reconnect to another node: the room moved.
+    Migrate {
+        /// Signaling endpoint of the new node.
+        endpoint: String,
+        /// Token for it.
+        token: String,
+    },
+    /// The node ended the session.
+    Closed(String),
+}
+
+/// Commands the loop accepts.
+#[derive(Debug)]
+pub enum Command {
+    /// A participant joins a room.
+    Join(JoinRequest, oneshot::Sender<Result<Joined, JoinError>>),
+    /// The participant's offer for its publish connection; the reply is the answer.
+    PublishOffer(
+        ParticipantId,
+        String,
+        oneshot::Sender<Result<String, String>>,
+    ),
+    /// The participant's answer to the last subscribe offer.
+    SubscribeAnswer(ParticipantId, String, oneshot::Sender<Result<(), String>>),
+    /// A subscriber's layer preference for a track (`None`: let the node choose).
+    SetLayer(ParticipantId, String, Option<Layer>),
+    /// The participant leaves (or its signaling session ended).
+    Leave(ParticipantId),
+    /// Start a drain, with an optional deadline from now.
+    Drain(Option<std::time::Duration>, crate::drain::DrainReason),
+    /// Cancel a drain.
+    CancelDrain,
+    /// Replace the list of rooms the operator assigned to this node (room and slots).
+    Assign(Vec<(String, u32)>),
+    /// Tell every participant of a room to reconnect elsewhere. Tokens per identity are minted
+    /// by the caller.
+    Migrate(
+        String,
+        String,
+        Vec<(String, String)>,
+        oneshot::Sender<usize>,
+    ),
+    /// The identities, names and grants of a room's participants (to mint migration tokens).
+    Identities(String, oneshot::Sender<Vec<(String, String, Grants)>>),
+    /// A snapshot of the node's state.
+    Status(oneshot::Sender<engine::Status>),
+    /// Stop the loop.
+    Shutdown,
+}
+
+/// A cheap handle on the media loop.
+#[derive(Clone, Debug)]
+pub struct MediaHandle {
+    tx: mpsc::UnboundedSender<Command>,
+    /// The advertised media address.
+    pub media_addr: SocketAddr,
+}
+
+impl MediaHandle {
+    /// Sends a command; false if the loop has stopped.
+    pub fn send(&self, command: Command) -> bool {
+        self.tx.send(command).is_ok()
+    }
+
+    /// Sends a command that replies, and waits for the reply.
+    pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(make(tx)) {
+            return None;
+        }
+        rx.await.ok()
+    }
+}

@@ -1,0 +1,310 @@
+//! The node's Prometheus metrics. Counters are atomics the media loop bumps as it goes; no
+//! label carries a participant or room, so cardinality stays bounded whatever the load.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::drain::Phase;
+
+/// Label for a reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Short machine reason.
+    pub reason: String,
+}
+
+/// Label for a media kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// `audio` or `video`.
+    pub kind: String,
+}
+
+/// Label for the node phase.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    /// `Ready`, `Draining`, `Drained`.
+    pub phase: String,
+}
+
+/// Every metric of the node.
+pub struct Metrics {
+    registry: Registry,
+    participants: Gauge,
+    tracks: Family<KindLabel, Gauge>,
+    joins: Counter,
+    join_refusals: Family<ReasonLabel, Counter>,
+    join_seconds: Histogram,
+    udp_packets_in: Counter,
+    udp_bytes_in: Counter,
+    udp_packets_out: Counter,
+    udp_bytes_out: Counter,
+    rtp_packets_in: Counter,
+    rtp_bytes_in: Counter,
+    rtp_packets_forwarded: Counter,
+    rtp_bytes_forwarded: Counter,
+    drops: Family<ReasonLabel, Counter>,
+    plis_sent: Counter,
+    plis_received: Counter,
+    nacks_received: Counter,
+    chat_messages: Counter,
+    reserved_slots: Gauge,
+    phase: Family<PhaseLabel, Gauge>,
+    token_refusals: Family<ReasonLabel, Counter>,
+}
+
+impl Metrics {
+    /// Registers every metric under the `ruche_media_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("ruche_media");
+        let m = Self {
+            participants: Gauge::default(),
+            tracks: Family::default(),
+            joins: Counter::default(),
+            join_refusals: Family::default(),
+            join_seconds: Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
+            udp_packets_in: Counter::default(),
+            udp_bytes_in: Counter::default(),
+            udp_packets_out: Counter::default(),
+            udp_bytes_out: Counter::default(),
+            rtp_packets_in: Counter::default(),
+            rtp_bytes_in: Counter::default(),
+            rtp_packets_forwarded: Counter::default(),
+            rtp_bytes_forwarded: Counter::default(),
+            drops: Family::default(),
+            plis_sent: Counter::default(),
+            plis_received: Counter::default(),
+            nacks_received: Counter::default(),
+            chat_messages: Counter::default(),
+            reserved_slots: Gauge::default(),
+            phase: Family::default(),
+            token_refusals: Family::default(),
+            registry: Registry::default(),
+        };
+        m.register_all(&mut registry);
+        Self { registry, ..m }
+    }
+
+    fn register_all(&self, registry: &mut Registry) {
+        registry.register(
+            "participants",
+            "Connected participants",
+            self.participants.clone(),
+        );
+        registry.register("tracks", "Published tracks by kind", self.tracks.clone());
+        registry.register("joins", "Participants admitted", self.joins.clone());
+        registry.register(
+            "join_refusals",
+            "Joins refused, by reason",
+            self.join_refusals.clone(),
+        );
+        registry.register(
+            "join_duration_seconds",
+            "Time to admit a participant and set up its connections",
+            self.join_seconds.clone(),
+        );
+        registry.register(
+            "udp_packets_received",
+            "Datagrams received on the media port",
+            self.udp_packets_in.clone(),
+        );
+        registry.register(
+            "udp_bytes_received",
+            "Bytes received on the media port",
+            self.udp_bytes_in.clone(),
+        );
+        registry.register(
+            "udp_packets_sent",
+            "Datagrams sent from the media port",
+            self.udp_packets_out.clone(),
+        );
+        registry.register(
+            "udp_bytes_sent",
+            "Bytes sent from the media port",
+            self.udp_bytes_out.clone(),
+        );
+        registry.register(
+            "rtp_packets_received",
+            "RTP packets received from publishers",
+            self.rtp_packets_in.clone(),
+        );
+        registry.register(
+            "rtp_bytes_received",
+            "RTP payload bytes received from publishers",
+            self.rtp_bytes_in.clone(),
+        );
+        registry.register(
+            "rtp_packets_forwarded",
+            "RTP packets forwarded to subscribers",
+            self.rtp_packets_forwarded.clone(),
+        );
+        registry.register(
+            "rtp_bytes_forwarded",
+            "RTP payload bytes forwarded to subscribers",
+            self.rtp_bytes_forwarded.clone(),
+        );
+        registry.register(
+            "dropped_packets",
+            "Packets dropped, by reason",
+            self.drops.clone(),
+        );
+        registry.register(
+            "plis_sent",
+            "Keyframe requests sent to publishers",
+            self.plis_sent.clone(),
+        );
+        registry.register(
+            "plis_received",
+            "Keyframe requests (PLI, FIR) received from subscribers",
+            self.plis_received.clone(),
+        );
+        registry.register(
+            "nacks_received",
+            "NACKs received from subscribers",
+            self.nacks_received.clone(),
+        );
+        registry.register(
+            "chat_messages",
+            "Chat messages relayed to a participant",
+            self.chat_messages.clone(),
+        );
+        registry.register(
+            "reserved_slots",
+            "Slots reserved by the rooms assigned to the node",
+            self.reserved_slots.clone(),
+        );
+        registry.register(
+            "phase",
+            "1 for the node's current phase",
+            self.phase.clone(),
+        );
+        registry.register(
+            "token_refusals",
+            "Join tokens refused, by reason",
+            self.token_refusals.clone(),
+        );
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    pub(crate) fn udp_in(&self, bytes: usize) {
+        self.udp_packets_in.inc();
+        self.udp_bytes_in.inc_by(bytes as u64);
+    }
+
+    pub(crate) fn udp_out(&self, bytes: usize) {
+        self.udp_packets_out.inc();
+        self.udp_bytes_out.inc_by(bytes as u64);
+    }
+
+    pub(crate) fn rtp_in(&self, bytes: usize) {
+        self.rtp_packets_in.inc();
+        self.rtp_bytes_in.inc_by(bytes as u64);
+    }
+
+    pub(crate) fn rtp_forwarded(&self, bytes: usize) {
+        self.rtp_packets_forwarded.inc();
+        self.rtp_bytes_forwarded.inc_by(bytes as u64);
+    }
+
+    pub(crate) fn dropped(&self, reason: &str) {
+        self.drops
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn join_refused(&self, reason: &str) {
+        self.join_refusals
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a refused token.
+    pub fn token_refused(&self, reason: &str) {
+        self.token_refusals
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn joined(&self, took: Duration) {
+        self.joins.inc();
+        self.participants.inc();
+        self.join_seconds.observe(took.as_secs_f64());
+    }
+
+    pub(crate) fn left(&self) {
+        self.participants.dec();
+    }
+
+    pub(crate) fn track_published(&self, video: bool) {
+        let kind = if video { "video" } else { "audio" };
+        self.tracks
+            .get_or_create(&KindLabel { kind: kind.into() })
+            .inc();
+    }
+
+    pub(crate) fn track_unpublished(&self, video: bool) {
+        let kind = if video { "video" } else { "audio" };
+        self.tracks
+            .get_or_create(&KindLabel { kind: kind.into() })
+            .dec();
+    }
+
+    pub(crate) fn pli_sent(&self) {
+        self.plis_sent.inc();
+    }
+
+    pub(crate) fn pli_received(&self) {
+        self.plis_received.inc();
+    }
+
+    pub(crate) fn nack_received(&self) {
+        self.nacks_received.inc();
+    }
+
+    pub(crate) fn chat_relayed(&self) {
+        self.chat_messages.inc();
+    }
+
+    pub(crate) fn set_reserved(&self, slots: u64) {
+        self.reserved_slots
+            .set(i64::try_from(slots).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn set_phase(&self, phase: Phase) {
+        for p in [Phase::Ready, Phase::Draining, Phase::Drained] {
+            self.phase
+                .get_or_create(&PhaseLabel {
+                    phase: p.as_str().into(),
+                })
+                .set(i64::from(p == phase));
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,105 @@
+//! Signaling: a WebSocket per client for joining and negotiating, plus, in `--dev` mode, a
+//! demo page and a token endpoint so two browser tabs make a meeting with nothing else.
+//!
+//! - [`protocol`]: the messages;
+//! - [`session`]: one client's session.
+
+pub mod protocol;
+pub mod session;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+
+use crate::media::MediaHandle;
+use crate::metrics::Metrics;
+use crate::token::{Claims, Grants, TokenKey};
+
+/// The demo page served in `--dev` mode.
+pub const DEMO_PAGE: &str = include_str!("../../static/demo.html");
+
+/// What every session shares.
+pub struct SignalingState {
+    /// The media loop.
+    pub media: MediaHandle,
+    /// Verifies (and in dev mode mints) join tokens.
+    pub key: TokenKey,
+    /// Dev mode: demo page and token endpoint.
+    pub dev: bool,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The signaling routes.
+pub fn router(state: Arc<SignalingState>) -> Router {
+    let mut router = Router::new()
+        .route("/ws", get(websocket))
+        .route("/healthz", get(|| async { "ok" }));
+    if state.dev {
+        router = router
+            .route("/", get(demo))
+            .route("/dev/token", get(dev_token));
+    }
+    router.with_state(state)
+}
+
+async fn websocket(ws: WebSocketUpgrade, State(state): State<Arc<SignalingState>>) -> Response {
+    ws.max_message_size(protocol::MAX_MESSAGE_BYTES)
+        .max_frame_size(protocol::MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| session::run(socket, state))
+}
+
+async fn demo() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        DEMO_PAGE,
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    room: String,
+    identity: String,
+    name: Option<String>,
+}
+
+/// Mints a one-hour token for any room and identity (dev mode only).
+async fn dev_token(
+    State(state): State<Arc<SignalingState>>,
+    Query(q): Query<TokenQuery>,
+) -> Response {
+    if q.room.is_empty() || q.identity.is_empty() || q.room.len() > 128 || q.identity.len() > 128 {
+        return (
+            StatusCode::BAD_REQUEST,
+            "room and identity are required (at most 128 characters)",
+        )
+            .into_response();
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let claims = Claims {
+        sub: q.identity,
+        room: q.room,
+        name: q.name,
+        exp: now + 3600,
+        nbf: None,
+        iat: Some(now),
+        grants: Grants::default(),
+    };
+    match state.key.mint(&claims) {
+        Ok(token) => axum::Json(serde_json::json!({ "token": token })).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
