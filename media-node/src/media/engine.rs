@@ -334,6 +334,7 @@ impl Engine {
         self.metrics.udp_in(data.len());
         self.bytes_in_window += data.len() as u64;
         let Some(peer) = self.demux.route(from, data) else {
+            tracing::trace!(%from, len = data.len(), first = data.first().copied(), "unroutable datagram");
             self.metrics.dropped("unroutable");
             return;
         };

@@ -1,0 +1,638 @@
+//! Test harness: a media node in this process on loopback, and WebRTC clients built on the
+//! `webrtc` crate that speak the node's signaling protocol.
+
+#![allow(dead_code, clippy::missing_panics_doc)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::{SinkExt, StreamExt};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use ruche_media_node::admin::{self, AdminState};
+use ruche_media_node::admission::{Limits, NodeMode};
+use ruche_media_node::media::MediaHandle;
+use ruche_media_node::media::engine::{EngineConfig, spawn};
+use ruche_media_node::metrics::Metrics;
+use ruche_media_node::signaling::{self, SignalingState};
+use ruche_media_node::token::{Claims, Grants, TokenKey};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCPeerConnectionState, RTCSessionDescription, Registry, register_default_interceptors,
+};
+
+/// The HMAC secret of test nodes.
+pub const SECRET: &[u8] = b"test-secret-test-secret-test-secret-0123";
+/// The admin token of test nodes.
+pub const ADMIN_TOKEN: &str = "admin-test-token";
+
+/// A media node running in this process.
+pub struct Node {
+    pub signaling: SocketAddr,
+    pub admin: SocketAddr,
+    pub media: SocketAddr,
+    pub handle: MediaHandle,
+    pub key: TokenKey,
+    pub stopped: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Options of a test node.
+#[derive(Clone, Copy)]
+pub struct NodeOptions {
+    pub mode: NodeMode,
+    pub capacity: u32,
+    pub max_room: u32,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self {
+            mode: NodeMode::Dev,
+            capacity: 100,
+            max_room: 50,
+        }
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Node {
+    pub async fn start(options: NodeOptions) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let key = TokenKey::hmac(SECRET).expect("test key");
+        let metrics = Arc::new(Metrics::new());
+        let config = EngineConfig {
+            bind: "127.0.0.1:0".parse().expect("addr"),
+            advertise: "127.0.0.1:0".parse().expect("addr"),
+            limits: Limits {
+                capacity_slots: options.capacity,
+                max_participants_per_room: options.max_room,
+            },
+            mode: options.mode,
+        };
+        let running = spawn(config, metrics.clone()).expect("media loop starts");
+        let handle = running.handle.clone();
+        let signaling_state = Arc::new(SignalingState {
+            media: handle.clone(),
+            key: key.clone(),
+            dev: true,
+            metrics: metrics.clone(),
+        });
+        let admin_state = Arc::new(AdminState {
+            media: handle.clone(),
+            admin_token: ADMIN_TOKEN.into(),
+            key: key.clone(),
+            metrics,
+        });
+        let sig = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind signaling");
+        let adm = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind admin");
+        let (signaling, admin) = (
+            sig.local_addr().expect("addr"),
+            adm.local_addr().expect("addr"),
+        );
+        tokio::spawn(async move { axum::serve(sig, signaling::router(signaling_state)).await });
+        tokio::spawn(async move { axum::serve(adm, admin::router(admin_state)).await });
+        Self {
+            signaling,
+            admin,
+            media: handle.media_addr,
+            handle,
+            key,
+            stopped: running.stopped,
+        }
+    }
+
+    /// A token for `room` and `identity`, valid for an hour.
+    pub fn token(&self, room: &str, identity: &str) -> String {
+        self.token_with(room, identity, Grants::default(), now_unix() + 3600)
+    }
+
+    pub fn token_with(&self, room: &str, identity: &str, grants: Grants, exp: u64) -> String {
+        let claims = Claims {
+            sub: identity.into(),
+            room: room.into(),
+            name: Some(identity.into()),
+            exp,
+            nbf: None,
+            iat: None,
+            grants,
+        };
+        self.key.mint(&claims).expect("mint")
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.signaling)
+    }
+
+    /// Calls the admin API; returns the status and the body parsed as JSON (or as a string).
+    pub async fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        http(self.admin, method, path, body, token.or(Some(ADMIN_TOKEN))).await
+    }
+}
+
+/// A minimal HTTP/1.1 client over a TCP stream, enough for the admin API.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    token: Option<&str>,
+) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let content = if body.is_empty() {
+        String::new()
+    } else {
+        "Content-Type: application/json\r\n".into()
+    };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}{content}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    // Chunked bodies: take the JSON object or array inside.
+    let json_part = body.find(['{', '[']).and_then(|start| {
+        body.rfind(['}', ']'])
+            .map(|end| body[start..=end].to_string())
+    });
+    let value = json_part
+        .and_then(|j| serde_json::from_str(&j).ok())
+        .unwrap_or(Value::String(body));
+    (status, value)
+}
+
+/// What a client received on its subscribe connection.
+#[derive(Default, Debug)]
+pub struct Received {
+    /// Packets per (stream id, track id): (ssrc, sequence number, payload).
+    pub packets: BTreeMap<(String, String), Vec<(u32, u16, Bytes)>>,
+    /// Chat messages.
+    pub chat: Vec<Value>,
+}
+
+impl Received {
+    pub fn count_from(&self, stream: &str) -> usize {
+        self.packets
+            .iter()
+            .filter(|((s, _), _)| s == stream)
+            .map(|(_, v)| v.len())
+            .sum()
+    }
+
+    pub fn payloads_from(&self, stream: &str) -> Vec<Bytes> {
+        self.packets
+            .iter()
+            .filter(|((s, _), _)| s == stream)
+            .flat_map(|(_, v)| v.iter().map(|p| p.2.clone()))
+            .collect()
+    }
+}
+
+struct SubscribeHandler {
+    received: Arc<Mutex<Received>>,
+    connected: Arc<Mutex<Option<RTCPeerConnectionState>>>,
+}
+
+#[async_trait]
+impl PeerConnectionEventHandler for SubscribeHandler {
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        *self.connected.lock().expect("lock") = Some(state);
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let received = self.received.clone();
+        tokio::spawn(async move {
+            let key = (track.stream_id().await, track.track_id().await);
+            while let Some(event) = track.poll().await {
+                if let TrackRemoteEvent::OnRtpPacket(p) = event {
+                    received
+                        .lock()
+                        .expect("lock")
+                        .packets
+                        .entry(key.clone())
+                        .or_default()
+                        .push((p.header.ssrc, p.header.sequence_number, p.payload.clone()));
+                }
+            }
+        });
+    }
+
+    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
+        let received = self.received.clone();
+        tokio::spawn(async move {
+            while let Some(event) = dc.poll().await {
+                if let DataChannelEvent::OnMessage(m) = event
+                    && let Ok(v) = serde_json::from_slice::<Value>(&m.data)
+                {
+                    received.lock().expect("lock").chat.push(v);
+                }
+            }
+        });
+    }
+}
+
+struct PublishHandler {
+    connected: Arc<Mutex<Option<RTCPeerConnectionState>>>,
+}
+
+#[async_trait]
+impl PeerConnectionEventHandler for PublishHandler {
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        *self.connected.lock().expect("lock") = Some(state);
+    }
+}
+
+fn client_media_engine() -> MediaEngine {
+    let mut m = MediaEngine::default();
+    m.register_default_codecs().expect("codecs");
+    m
+}
+
+async fn peer(handler: Arc<dyn PeerConnectionEventHandler>) -> Arc<dyn PeerConnection> {
+    let mut media_engine = client_media_engine();
+    let registry =
+        register_default_interceptors(Registry::new(), &mut media_engine).expect("interceptors");
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
+        .with_handler(handler)
+        .with_udp_addrs(vec!["127.0.0.1:0"])
+        .build()
+        .await
+        .expect("peer connection");
+    Arc::new(pc)
+}
+
+/// A participant driven from the test.
+pub struct Client {
+    pub id: String,
+    pub messages: Arc<Mutex<Vec<Value>>>,
+    out: mpsc::UnboundedSender<String>,
+    pub publish: Arc<dyn PeerConnection>,
+    pub subscribe: Arc<dyn PeerConnection>,
+    pub received: Arc<Mutex<Received>>,
+    pub publish_state: Arc<Mutex<Option<RTCPeerConnectionState>>>,
+    pub subscribe_state: Arc<Mutex<Option<RTCPeerConnectionState>>>,
+    chat: Mutex<Option<Arc<dyn DataChannel>>>,
+}
+
+/// A join that failed, with the node's error message.
+pub type Refused = Value;
+
+impl Client {
+    /// Connects, joins `room` with `token`, and keeps answering subscribe offers.
+    pub async fn join(url: &str, room: &str, token: &str) -> Result<Self, Refused> {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket");
+        let (mut sink, mut stream) = ws.split();
+        sink.send(Message::Text(
+            serde_json::json!({"type": "join", "token": token, "room": room})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .expect("send join");
+        let first: Value = loop {
+            match stream.next().await {
+                Some(Ok(Message::Text(t))) => break serde_json::from_str(&t).expect("json"),
+                Some(Ok(_)) => {}
+                _ => return Err(Value::String("closed".into())),
+            }
+        };
+        if first["type"] != "joined" {
+            return Err(first);
+        }
+        let id = first["participantId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let received = Arc::new(Mutex::new(Received::default()));
+        let subscribe_state = Arc::new(Mutex::new(None));
+        let publish_state = Arc::new(Mutex::new(None));
+        let subscribe = peer(Arc::new(SubscribeHandler {
+            received: received.clone(),
+            connected: subscribe_state.clone(),
+        }))
+        .await;
+        let publish = peer(Arc::new(PublishHandler {
+            connected: publish_state.clone(),
+        }))
+        .await;
+        let messages = Arc::new(Mutex::new(vec![first]));
+        let (out, mut out_rx) = mpsc::unbounded_channel::<String>();
+        tokio::spawn(async move {
+            while let Some(text) = out_rx.recv().await {
+                if sink.send(Message::Text(text.into())).await.is_err() {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        });
+        {
+            let (messages, subscribe, publish, out) = (
+                messages.clone(),
+                subscribe.clone(),
+                publish.clone(),
+                out.clone(),
+            );
+            tokio::spawn(async move {
+                while let Some(Ok(frame)) = stream.next().await {
+                    let Message::Text(text) = frame else { continue };
+                    let Ok(m) = serde_json::from_str::<Value>(&text) else {
+                        continue;
+                    };
+                    match m["type"].as_str() {
+                        Some("subscribeOffer") => {
+                            let offer = RTCSessionDescription::offer(
+                                m["sdp"].as_str().unwrap_or_default().to_string(),
+                            )
+                            .expect("offer");
+                            subscribe
+                                .set_remote_description(offer)
+                                .await
+                                .expect("set offer");
+                            let answer = subscribe.create_answer(None).await.expect("answer");
+                            subscribe
+                                .set_local_description(answer)
+                                .await
+                                .expect("set answer");
+                            let sdp = subscribe
+                                .local_description()
+                                .await
+                                .map(|d| d.sdp)
+                                .unwrap_or_default();
+                            let _ = out.send(
+                                serde_json::json!({"type": "subscribeAnswer", "sdp": sdp})
+                                    .to_string(),
+                            );
+                        }
+                        Some("publishAnswer") => {
+                            let answer = RTCSessionDescription::answer(
+                                m["sdp"].as_str().unwrap_or_default().to_string(),
+                            )
+                            .expect("answer");
+                            publish
+                                .set_remote_description(answer)
+                                .await
+                                .expect("set answer");
+                        }
+                        _ => {}
+                    }
+                    messages.lock().expect("lock").push(m);
+                }
+            });
+        }
+        Ok(Self {
+            id,
+            messages,
+            out,
+            publish,
+            subscribe,
+            received,
+            publish_state,
+            subscribe_state,
+            chat: Mutex::new(None),
+        })
+    }
+
+    pub fn send(&self, message: &Value) {
+        let _ = self.out.send(message.to_string());
+    }
+
+    pub fn send_raw(&self, text: &str) {
+        let _ = self.out.send(text.to_string());
+    }
+
+    /// Adds a VP8 video track and an Opus audio track, and offers them.
+    pub async fn publish_av(&self) -> (Outgoing, Outgoing) {
+        let video = self
+            .add_track(RtpCodecKind::Video, MIME_TYPE_VP8, 90_000, 0, None)
+            .await;
+        let audio = self
+            .add_track(RtpCodecKind::Audio, MIME_TYPE_OPUS, 48_000, 2, None)
+            .await;
+        self.offer().await;
+        (video, audio)
+    }
+
+    pub async fn add_track(
+        &self,
+        kind: RtpCodecKind,
+        mime: &str,
+        clock_rate: u32,
+        channels: u16,
+        rid: Option<&str>,
+    ) -> Outgoing {
+        let codec = RTCRtpCodec {
+            mime_type: mime.into(),
+            clock_rate,
+            channels,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: vec![],
+        };
+        let ssrc = rand_ssrc();
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            format!("{}-stream", self.id),
+            format!("{}-{kind}", self.id),
+            format!("{kind}"),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    rid: rid.unwrap_or_default().into(),
+                    ..Default::default()
+                },
+                codec,
+                ..Default::default()
+            }],
+        )));
+        self.publish
+            .add_track(track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .expect("add track");
+        Outgoing { track, ssrc }
+    }
+
+    /// Opens the chat channel on the publish connection (before the offer).
+    pub async fn open_chat(&self) {
+        let dc = self
+            .publish
+            .create_data_channel("chat", None)
+            .await
+            .expect("data channel");
+        *self.chat.lock().expect("lock") = Some(dc);
+    }
+
+    pub async fn chat(&self, text: &str) -> bool {
+        let dc = self.chat.lock().expect("lock").clone();
+        match dc {
+            Some(dc) => dc
+                .send_text(&serde_json::json!({"text": text}).to_string())
+                .await
+                .is_ok(),
+            None => false,
+        }
+    }
+
+    /// Sends an offer for the publish connection.
+    pub async fn offer(&self) {
+        let offer = self.publish.create_offer(None).await.expect("offer");
+        self.publish
+            .set_local_description(offer)
+            .await
+            .expect("set offer");
+        let sdp = self
+            .publish
+            .local_description()
+            .await
+            .map(|d| d.sdp)
+            .unwrap_or_default();
+        self.send(&serde_json::json!({"type": "publishOffer", "sdp": sdp}));
+    }
+
+    pub fn messages_of(&self, kind: &str) -> Vec<Value> {
+        self.messages
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|m| m["type"] == kind)
+            .cloned()
+            .collect()
+    }
+
+    pub async fn close(self) {
+        self.send(&serde_json::json!({"type": "leave"}));
+        let _ = self.publish.close().await;
+        let _ = self.subscribe.close().await;
+    }
+}
+
+/// A track the client sends, stamping its SSRC on every packet.
+pub struct Outgoing {
+    pub track: Arc<TrackLocalStaticRTP>,
+    pub ssrc: u32,
+}
+
+impl Outgoing {
+    pub async fn write(&self, mut packet: rtc::rtp::Packet) -> bool {
+        packet.header.ssrc = self.ssrc;
+        self.track.write_rtp(packet).await.is_ok()
+    }
+}
+
+fn rand_ssrc() -> u32 {
+    let mut b = [0u8; 4];
+    let _ = getrandom::fill(&mut b);
+    u32::from_be_bytes(b).max(1)
+}
+
+/// An RTP packet of a synthetic VP8 stream: keyframes start with a VP8 key frame header.
+pub fn vp8_packet(seq: u16, ts: u32, keyframe: bool, tag: u8) -> rtc::rtp::Packet {
+    let mut payload =
+        BytesMut::from(&[0x10u8, if keyframe { 0x00 } else { 0x01 }, 0x9d, 0x01, 0x2a][..]);
+    payload.extend_from_slice(&[tag; 100]);
+    rtc::rtp::Packet {
+        header: rtc::rtp::header::Header {
+            version: 2,
+            marker: true,
+            payload_type: 96,
+            sequence_number: seq,
+            timestamp: ts,
+            ..Default::default()
+        },
+        payload: payload.freeze(),
+    }
+}
+
+/// An Opus-like packet (the node does not decode audio).
+pub fn opus_packet(seq: u16, ts: u32, tag: u8) -> rtc::rtp::Packet {
+    rtc::rtp::Packet {
+        header: rtc::rtp::header::Header {
+            version: 2,
+            payload_type: 111,
+            sequence_number: seq,
+            timestamp: ts,
+            ..Default::default()
+        },
+        payload: Bytes::from(vec![tag; 60]),
+    }
+}
+
+/// Polls `check` every 20 ms until it holds or `within` passes.
+pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check()
+}
+
+/// Sends a synthetic stream: a keyframe every `keyframe_every` packets, `count` packets,
+/// `interval` apart.
+pub async fn stream_video(
+    track: &Outgoing,
+    count: u16,
+    keyframe_every: u16,
+    interval: Duration,
+    tag: u8,
+) {
+    for i in 0..count {
+        let p = vp8_packet(i, u32::from(i) * 3000, i % keyframe_every == 0, tag);
+        track.write(p).await;
+        tokio::time::sleep(interval).await;
+    }
+}
