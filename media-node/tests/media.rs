@@ -1,10 +1,48 @@
 //! Media through the node end to end, with `webrtc` crate clients on loopback.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// The `webrtc` crate's futures are large; boxing them in tests buys nothing.
+#![allow(clippy::large_futures)]
+
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use support::{Client, Node, NodeOptions, eventually, opus_packet, stream_video};
+use support::{Client, Node, NodeOptions, Outgoing, eventually, opus_packet, vp8_packet};
+
+/// Streams `tag`-marked audio and video until `stop`, answering keyframe requests the way a
+/// browser does (a keyframe soon after a PLI), plus a keyframe every `keyframe_every`.
+async fn stream(
+    client: &Client,
+    video: &Outgoing,
+    audio: &Outgoing,
+    tag: u8,
+    duration: Duration,
+    keyframe_every: Duration,
+) {
+    let start = Instant::now();
+    let mut last_keyframe = Instant::now();
+    let mut plis = client.keyframe_requests();
+    let mut i: u16 = 0;
+    let mut first = true;
+    while start.elapsed() < duration {
+        audio.write(opus_packet(i, u32::from(i) * 960, tag)).await;
+        if i.is_multiple_of(2) {
+            let now_plis = client.keyframe_requests();
+            let keyframe = first || now_plis > plis || last_keyframe.elapsed() >= keyframe_every;
+            if keyframe {
+                last_keyframe = Instant::now();
+                plis = now_plis;
+                first = false;
+            }
+            video
+                .write(vp8_packet(i / 2, u32::from(i) * 1500, keyframe, tag))
+                .await;
+        }
+        i = i.wrapping_add(1);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_receives_a_publishers_video_and_audio() {
@@ -16,50 +54,32 @@ async fn a_subscriber_receives_a_publishers_video_and_audio() {
         .await
         .expect("bob joins");
     let (video, audio) = alice.publish_av().await;
-    let sender = tokio::spawn(async move {
-        for i in 0..150u16 {
-            audio.write(opus_packet(i, u32::from(i) * 960, 0xA1)).await;
-            if i % 2 == 0 {
-                video
-                    .write(support::vp8_packet(
-                        i / 2,
-                        u32::from(i) * 1500,
-                        i % 40 == 0,
-                        0xA1,
-                    ))
-                    .await;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
-    let got = eventually(Duration::from_secs(10), || {
-        bob.received.lock().expect("lock").count_from(&alice.id) > 40
-    })
-    .await;
-    let _ = sender.await;
-    let received = bob.received.lock().expect("lock");
+    let got = {
+        let streaming = stream(
+            &alice,
+            &video,
+            &audio,
+            0xA1,
+            Duration::from_secs(3),
+            Duration::from_secs(1),
+        );
+        let waiting = eventually(Duration::from_secs(10), || {
+            bob.received.lock().unwrap().count_from(&alice.id) > 40
+        });
+        tokio::join!(streaming, waiting).1
+    };
+    let received = bob.received.lock().unwrap();
     assert!(
         got,
-        "bob received {} packets from alice; alice saw: {:?}",
-        received.count_from(&alice.id),
-        alice
-            .messages
-            .lock()
-            .expect("lock")
-            .iter()
-            .map(|m| m["type"].clone())
-            .collect::<Vec<_>>()
+        "bob received {} packets from alice",
+        received.count_from(&alice.id)
     );
-    assert!(
-        received
-            .packets
-            .keys()
-            .filter(|(s, _)| *s == alice.id)
-            .count()
-            == 2,
-        "audio and video tracks: {:?}",
-        received.packets.keys().collect::<Vec<_>>()
-    );
+    let tracks: Vec<_> = received
+        .packets
+        .keys()
+        .filter(|(s, _)| *s == alice.id)
+        .collect();
+    assert_eq!(tracks.len(), 2, "an audio and a video track: {tracks:?}");
     assert!(
         received
             .payloads_from(&alice.id)
@@ -67,5 +87,556 @@ async fn a_subscriber_receives_a_publishers_video_and_audio() {
             .all(|p| p.ends_with(&[0xA1; 20])),
         "payloads arrive intact"
     );
-    let _ = stream_video;
+    let published = bob.messages_of("trackPublished");
+    assert!(
+        published
+            .iter()
+            .any(|m| m["kind"] == "video" && m["participantId"] == alice.id.as_str()),
+        "{published:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packets_reach_the_right_subscribers_and_nowhere_else() {
+    let node = Node::start(NodeOptions::default()).await;
+    let join = |room: &'static str, who: &'static str| {
+        let (url, token) = (node.ws_url(), node.token(room, who));
+        async move { Client::join(&url, room, &token).await.expect("joins") }
+    };
+    let (alice, bob, carol, dave) = (
+        join("r1", "alice").await,
+        join("r1", "bob").await,
+        join("r2", "carol").await,
+        join("r2", "dave").await,
+    );
+    let (av, aa) = alice.publish_av().await;
+    let (cv, ca) = carol.publish_av().await;
+    let enough = || {
+        bob.received.lock().unwrap().count_from(&alice.id) > 60
+            && dave.received.lock().unwrap().count_from(&carol.id) > 60
+    };
+    let a = stream(
+        &alice,
+        &av,
+        &aa,
+        0xA1,
+        Duration::from_secs(4),
+        Duration::from_secs(1),
+    );
+    let c = stream(
+        &carol,
+        &cv,
+        &ca,
+        0xC3,
+        Duration::from_secs(4),
+        Duration::from_secs(1),
+    );
+    let ((), (), ok) = tokio::join!(a, c, eventually(Duration::from_secs(12), enough));
+    assert!(
+        ok,
+        "bob got {} from alice, dave got {} from carol",
+        bob.received.lock().unwrap().count_from(&alice.id),
+        dave.received.lock().unwrap().count_from(&carol.id)
+    );
+    let has_tag = |client: &Client, tag: u8| {
+        client
+            .received
+            .lock()
+            .unwrap()
+            .packets
+            .values()
+            .flatten()
+            .any(|(_, _, p)| p.ends_with(&[tag; 20]))
+    };
+    assert!(
+        has_tag(&bob, 0xA1) && !has_tag(&bob, 0xC3),
+        "bob gets alice's media and only hers"
+    );
+    assert!(
+        has_tag(&dave, 0xC3) && !has_tag(&dave, 0xA1),
+        "dave gets carol's media and only hers"
+    );
+    assert!(
+        !has_tag(&alice, 0xA1) && !has_tag(&alice, 0xC3),
+        "alice gets neither her own media nor another room's"
+    );
+    assert!(
+        !has_tag(&carol, 0xA1) && !has_tag(&carol, 0xC3),
+        "carol gets neither her own media nor another room's"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_starts_on_a_keyframe_within_a_second() {
+    let node = Node::start(NodeOptions::default()).await;
+    let alice = Client::join(&node.ws_url(), "r1", &node.token("r1", "alice"))
+        .await
+        .expect("alice joins");
+    let (video, audio) = alice.publish_av().await;
+    // Alice sends a keyframe only every 30 s, or when asked.
+    let streaming = stream(
+        &alice,
+        &video,
+        &audio,
+        0xA1,
+        Duration::from_secs(6),
+        Duration::from_secs(30),
+    );
+    let late = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let bob = Client::join(&node.ws_url(), "r1", &node.token("r1", "bob"))
+            .await
+            .expect("bob joins");
+        let joined = Instant::now();
+        let video_from_alice = |b: &Client| {
+            b.received
+                .lock()
+                .unwrap()
+                .packets
+                .iter()
+                .filter(|((s, _), v)| *s == alice.id && v.iter().any(|(_, _, p)| p.len() > 100))
+                .flat_map(|(_, v)| v.clone())
+                .collect::<Vec<_>>()
+        };
+        let got = eventually(Duration::from_secs(3), || {
+            !video_from_alice(&bob).is_empty()
+        })
+        .await;
+        (bob, joined.elapsed(), got, video_from_alice)
+    };
+    let ((), (bob, took, got, video_from_alice)) = tokio::join!(streaming, late);
+    let (_, metrics) = node.admin("GET", "/metrics", None, None).await;
+    let plis: Vec<_> = metrics
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("plis") || l.contains("forwarded_total") || l.contains("dropped"))
+        .map(String::from)
+        .collect();
+    let received: Vec<_> = bob
+        .received
+        .lock()
+        .unwrap()
+        .packets
+        .iter()
+        .map(|(k, v)| (k.clone(), v.len()))
+        .collect();
+    let requests = alice.keyframe_requests();
+    assert!(
+        got,
+        "the late joiner received no video: {received:?}; alice saw {requests} keyframe requests; {plis:?}"
+    );
+    let packets = video_from_alice(&bob);
+    let first = &packets[0].2;
+    assert_eq!(
+        first[1] & 0x01,
+        0,
+        "the first video packet a late joiner gets is a keyframe"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "first video after {took:?}, with keyframes otherwise 30 s apart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_reaches_everyone_else_in_the_room() {
+    let node = Node::start(NodeOptions::default()).await;
+    let mut clients = Vec::new();
+    for who in ["alice", "bob", "carol"] {
+        let c = Client::join(&node.ws_url(), "r1", &node.token("r1", who))
+            .await
+            .expect("joins");
+        c.open_chat().await;
+        c.offer().await;
+        clients.push(c);
+    }
+    let outsider = Client::join(&node.ws_url(), "r2", &node.token("r2", "dave"))
+        .await
+        .expect("joins");
+    let open = eventually(Duration::from_secs(10), || {
+        clients
+            .iter()
+            .all(|c| c.subscribe_state.lock().unwrap().is_some())
+    })
+    .await;
+    assert!(open, "subscribe connections up");
+    // The channel opens asynchronously: retry sending until it goes out.
+    assert!(eventually(Duration::from_secs(5), || true).await);
+    let mut sent = false;
+    for _ in 0..100 {
+        if clients[0].chat("hello from alice").await {
+            sent = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(sent, "alice's chat channel opened");
+    let got = |c: &Client| {
+        c.received.lock().unwrap().chat.iter().any(|m| {
+            m["text"] == "hello from alice"
+                && m["from"] == clients[0].id.as_str()
+                && m["name"] == "alice"
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || got(&clients[1])
+            && got(&clients[2]))
+        .await,
+        "bob and carol get alice's message, stamped with her id and name"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!got(&clients[0]), "alice does not get her own message back");
+    assert!(
+        outsider.received.lock().unwrap().chat.is_empty(),
+        "another room gets nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_enforced_with_a_clear_reason() {
+    let node = Node::start(NodeOptions::default()).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let forged = {
+        let other =
+            ruche_media_node::token::TokenKey::hmac(b"another-secret-another-secret-0000").unwrap();
+        other
+            .mint(&ruche_media_node::token::Claims::new(
+                "mallory",
+                "r1",
+                now + 3600,
+            ))
+            .unwrap()
+    };
+    let cases = [
+        ("", "missing"),
+        ("not-a-jwt", "malformed"),
+        (forged.as_str(), "bad_signature"),
+        (
+            &node.token_with(
+                "r1",
+                "late",
+                ruche_media_node::token::Grants::default(),
+                now - 3600,
+            ),
+            "expired",
+        ),
+        (&node.token("other-room", "alice"), "wrong_room"),
+    ];
+    for (token, code) in cases {
+        let refused = Client::join(&node.ws_url(), "r1", token)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("token for `{code}` was accepted"));
+        assert_eq!(refused["code"], code, "{refused}");
+        assert_eq!(refused["fatal"], true);
+        assert!(
+            refused["message"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("join token refused"),
+            "{refused}"
+        );
+    }
+    let (status, metrics) = node.admin("GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics
+            .as_str()
+            .unwrap_or_default()
+            .contains("ruche_media_token_refusals_total{reason=\"expired\"} 1"),
+        "{metrics}"
+    );
+    // The node still serves good tokens.
+    assert!(
+        Client::join(&node.ws_url(), "r1", &node.token("r1", "alice"))
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_refuses_new_rooms_and_keeps_its_live_ones() {
+    let node = Node::start(NodeOptions::default()).await;
+    let alice = Client::join(&node.ws_url(), "r1", &node.token("r1", "alice"))
+        .await
+        .expect("joins");
+    let (status, body) = node
+        .admin(
+            "POST",
+            "/v1/drain",
+            Some(serde_json::json!({"deadlineSeconds": 600})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, s) = node.admin("GET", "/v1/status", None, None).await;
+    assert_eq!(s["phase"], "Draining");
+    assert!(s["drainDeadlineSeconds"].as_u64().is_some_and(|d| d > 590));
+    let refused = Client::join(&node.ws_url(), "r2", &node.token("r2", "carol"))
+        .await
+        .err()
+        .expect("a new room is refused");
+    assert_eq!(refused["code"], "draining", "{refused}");
+    let bob = Client::join(&node.ws_url(), "r1", &node.token("r1", "bob"))
+        .await
+        .expect("a live room still takes participants");
+    let (status, _) = node.admin("GET", "/readyz", None, Some("none")).await;
+    assert_eq!(
+        status, 200,
+        "a draining node is still ready: it serves its live rooms"
+    );
+    alice.close().await;
+    bob.close().await;
+    let drained = async {
+        for _ in 0..50 {
+            if node.admin("GET", "/v1/status", None, None).await.1["phase"] == "Drained" {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(drained.await, "the node reports Drained once empty");
+    let (status, _) = node.admin("GET", "/readyz", None, Some("none")).await;
+    assert_eq!(status, 503, "a drained node is not ready");
+    let (status, s) = node.admin("DELETE", "/v1/drain", None, None).await;
+    assert_eq!(
+        (status, s["phase"].clone()),
+        (200, serde_json::json!("Ready")),
+        "an admin drain can be cancelled"
+    );
+    assert!(
+        Client::join(&node.ws_url(), "r2", &node.token("r2", "carol"))
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_node_takes_only_assigned_rooms_and_limits_hold() {
+    let node = Node::start(NodeOptions {
+        mode: ruche_media_node::admission::NodeMode::Managed,
+        capacity: 3,
+        max_room: 2,
+    })
+    .await;
+    let refused = Client::join(&node.ws_url(), "r1", &node.token("r1", "alice"))
+        .await
+        .err()
+        .expect("unassigned room refused");
+    assert_eq!(refused["code"], "not_assigned", "{refused}");
+    let (status, _) = node.admin("PUT", "/v1/assignments", Some(serde_json::json!({"rooms": [{"room": "r1", "slots": 2}, {"room": "r2", "slots": 1}]})), None).await;
+    assert_eq!(status, 200);
+    let _a = Client::join(&node.ws_url(), "r1", &node.token("r1", "alice"))
+        .await
+        .expect("assigned room joins");
+    let _b = Client::join(&node.ws_url(), "r1", &node.token("r1", "bob"))
+        .await
+        .expect("second participant");
+    let full = Client::join(&node.ws_url(), "r1", &node.token("r1", "carol"))
+        .await
+        .err()
+        .expect("room limit");
+    assert_eq!(full["code"], "room_full", "{full}");
+    let _c = Client::join(&node.ws_url(), "r2", &node.token("r2", "carol"))
+        .await
+        .expect("another assigned room");
+    let over = Client::join(&node.ws_url(), "r2", &node.token("r2", "dave"))
+        .await
+        .err()
+        .expect("node capacity");
+    assert_eq!(over["code"], "node_full", "{over}");
+    let (_, s) = node.admin("GET", "/v1/status", None, None).await;
+    assert_eq!(
+        (
+            s["participants"].as_u64(),
+            s["reservedSlots"].as_u64(),
+            s["rooms"].as_u64()
+        ),
+        (Some(3), Some(3), Some(2)),
+        "{s}"
+    );
+    let (_, rooms) = node.admin("GET", "/v1/rooms", None, None).await;
+    assert_eq!(rooms["rooms"][0]["name"], "r1");
+    assert_eq!(rooms["rooms"][0]["participants"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_media_port_harms_no_room() {
+    let node = Node::start(NodeOptions::default()).await;
+    let alice = Client::join(&node.ws_url(), "r1", &node.token("r1", "alice"))
+        .await
+        .expect("joins");
+    let bob = Client::join(&node.ws_url(), "r1", &node.token("r1", "bob"))
+        .await
+        .expect("joins");
+    let (video, audio) = alice.publish_av().await;
+    let attacker = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let target = node.media;
+    let garbage = async {
+        let mut seed = 0x1234_5678u32;
+        for i in 0..3000u32 {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            let len = (seed % 1400) as usize + 1;
+            let mut packet: Vec<u8> = (0..len)
+                .map(|j| (seed.rotate_left(j as u32 % 32) & 0xff) as u8)
+                .collect();
+            // Shapes that pass the first-byte classifier: STUN, DTLS, RTP.
+            packet[0] = [0x00, 0x01, 22, 23, 0x80, 0x90, 0xff][i as usize % 7];
+            let _ = attacker.send_to(&packet, target).await;
+            if i % 100 == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    let streaming = stream(
+        &alice,
+        &video,
+        &audio,
+        0xA1,
+        Duration::from_secs(4),
+        Duration::from_secs(1),
+    );
+    let ((), (), got) = tokio::join!(
+        streaming,
+        garbage,
+        eventually(Duration::from_secs(10), || bob
+            .received
+            .lock()
+            .unwrap()
+            .count_from(&alice.id)
+            > 100)
+    );
+    assert!(
+        got,
+        "media kept flowing: bob got {}",
+        bob.received.lock().unwrap().count_from(&alice.id)
+    );
+    let (_, metrics) = node.admin("GET", "/metrics", None, None).await;
+    let text = metrics.as_str().unwrap_or_default();
+    assert!(
+        text.contains("ruche_media_dropped_packets_total{reason=\"unroutable\"}"),
+        "garbage is counted as dropped"
+    );
+    let (_, s) = node.admin("GET", "/v1/status", None, None).await;
+    assert_eq!(s["participants"], 2, "nobody was disconnected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_signaling_gets_a_clear_error_and_spares_the_session_and_others() {
+    let node = Node::start(NodeOptions::default()).await;
+    let bystander = Client::join(&node.ws_url(), "r2", &node.token("r2", "bob"))
+        .await
+        .expect("joins");
+    let alice = Client::join(&node.ws_url(), "r1", &node.token("r1", "alice"))
+        .await
+        .expect("joins");
+    alice.send_raw("{not json");
+    alice.send_raw(r#"{"type":"explode"}"#);
+    alice.send(&serde_json::json!({"type": "publishOffer", "sdp": "v=0\r\nthis is not sdp"}));
+    alice.send(&serde_json::json!({"type": "subscribeAnswer", "sdp": "garbage"}));
+    alice.send(&serde_json::json!({"type": "ping"}));
+    assert!(
+        eventually(Duration::from_secs(5), || !alice
+            .messages_of("pong")
+            .is_empty())
+        .await,
+        "the session survives bad messages"
+    );
+    let errors = alice.messages_of("error");
+    let codes: Vec<_> = errors
+        .iter()
+        .map(|e| e["code"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            "invalid_message",
+            "invalid_message",
+            "publish_failed",
+            "subscribe_failed"
+        ],
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["fatal"] == false && !e["message"].as_str().unwrap_or_default().is_empty())
+    );
+    assert!(
+        errors[1]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown variant `explode`")
+    );
+    // Oversized messages close the offender only.
+    alice.send_raw(&format!(
+        r#"{{"type":"publishOffer","sdp":"{}"}}"#,
+        "a".repeat(100_000)
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, s) = node.admin("GET", "/v1/status", None, None).await;
+    assert_eq!(
+        s["participants"], 1,
+        "the oversized sender is gone, the bystander stays: {s}"
+    );
+    bystander.send(&serde_json::json!({"type": "ping"}));
+    assert!(
+        eventually(Duration::from_secs(5), || !bystander
+            .messages_of("pong")
+            .is_empty())
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_needs_its_token_except_for_probes() {
+    let node = Node::start(NodeOptions::default()).await;
+    for path in ["/metrics", "/v1/status", "/v1/rooms"] {
+        assert_eq!(
+            node.admin("GET", path, None, Some("wrong")).await.0,
+            401,
+            "{path} with a wrong token"
+        );
+        assert_eq!(super_http(&node, path).await, 401, "{path} without a token");
+    }
+    assert_eq!(node.admin("GET", "/livez", None, Some("none")).await.0, 200);
+    assert_eq!(
+        node.admin("GET", "/readyz", None, Some("none")).await.0,
+        200
+    );
+    let (status, s) = node.admin("GET", "/v1/status", None, None).await;
+    assert_eq!(status, 200);
+    for field in [
+        "phase",
+        "capacitySlots",
+        "reservedSlots",
+        "usedSlots",
+        "rooms",
+        "participants",
+        "bitrateInBps",
+        "bitrateOutBps",
+    ] {
+        assert!(s.get(field).is_some(), "status has {field}: {s}");
+    }
+    let (_, metrics) = node.admin("GET", "/metrics", None, None).await;
+    let text = metrics.as_str().unwrap_or_default();
+    for name in [
+        "ruche_media_participants",
+        "ruche_media_rtp_packets_forwarded_total",
+        "ruche_media_join_duration_seconds_bucket",
+        "ruche_media_phase{phase=\"Ready\"} 1",
+    ] {
+        assert!(text.contains(name), "metrics lack {name}:\n{text}");
+    }
+}
+
+async fn super_http(node: &Node, path: &str) -> u16 {
+    support::http(node.admin, "GET", path, None, None).await.0
 }

@@ -66,8 +66,21 @@ pub struct Peer {
     pub role: Role,
     /// Local ICE ufrag (routing key).
     pub ufrag: String,
-    /// DTLS and SRTP are up.
-    pub connected: bool,
+    /// When DTLS and SRTP came up on the node's side.
+    pub connected_at: Option<Instant>,
+}
+
+/// How long after its DTLS handshake completes on the node a subscribe connection starts to
+/// get media. The client finishes the handshake (and installs its SRTP keys) a moment after the
+/// node does; a keyframe sent into that moment is lost, and the subscriber would then sit on
+/// undecodable delta frames until it asks for another.
+pub const MEDIA_GRACE: Duration = Duration::from_millis(200);
+
+impl Peer {
+    /// Whether media may be sent on this connection now.
+    pub fn media_ready(&self, now: Instant) -> bool {
+        self.connected_at.is_some_and(|at| now >= at + MEDIA_GRACE)
+    }
 }
 
 /// The node as the admin API reports it.
@@ -419,7 +432,12 @@ impl Engine {
         let ufrag = random_hex(8);
         let password = random_hex(16);
         let mut media_engine = super::codecs::media_engine().map_err(|e| e.to_string())?;
-        let registry = register_default_interceptors(Registry::new(), &mut media_engine)
+        // Keyframe requests and NACKs from subscribers must reach the loop (see `feedback`).
+        let registry = Registry::new().with(
+            super::feedback::slot(),
+            super::feedback::DeliverFeedback::default(),
+        );
+        let registry = register_default_interceptors(registry, &mut media_engine)
             .map_err(|e| e.to_string())?;
         let setting_engine = SettingEngineBuilder::new()
             .with_lite(true)
@@ -458,7 +476,7 @@ impl Engine {
             owner,
             role,
             ufrag,
-            connected: false,
+            connected_at: None,
         });
         Ok(key)
     }

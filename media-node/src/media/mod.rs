@@ -7,6 +7,7 @@
 //!
 //! - [`engine`]: the loop, rooms and participants;
 //! - [`demux`]: which peer connection a datagram belongs to;
+//! - [`feedback`]: subscribers' keyframe requests and NACKs out of the interceptor chain;
 //! - [`participants`]: joining, leaving, negotiation and chat;
 //! - [`tracks`]: published tracks, subscriptions and forwarding;
 //! - [`timers`]: the peer connections' deadlines;
@@ -18,6 +19,7 @@
 pub mod codecs;
 pub mod demux;
 pub mod engine;
+pub mod feedback;
 pub mod forward;
 pub mod keyframe;
 pub mod participants;

@@ -26,6 +26,9 @@ use crate::token::Grants;
 /// Longest chat message relayed, in bytes.
 pub const MAX_CHAT_BYTES: usize = 4096;
 
+/// Chat messages kept for a participant whose chat channel is not open yet.
+pub const MAX_PENDING_CHAT: usize = 100;
+
 /// Where the subscribe connection's negotiation stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Negotiation {
@@ -56,6 +59,8 @@ pub struct Participant {
     pub negotiation: Negotiation,
     /// The node's chat channel on the subscribe connection, once open.
     pub chat: Option<RTCDataChannelId>,
+    /// Messages that arrived before that channel opened, delivered when it does.
+    pub pending_chat: Vec<String>,
     /// Tracks of others this participant receives, by sent track id.
     pub subscriptions: HashMap<String, super::tracks::TrackKey>,
     /// When it joined.
@@ -139,6 +144,7 @@ impl Engine {
                 subscribe,
                 negotiation: Negotiation::Stable,
                 chat: None,
+                pending_chat: Vec::new(),
                 subscriptions: HashMap::new(),
                 joined_at: started,
             },
@@ -361,14 +367,14 @@ impl Engine {
             else {
                 return;
             };
+            tracing::trace!(participant = %owner, ?role, ?event, "peer connection event");
             match event {
                 RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
                     RTCPeerConnectionState::Connected => {
+                        // Keyframes for a new subscriber are asked for once media may flow
+                        // to it (see `MEDIA_GRACE`): its first packet then waits for one.
                         if let Some(p) = self.peers.get_mut(key).and_then(Option::as_mut) {
-                            p.connected = true;
-                        }
-                        if role == Role::Subscribe {
-                            self.request_keyframes_for(owner);
+                            p.connected_at = Some(Instant::now());
                         }
                     }
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
@@ -381,8 +387,12 @@ impl Engine {
                 RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(channel))
                     if role == Role::Subscribe =>
                 {
-                    if let Some(p) = self.participants.get_mut(&owner) {
+                    let pending = self.participants.get_mut(&owner).map(|p| {
                         p.chat = Some(channel);
+                        std::mem::take(&mut p.pending_chat)
+                    });
+                    for message in pending.unwrap_or_default() {
+                        self.send_chat(key, channel, &message);
                     }
                 }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init))
@@ -416,23 +426,37 @@ impl Engine {
         let Some(room) = self.rooms.get(&sender.room) else {
             return;
         };
-        let targets: Vec<(PeerKey, RTCDataChannelId)> = room
+        let others: Vec<ParticipantId> = room
             .participants
             .iter()
-            .filter(|p| **p != from)
-            .filter_map(|p| self.participants.get(p))
-            .filter_map(|p| p.chat.map(|c| (p.subscribe, c)))
+            .copied()
+            .filter(|p| *p != from)
             .collect();
-        let now = Instant::now();
-        for (key, channel) in targets {
-            if let Some(peer) = self.peers.get_mut(key).and_then(Option::as_mut)
-                && let Some(mut dc) = peer.pc.data_channel(channel)
-            {
-                if dc.send_text(now, message.clone()).is_ok() {
-                    self.metrics.chat_relayed();
+        for other in others {
+            let Some(p) = self.participants.get_mut(&other) else {
+                continue;
+            };
+            match p.chat {
+                Some(channel) => {
+                    let key = p.subscribe;
+                    self.send_chat(key, channel, &message);
                 }
-                self.mark(key);
+                None if p.pending_chat.len() < MAX_PENDING_CHAT => {
+                    p.pending_chat.push(message.clone());
+                }
+                None => self.metrics.dropped("chat_backlog_full"),
             }
+        }
+    }
+
+    fn send_chat(&mut self, key: PeerKey, channel: RTCDataChannelId, message: &str) {
+        if let Some(peer) = self.peers.get_mut(key).and_then(Option::as_mut)
+            && let Some(mut dc) = peer.pc.data_channel(channel)
+        {
+            if dc.send_text(Instant::now(), message.to_string()).is_ok() {
+                self.metrics.chat_relayed();
+            }
+            self.mark(key);
         }
     }
 }

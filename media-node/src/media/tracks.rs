@@ -139,7 +139,7 @@ impl Engine {
         self.track_by_remote
             .insert((key, init.track_id.clone()), track);
         self.metrics.track_published(kind == RtpCodecKind::Video);
-        tracing::info!(participant = %owner, track, ?kind, "track published");
+        tracing::info!(participant = %owner, track, ?kind, ssrc = init.ssrc, rid = ?init.rid, "track published");
         let others: Vec<ParticipantId> = self.rooms.get_mut(&room).map_or_else(Vec::new, |r| {
             r.tracks.insert(track);
             r.participants
@@ -274,18 +274,6 @@ impl Engine {
         self.request_keyframe(track, None);
     }
 
-    /// A subscribe connection came up: every video it carries needs a keyframe.
-    pub(crate) fn request_keyframes_for(&mut self, subscriber: ParticipantId) {
-        let tracks: Vec<TrackKey> = self
-            .participants
-            .get(&subscriber)
-            .map(|p| p.subscriptions.values().copied().collect())
-            .unwrap_or_default();
-        for track in tracks {
-            self.request_keyframe(track, Some(subscriber));
-        }
-    }
-
     /// Asks a track's publisher for a keyframe of the stream `for_subscriber` wants (or of
     /// every stream), rate-limited per stream.
     pub(crate) fn request_keyframe(
@@ -331,6 +319,7 @@ impl Engine {
             return;
         };
         for media_ssrc in due {
+            tracing::debug!(track, media_ssrc, "keyframe request to the publisher");
             if r.write_rtcp(
                 now,
                 vec![Box::new(PictureLossIndication {
@@ -358,6 +347,9 @@ impl Engine {
             }
         }
         for message in messages {
+            if !matches!(message, RTCMessage::RtpPacket(..)) {
+                tracing::trace!(?role, ?message, "read");
+            }
             match (role, message) {
                 (Role::Publish, RTCMessage::RtpPacket(track_id, packet)) => {
                     self.forward(key, &track_id, &packet);
@@ -412,6 +404,14 @@ impl Engine {
         let mime = t.codec.mime_type.clone();
         let mut touched = Vec::new();
         for s in &mut t.subscribers {
+            // Readiness first: a keyframe the subscriber cannot receive yet must not count as
+            // its start.
+            let Some(peer) = self.peers.get_mut(s.peer).and_then(Option::as_mut) else {
+                continue;
+            };
+            if !peer.media_ready(now) {
+                continue;
+            }
             match s.selector.verdict(source, keyframe, &t.layers) {
                 Verdict::Skip => continue,
                 Verdict::WaitKeyframe => {
@@ -420,18 +420,13 @@ impl Engine {
                 }
                 Verdict::Send => {}
             }
-            let Some(peer) = self.peers.get_mut(s.peer).and_then(Option::as_mut) else {
-                continue;
-            };
-            if !peer.connected {
-                continue;
-            }
             let Some(mut sender) = peer.pc.rtp_sender(s.sender) else {
                 continue;
             };
             let payload_type = if let Some(pt) = s.payload_type {
                 pt
             } else {
+                // Looked up once: the payload type negotiated on this subscriber's sender.
                 {
                     let Some(pt) = sender
                         .get_parameters()

@@ -2,6 +2,8 @@
 //! `webrtc` crate that speak the node's signaling protocol.
 
 #![allow(dead_code, clippy::missing_panics_doc)]
+// The `webrtc` crate's futures are large; boxing them in tests buys nothing.
+#![allow(clippy::large_futures, clippy::too_many_lines)]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -210,11 +212,14 @@ pub async fn http(
     (status, value)
 }
 
+/// One received packet: SSRC, sequence number, payload.
+pub type ReceivedPacket = (u32, u16, Bytes);
+
 /// What a client received on its subscribe connection.
 #[derive(Default, Debug)]
 pub struct Received {
     /// Packets per (stream id, track id): (ssrc, sequence number, payload).
-    pub packets: BTreeMap<(String, String), Vec<(u32, u16, Bytes)>>,
+    pub packets: BTreeMap<(String, String), Vec<ReceivedPacket>>,
     /// Chat messages.
     pub chat: Vec<Value>,
 }
@@ -291,16 +296,78 @@ impl PeerConnectionEventHandler for PublishHandler {
     }
 }
 
+/// Counts keyframe requests (PLI, FIR) reaching a client, as a browser's encoder would see them.
+#[derive(Default)]
+struct CountKeyframeRequests {
+    count: Arc<std::sync::atomic::AtomicU32>,
+    reads: std::collections::VecDeque<rtc::interceptor::TaggedPacket>,
+    writes: std::collections::VecDeque<rtc::interceptor::TaggedPacket>,
+}
+
+impl rtc::sansio::Protocol<rtc::interceptor::TaggedPacket, rtc::interceptor::TaggedPacket, ()>
+    for CountKeyframeRequests
+{
+    type Rout = rtc::interceptor::TaggedPacket;
+    type Wout = rtc::interceptor::TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: rtc::interceptor::TaggedPacket) -> Result<(), Self::Error> {
+        if let rtc::interceptor::Packet::Rtcp(packets) = &msg.message.packet {
+            let n = packets
+                .iter()
+                .filter(|p| p.as_any().is::<rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication>() || p.as_any().is::<rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest>())
+                .count();
+            self.count
+                .fetch_add(n as u32, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.reads.push_back(msg);
+        Ok(())
+    }
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.reads.pop_front()
+    }
+    fn handle_write(&mut self, msg: rtc::interceptor::TaggedPacket) -> Result<(), Self::Error> {
+        self.writes.push_back(msg);
+        Ok(())
+    }
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.writes.pop_front()
+    }
+    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    fn poll_timeout(&mut self) -> Option<Self::Time> {
+        None
+    }
+}
+
+impl rtc::interceptor::Interceptor for CountKeyframeRequests {
+    fn bind_local_stream(&mut self, _info: &rtc::interceptor::StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &rtc::interceptor::StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &rtc::interceptor::StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &rtc::interceptor::StreamInfo) {}
+}
+
 fn client_media_engine() -> MediaEngine {
     let mut m = MediaEngine::default();
     m.register_default_codecs().expect("codecs");
     m
 }
 
-async fn peer(handler: Arc<dyn PeerConnectionEventHandler>) -> Arc<dyn PeerConnection> {
+async fn peer(
+    handler: Arc<dyn PeerConnectionEventHandler>,
+    keyframe_requests: Arc<std::sync::atomic::AtomicU32>,
+) -> Arc<dyn PeerConnection> {
     let mut media_engine = client_media_engine();
+    let counter = CountKeyframeRequests {
+        count: keyframe_requests,
+        ..Default::default()
+    };
+    let registry = Registry::new().with(rtc::interceptor::Slot::from(14_000), counter);
     let registry =
-        register_default_interceptors(Registry::new(), &mut media_engine).expect("interceptors");
+        register_default_interceptors(registry, &mut media_engine).expect("interceptors");
     let pc = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(media_engine)
@@ -324,6 +391,7 @@ pub struct Client {
     pub publish_state: Arc<Mutex<Option<RTCPeerConnectionState>>>,
     pub subscribe_state: Arc<Mutex<Option<RTCPeerConnectionState>>>,
     chat: Mutex<Option<Arc<dyn DataChannel>>>,
+    keyframe_requests: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// A join that failed, with the node's error message.
@@ -360,14 +428,21 @@ impl Client {
         let received = Arc::new(Mutex::new(Received::default()));
         let subscribe_state = Arc::new(Mutex::new(None));
         let publish_state = Arc::new(Mutex::new(None));
-        let subscribe = peer(Arc::new(SubscribeHandler {
-            received: received.clone(),
-            connected: subscribe_state.clone(),
-        }))
+        let keyframe_requests = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let subscribe = peer(
+            Arc::new(SubscribeHandler {
+                received: received.clone(),
+                connected: subscribe_state.clone(),
+            }),
+            Arc::default(),
+        )
         .await;
-        let publish = peer(Arc::new(PublishHandler {
-            connected: publish_state.clone(),
-        }))
+        let publish = peer(
+            Arc::new(PublishHandler {
+                connected: publish_state.clone(),
+            }),
+            keyframe_requests.clone(),
+        )
         .await;
         let messages = Arc::new(Mutex::new(vec![first]));
         let (out, mut out_rx) = mpsc::unbounded_channel::<String>();
@@ -443,6 +518,7 @@ impl Client {
             publish_state,
             subscribe_state,
             chat: Mutex::new(None),
+            keyframe_requests,
         })
     }
 
@@ -541,6 +617,12 @@ impl Client {
         self.send(&serde_json::json!({"type": "publishOffer", "sdp": sdp}));
     }
 
+    /// Keyframe requests (PLI and FIR) that reached this client's publish connection.
+    pub fn keyframe_requests(&self) -> u32 {
+        self.keyframe_requests
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn messages_of(&self, kind: &str) -> Vec<Value> {
         self.messages
             .lock()
@@ -579,8 +661,7 @@ fn rand_ssrc() -> u32 {
 
 /// An RTP packet of a synthetic VP8 stream: keyframes start with a VP8 key frame header.
 pub fn vp8_packet(seq: u16, ts: u32, keyframe: bool, tag: u8) -> rtc::rtp::Packet {
-    let mut payload =
-        BytesMut::from(&[0x10u8, if keyframe { 0x00 } else { 0x01 }, 0x9d, 0x01, 0x2a][..]);
+    let mut payload = BytesMut::from(&[0x10u8, u8::from(!keyframe), 0x9d, 0x01, 0x2a][..]);
     payload.extend_from_slice(&[tag; 100]);
     rtc::rtp::Packet {
         header: rtc::rtp::header::Header {
