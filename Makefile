@@ -10,7 +10,7 @@ K8S_VERSION ?= 1.32.0
 OUT := out
 KUBECTL := $(TOOLS)/bin/kubectl
 
-.PHONY: help demo test lint fmt clippy unit crds crds-check bench build toolchain tools clean
+.PHONY: help demo test lint fmt clippy unit browser-test crds crds-check bench build toolchain tools clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -18,7 +18,7 @@ help: ## List the targets
 demo: toolchain ## Simulate a ministry's day on the bundled scenario; writes out/ministry-day.svg
 	$(CARGO) run --quiet --release -p ruche-operator -- simulate ministry-day --chart $(OUT)/ministry-day.svg
 
-test: toolchain tools lint unit crds-check ## Everything CI runs: format, lints, unit/property/integration tests, CRD checks
+test: toolchain tools lint unit browser-test crds-check ## Everything CI runs: format, lints, unit/property/integration tests, a real-browser meeting, CRD checks
 	@echo "make test: all checks passed"
 
 lint: fmt clippy ## cargo fmt --check and clippy with -D warnings
@@ -33,6 +33,9 @@ unit: ## Unit, property and integration tests (benches run once, as smoke tests)
 	@mkdir -p $(OUT)
 	$(CARGO) test --workspace --all-targets --locked 2>&1 | tee $(OUT)/unit.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "unit: %d passed, %d failed\n", p, f; if (p == 0) exit 1 }' $(OUT)/unit.log
+
+browser-test: toolchain ## Two headless Chromium pages meet on ruche-media-node (installs Chromium and playwright-core)
+	CARGO=$(CARGO) media-node/browser-test/run.sh
 
 crds: ## Regenerate crds/yaml from the Rust types
 	$(CARGO) run --quiet -p ruche-crds --bin crdgen -- crds/yaml

@@ -640,3 +640,127 @@ async fn the_admin_api_needs_its_token_except_for_probes() {
 async fn super_http(node: &Node, path: &str) -> u16 {
     support::http(node.admin, "GET", path, None, None).await.0
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_is_forwarded_from_an_idr_on() {
+    let node = Node::start(NodeOptions::default()).await;
+    let alice = Client::join(&node.ws_url(), "r1", &node.token("r1", "alice"))
+        .await
+        .expect("joins");
+    let bob = Client::join(&node.ws_url(), "r1", &node.token("r1", "bob"))
+        .await
+        .expect("joins");
+    let h264 = alice
+        .add_track(
+            rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video,
+            "video/H264",
+            90_000,
+            0,
+            None,
+        )
+        .await;
+    alice.offer().await;
+    // Wait for the node to answer and the tracks to settle before sending.
+    assert!(
+        eventually(Duration::from_secs(5), || !alice
+            .messages_of("publishAnswer")
+            .is_empty())
+        .await
+    );
+    let mut pt = None;
+    for i in 0..150u16 {
+        // A delta slice (NAL type 1) everywhere except an IDR (type 5) every 50 packets.
+        let nal = if i % 50 == 10 { 0x65u8 } else { 0x41 };
+        let mut payload = vec![nal];
+        payload.extend_from_slice(&[0xB7; 80]);
+        let packet = rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                payload_type: pt.unwrap_or(102),
+                sequence_number: i,
+                timestamp: u32::from(i) * 3000,
+                marker: true,
+                ..Default::default()
+            },
+            payload: payload.into(),
+        };
+        if !h264.write(packet.clone()).await && pt.is_none() {
+            // The payload type H264 got in this negotiation.
+            for candidate in [102u8, 127, 125, 108, 123, 106] {
+                let mut p = packet.clone();
+                p.header.payload_type = candidate;
+                if h264.write(p).await {
+                    pt = Some(candidate);
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    let received = bob.received.lock().unwrap().payloads_from(&alice.id);
+    assert!(
+        received.len() > 50,
+        "bob got {} H264 packets",
+        received.len()
+    );
+    assert_eq!(
+        received[0][0] & 0x1F,
+        5,
+        "the first packet forwarded is an IDR slice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_tells_every_participant_where_to_reconnect_with_a_fresh_token() {
+    let node = Node::start(NodeOptions::default()).await;
+    let alice = Client::join(&node.ws_url(), "r1", &node.token("r1", "alice"))
+        .await
+        .expect("joins");
+    let bob = Client::join(&node.ws_url(), "r1", &node.token("r1", "bob"))
+        .await
+        .expect("joins");
+    let other = Client::join(&node.ws_url(), "r2", &node.token("r2", "carol"))
+        .await
+        .expect("joins");
+    let (status, body) = node
+        .admin(
+            "POST",
+            "/v1/rooms/r1/migrate",
+            Some(serde_json::json!({"endpoint": "wss://node-b.example/ws"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["participantsTold"], 2);
+    for (client, identity) in [(&alice, "alice"), (&bob, "bob")] {
+        assert!(
+            eventually(Duration::from_secs(5), || !client
+                .messages_of("migrate")
+                .is_empty())
+            .await,
+            "{identity} told to migrate"
+        );
+        let m = &client.messages_of("migrate")[0];
+        assert_eq!(m["endpoint"], "wss://node-b.example/ws");
+        let claims = node
+            .key
+            .verify_for_room(
+                m["token"].as_str().unwrap(),
+                "r1",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs(),
+            )
+            .expect("a valid token for the same room");
+        assert_eq!(
+            claims.sub, identity,
+            "the token keeps the participant's identity"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        other.messages_of("migrate").is_empty(),
+        "another room is not moved"
+    );
+}

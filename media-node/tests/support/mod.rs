@@ -717,3 +717,93 @@ pub async fn stream_video(
         tokio::time::sleep(interval).await;
     }
 }
+
+/// The RTP stream id of a simulcast layer, as the header extension carries it.
+struct RidExtension(&'static str);
+
+impl rtc::shared::marshal::MarshalSize for RidExtension {
+    fn marshal_size(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl rtc::shared::marshal::Marshal for RidExtension {
+    fn marshal_to(&self, buf: &mut [u8]) -> rtc::shared::error::Result<usize> {
+        let n = self.0.len();
+        buf.get_mut(..n)
+            .ok_or(rtc::shared::error::Error::ErrBufferTooSmall)?
+            .copy_from_slice(self.0.as_bytes());
+        Ok(n)
+    }
+}
+
+/// A simulcast video track: one SSRC per layer, packets stamped with the layer's rid.
+pub struct Simulcast {
+    pub track: Arc<TrackLocalStaticRTP>,
+    pub layers: Vec<(&'static str, u32)>,
+    /// The media section id of the track (its transceiver's mid).
+    pub mid: &'static str,
+}
+
+impl Simulcast {
+    pub async fn write(&self, rid: &'static str, mut packet: rtc::rtp::Packet) -> bool {
+        let Some((_, ssrc)) = self.layers.iter().find(|(r, _)| *r == rid) else {
+            return false;
+        };
+        packet.header.ssrc = *ssrc;
+        let rid_ext = rtc::rtp::extension::HeaderExtension::Custom {
+            uri: "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id".into(),
+            extension: Box::new(RidExtension(rid)),
+        };
+        self.track
+            .write_rtp_with_extensions(packet, &[rid_ext])
+            .await
+            .is_ok()
+    }
+}
+
+impl Client {
+    /// Adds a VP8 track sent in three simulcast layers (`q`, `h`, `f`).
+    pub async fn add_simulcast_video(&self) -> Simulcast {
+        let codec = RTCRtpCodec {
+            mime_type: MIME_TYPE_VP8.into(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: vec![],
+        };
+        let layers: Vec<(&'static str, u32)> = ["q", "h", "f"]
+            .into_iter()
+            .map(|r| (r, rand_ssrc()))
+            .collect();
+        let codings = layers
+            .iter()
+            .map(|(rid, ssrc)| RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(*ssrc),
+                    rid: (*rid).to_string(),
+                    ..Default::default()
+                },
+                codec: codec.clone(),
+                ..Default::default()
+            })
+            .collect();
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            format!("{}-stream", self.id),
+            format!("{}-sim", self.id),
+            "sim".into(),
+            RtpCodecKind::Video,
+            codings,
+        )));
+        self.publish
+            .add_track(track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .expect("add simulcast track");
+        // The only track of the publish connection in the tests that use this: mid "0".
+        Simulcast {
+            track,
+            layers,
+            mid: "0",
+        }
+    }
+}

@@ -1,0 +1,324 @@
+// Two real browsers (Debian's headless Chromium, fake camera and microphone) meet on a real
+// `ruche-media-node` through its demo page: each must decode the other's video, receive the
+// other's audio and get the other's chat, while the admin API counts them.
+//
+// Run with `node --test meeting.test.mjs` (run.sh installs and builds what it needs first).
+// Env: RUCHE_MEDIA_NODE (the binary; default ../../target/debug/ruche-media-node from here),
+// CHROMIUM (default /usr/bin/chromium), RUST_LOG (the node's log filter),
+// MEETING_TIMEOUT_MS (how long media may take to flow; default 30000).
+
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import dgram from "node:dgram";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const BINARY = path.resolve(here, process.env.RUCHE_MEDIA_NODE || "../../target/debug/ruche-media-node");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const MEDIA_TIMEOUT_MS = Number(process.env.MEETING_TIMEOUT_MS || 30_000);
+const ROOM = "browser-test";
+const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+  "--disable-quic",
+  "--use-fake-device-for-media-stream",
+  "--use-fake-ui-for-media-stream",
+  "--allow-loopback-in-peer-connection",
+];
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const elapsed = (since) => `${((Date.now() - since) / 1000).toFixed(1)} s`;
+
+/** A TCP port free on 127.0.0.1 right now. */
+function freeTcpPort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** A UDP port free on 127.0.0.1 right now. */
+function freeUdpPort() {
+  return new Promise((resolve, reject) => {
+    const socket = dgram.createSocket("udp4");
+    socket.once("error", reject);
+    socket.bind(0, "127.0.0.1", () => {
+      const { port } = socket.address();
+      socket.close(() => resolve(port));
+    });
+  });
+}
+
+/** Distinct free ports: `count` TCP ones and one UDP one. */
+async function freePorts(count) {
+  const tcp = new Set();
+  while (tcp.size < count) tcp.add(await freeTcpPort());
+  return { tcp: [...tcp], udp: await freeUdpPort() };
+}
+
+/** Polls `probe` until its result is `ok` (or `done`: no use waiting); returns the last result. */
+async function poll(probe, { timeoutMs, intervalMs = 250 }) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    last = await probe();
+    if (last.ok || last.done || Date.now() >= deadline) return last;
+    await sleep(intervalMs);
+  }
+}
+
+// Everything the test starts, and what it saw, for the failure report.
+const run = {
+  node: null,
+  nodeLog: [],
+  nodeExit: null,
+  tmp: null,
+  browser: null,
+  pages: [],
+  started: Date.now(),
+  reported: false,
+};
+
+function nodeOutput() {
+  return run.nodeLog.join("");
+}
+
+function report(error) {
+  if (run.reported) return;
+  run.reported = true;
+  const out = [];
+  out.push(`\n===== browser meeting test failed after ${elapsed(run.started)}: ${error?.message ?? error}`);
+  for (const p of run.pages) {
+    out.push(`----- console of page ${p.name} (${p.console.length} lines)`);
+    out.push(...p.console);
+  }
+  out.push(`----- ruche-media-node output${run.nodeExit ? ` (exited: ${run.nodeExit})` : ""}`);
+  out.push(nodeOutput());
+  out.push("===== end of the failure report\n");
+  console.error(out.join("\n"));
+}
+
+/** A test that dumps the pages' consoles and the node's output when it fails. */
+function step(name, options, fn) {
+  test(name, options, async (t) => {
+    try {
+      await fn(t);
+    } catch (error) {
+      report(error);
+      throw error;
+    }
+  });
+}
+
+function stopNode() {
+  const child = run.node;
+  if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const killer = setTimeout(() => child.kill("SIGKILL"), 5_000);
+    child.once("exit", () => {
+      clearTimeout(killer);
+      resolve();
+    });
+    child.kill("SIGTERM");
+  });
+}
+
+// If the test process dies anyway, take the node down with it.
+process.on("exit", () => {
+  if (run.node && run.node.exitCode === null && run.node.signalCode === null) run.node.kill("SIGKILL");
+});
+
+async function startNode() {
+  assert.ok(
+    fs.existsSync(BINARY),
+    `no ruche-media-node binary at ${BINARY}: build it (cargo build -p ruche-media-node) or set RUCHE_MEDIA_NODE`,
+  );
+  run.tmp = fs.mkdtempSync(path.join(os.tmpdir(), "ruche-browser-test-"));
+  const tokenKeyFile = path.join(run.tmp, "token-key");
+  const adminTokenFile = path.join(run.tmp, "admin-token");
+  // 40 random alphanumeric characters: an HMAC secret over the node's 32-byte minimum.
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  const secret = [...randomBytes(40)].map((b) => alphabet[b % alphabet.length]).join("");
+  const adminToken = randomBytes(24).toString("hex");
+  fs.writeFileSync(tokenKeyFile, secret + "\n", { mode: 0o600 });
+  fs.writeFileSync(adminTokenFile, adminToken + "\n", { mode: 0o600 });
+
+  const { tcp: [httpPort, adminPort], udp: mediaPort } = await freePorts(2);
+  const args = [
+    "--dev",
+    "--media-bind", `127.0.0.1:${mediaPort}`,
+    "--http-bind", `127.0.0.1:${httpPort}`,
+    "--admin-bind", `127.0.0.1:${adminPort}`,
+    "--token-key-file", tokenKeyFile,
+    "--admin-token-file", adminTokenFile,
+    "--drain-timeout-seconds", "2",
+  ];
+  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || "ruche_media_node=debug,rtc=info", NO_COLOR: "1" };
+  console.log(`starting ${BINARY} ${args.join(" ")}`);
+  const child = spawn(BINARY, args, { env, stdio: ["ignore", "pipe", "pipe"] });
+  run.node = child;
+  child.stdout.setEncoding("utf8").on("data", (d) => run.nodeLog.push(d));
+  child.stderr.setEncoding("utf8").on("data", (d) => run.nodeLog.push(d));
+  child.on("exit", (code, signal) => {
+    run.nodeExit = signal ? `signal ${signal}` : `code ${code}`;
+  });
+  child.on("error", (e) => {
+    run.nodeExit = `cannot start: ${e.message}`;
+  });
+
+  const base = `http://127.0.0.1:${httpPort}`;
+  const healthy = await poll(
+    async () => {
+      if (run.nodeExit) return { ok: false, done: true };
+      try {
+        const r = await fetch(`${base}/healthz`);
+        return { ok: r.ok };
+      } catch {
+        return { ok: false };
+      }
+    },
+    { timeoutMs: 15_000, intervalMs: 100 },
+  );
+  assert.ok(healthy.ok, `the node did not answer ${base}/healthz (${run.nodeExit ?? "still running"})`);
+  return { base, admin: `http://127.0.0.1:${adminPort}`, adminToken, mediaPort };
+}
+
+async function openPage(name, url) {
+  const context = await run.browser.newContext({ permissions: ["camera", "microphone"] });
+  const page = await context.newPage();
+  const entry = { name, page, console: [] };
+  const stamp = () => `[${elapsed(run.started)}]`;
+  page.on("console", (m) => entry.console.push(`${stamp()} ${m.type()}: ${m.text()}`));
+  page.on("pageerror", (e) => entry.console.push(`${stamp()} pageerror: ${e.message}`));
+  page.on("crash", () => entry.console.push(`${stamp()} the page crashed`));
+  run.pages.push(entry);
+  await page.goto(url);
+  await page.fill("#room", ROOM);
+  await page.fill("#name", name);
+  // The page logs what it does in #log; mirror it into the console record.
+  await page.evaluate(() => {
+    new MutationObserver((records) => {
+      for (const r of records) for (const n of r.addedNodes) console.log("[page log] " + n.textContent);
+    }).observe(document.getElementById("log"), { childList: true });
+  });
+  return page;
+}
+
+describe("two Chromium pages in one room on ruche-media-node", { timeout: 120_000 }, () => {
+  let node;
+  let alice;
+  let bob;
+
+  before(async () => {
+    try {
+      assert.ok(fs.existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install chromium (or set CHROMIUM)`);
+      node = await startNode();
+      run.browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+      console.log(`node up, ${CHROMIUM} ${run.browser.version()} launched after ${elapsed(run.started)}`);
+      alice = await openPage("alice", `${node.base}/`);
+      bob = await openPage("bob", `${node.base}/`);
+    } catch (error) {
+      report(error);
+      throw error;
+    }
+  });
+
+  after(async () => {
+    await run.browser?.close().catch(() => {});
+    await stopNode();
+    if (run.tmp) fs.rmSync(run.tmp, { recursive: true, force: true });
+  });
+
+  step("both join the room and the admin API counts 2 participants in 1 room", { timeout: 30_000 }, async () => {
+    await alice.click("#join");
+    await alice.waitForFunction(() => window.ruche.me !== null, null, { timeout: 15_000 });
+    await bob.click("#join");
+    await bob.waitForFunction(() => window.ruche.me !== null, null, { timeout: 15_000 });
+    const status = await poll(
+      async () => {
+        const r = await fetch(`${node.admin}/v1/status`, { headers: { Authorization: `Bearer ${node.adminToken}` } });
+        assert.equal(r.status, 200, `GET /v1/status answered ${r.status}: ${await r.clone().text()}`);
+        const body = await r.json();
+        return { ok: body.participants === 2 && body.rooms === 1, body };
+      },
+      { timeoutMs: 10_000 },
+    );
+    assert.equal(status.body.participants, 2, `status: ${JSON.stringify(status.body)}`);
+    assert.equal(status.body.rooms, 1, `status: ${JSON.stringify(status.body)}`);
+    assert.equal(status.body.phase, "Ready", `status: ${JSON.stringify(status.body)}`);
+    // Without the bearer token the admin API refuses.
+    const refused = await fetch(`${node.admin}/v1/status`);
+    assert.equal(refused.status, 401);
+  });
+
+  step("each page decodes the other's video and receives its audio", { timeout: MEDIA_TIMEOUT_MS + 10_000 }, async () => {
+    const since = Date.now();
+    const inbound = (page) => page.evaluate(() => window.ruche.inbound());
+    const result = await poll(
+      async () => {
+        const [a, b] = await Promise.all([inbound(alice), inbound(bob)]);
+        const flowing = (s) => s.framesDecoded > 0 && s.audioBytes > 0;
+        return { ok: flowing(a) && flowing(b), alice: a, bob: b };
+      },
+      { timeoutMs: MEDIA_TIMEOUT_MS, intervalMs: 500 },
+    );
+    console.log(`media after ${elapsed(since)}: alice ${JSON.stringify(result.alice)}, bob ${JSON.stringify(result.bob)}`);
+    for (const who of ["alice", "bob"]) {
+      const s = result[who];
+      assert.ok(s.video >= 1 && s.audio >= 1, `${who} has no inbound video or audio stream: ${JSON.stringify(s)}`);
+      assert.ok(s.framesDecoded > 0, `${who} decoded no video frame in ${MEDIA_TIMEOUT_MS} ms: ${JSON.stringify(s)}`);
+      assert.ok(s.audioBytes > 0, `${who} received no audio in ${MEDIA_TIMEOUT_MS} ms: ${JSON.stringify(s)}`);
+    }
+    // Frames keep coming: the stream is live, not one keyframe and a stall.
+    const before = (await inbound(alice)).framesDecoded;
+    await sleep(1_000);
+    const later = await inbound(alice);
+    assert.ok(later.framesDecoded > before, `alice's decoded frames stalled at ${before}: ${JSON.stringify(later)}`);
+  });
+
+  /** `from` types `text` in its chat form and sends it; returns what `to` receives. */
+  async function chat(from, to, text) {
+    // The page drops a message while its channel is not open: wait for both channels.
+    await from.waitForFunction(() => window.ruche.chatOut?.readyState === "open", null, { timeout: 10_000 });
+    await to.waitForFunction(() => window.ruche.chat?.readyState === "open", null, { timeout: 10_000 });
+    await from.fill("#message", text);
+    await from.click("#chat button");
+    const got = await to.waitForFunction(
+      (t) => (window.ruche.received || []).find((m) => m.text === t) || null,
+      text,
+      { timeout: 10_000 },
+    );
+    assert.equal(await from.inputValue("#message"), "", "the page clears the field once sent");
+    return got.jsonValue();
+  }
+
+  step("a chat message from alice reaches bob, and bob's reply reaches alice", { timeout: 30_000 }, async () => {
+    const hello = `hello from alice ${randomBytes(4).toString("hex")}`;
+    const toBob = await chat(alice, bob, hello);
+    assert.equal(toBob.text, hello);
+    assert.equal(toBob.name, "alice");
+    const reply = `hi alice, bob here ${randomBytes(4).toString("hex")}`;
+    const toAlice = await chat(bob, alice, reply);
+    assert.equal(toAlice.text, reply);
+    assert.equal(toAlice.name, "bob");
+    // Nobody receives their own message back.
+    const own = await alice.evaluate((t) => (window.ruche.received || []).some((m) => m.text === t), hello);
+    assert.equal(own, false, "alice got her own message back");
+  });
+});
