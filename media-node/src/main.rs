@@ -20,6 +20,9 @@ use ruche_media_node::metrics::Metrics;
 use ruche_media_node::signaling::{self, SignalingState};
 use ruche_media_node::token::TokenKey;
 
+/// How long signaling sessions get to send their last message once the media loop stopped.
+const SESSION_FLUSH: Duration = Duration::from_millis(300);
+
 /// A Ruche media node: a WebRTC SFU on one UDP port.
 #[derive(Parser, Debug)]
 #[command(name = "ruche-media-node", version, about)]
@@ -179,6 +182,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         _ = stopped.wait_for(|s| *s) => {}
     }
+    // The loop told every participant the session is over; let the signaling sessions deliver
+    // that before the runtime (and with it their sockets) goes away.
+    tokio::time::sleep(SESSION_FLUSH).await;
     tracing::info!("media node stopped");
     Ok(())
 }
