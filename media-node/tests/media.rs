@@ -422,6 +422,7 @@ async fn a_managed_node_takes_only_assigned_rooms_and_limits_hold() {
         mode: ruche_media_node::admission::NodeMode::Managed,
         capacity: 3,
         max_room: 2,
+        ..NodeOptions::default()
     })
     .await;
     let refused = Client::join(&node.ws_url(), "r1", &node.token("r1", "alice"))
@@ -762,5 +763,73 @@ async fn migrate_tells_every_participant_where_to_reconnect_with_a_fresh_token()
     assert!(
         other.messages_of("migrate").is_empty(),
         "another room is not moved"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_packets_are_repaired_by_retransmission() {
+    // The node binds a fixed port and advertises the relay in front of it.
+    let media = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let relay = support::LossyRelay::start(media, 20).await;
+    let node = Node::start(NodeOptions {
+        bind: Some(media),
+        advertise: Some(relay.addr),
+        ..NodeOptions::default()
+    })
+    .await;
+    let alice = Client::join(&node.ws_url(), "r1", &node.token("r1", "alice"))
+        .await
+        .expect("joins");
+    let bob = Client::join(&node.ws_url(), "r1", &node.token("r1", "bob"))
+        .await
+        .expect("joins");
+    let (video, audio) = alice.publish_av().await;
+    stream(
+        &alice,
+        &video,
+        &audio,
+        0xA1,
+        Duration::from_secs(5),
+        Duration::from_secs(1),
+    )
+    .await;
+    // Let the last retransmissions land.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let video_seqs: Vec<u16> = bob
+        .received
+        .lock()
+        .unwrap()
+        .packets
+        .iter()
+        .filter(|((s, _), v)| *s == alice.id && v.iter().any(|(_, _, p)| p.len() > 100))
+        .flat_map(|(_, v)| v.iter().map(|(_, seq, _)| *seq).collect::<Vec<_>>())
+        .collect();
+    let dropped = relay.dropped.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        dropped >= 10,
+        "the relay lost {dropped} packets on the way to the clients"
+    );
+    let unique: std::collections::BTreeSet<u16> = video_seqs.iter().copied().collect();
+    let (first, last) = (*unique.first().unwrap(), *unique.last().unwrap());
+    let missing: Vec<u16> = (first..=last).filter(|s| !unique.contains(s)).collect();
+    assert!(last - first > 80, "bob got video from {first} to {last}");
+    assert!(
+        missing.is_empty(),
+        "video packets never repaired: {missing:?} (relay dropped {dropped})"
+    );
+    let (_, metrics) = node.admin("GET", "/metrics", None, None).await;
+    let nacks = metrics
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("ruche_media_nacks_received_total"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !nacks.ends_with(" 0") && !nacks.is_empty(),
+        "the subscriber's NACKs reached the node: {nacks}"
     );
 }

@@ -60,6 +60,10 @@ pub struct NodeOptions {
     pub mode: NodeMode,
     pub capacity: u32,
     pub max_room: u32,
+    /// Where the media socket binds (default: any free loopback port).
+    pub bind: Option<SocketAddr>,
+    /// What the node advertises (default: its bound address).
+    pub advertise: Option<SocketAddr>,
 }
 
 impl Default for NodeOptions {
@@ -68,6 +72,8 @@ impl Default for NodeOptions {
             mode: NodeMode::Dev,
             capacity: 100,
             max_room: 50,
+            bind: None,
+            advertise: None,
         }
     }
 }
@@ -87,8 +93,12 @@ impl Node {
         let key = TokenKey::hmac(SECRET).expect("test key");
         let metrics = Arc::new(Metrics::new());
         let config = EngineConfig {
-            bind: "127.0.0.1:0".parse().expect("addr"),
-            advertise: "127.0.0.1:0".parse().expect("addr"),
+            bind: options
+                .bind
+                .unwrap_or_else(|| "127.0.0.1:0".parse().expect("addr")),
+            advertise: options
+                .advertise
+                .unwrap_or_else(|| "127.0.0.1:0".parse().expect("addr")),
             limits: Limits {
                 capacity_slots: options.capacity,
                 max_participants_per_room: options.max_room,
@@ -805,5 +815,69 @@ impl Client {
             layers,
             mid: "0",
         }
+    }
+}
+
+/// A UDP relay in front of a node's media port that loses every `drop_every`-th RTP packet
+/// going to clients (RTCP, STUN and DTLS pass), as a lossy access network would.
+pub struct LossyRelay {
+    pub addr: SocketAddr,
+    pub dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl LossyRelay {
+    pub async fn start(node_media: SocketAddr, drop_every: u64) -> Self {
+        let front = Arc::new(
+            tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("bind relay"),
+        );
+        let addr = front.local_addr().expect("addr");
+        let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (front_task, dropped_task) = (front.clone(), dropped.clone());
+        tokio::spawn(async move {
+            let mut upstreams: std::collections::HashMap<SocketAddr, Arc<tokio::net::UdpSocket>> =
+                std::collections::HashMap::new();
+            let mut buf = vec![0u8; 2048];
+            while let Ok((n, client)) = front_task.recv_from(&mut buf).await {
+                let upstream = if let Some(u) = upstreams.get(&client) {
+                    u.clone()
+                } else {
+                    let u = Arc::new(
+                        tokio::net::UdpSocket::bind("127.0.0.1:0")
+                            .await
+                            .expect("bind upstream"),
+                    );
+                    upstreams.insert(client, u.clone());
+                    let (front, u2, dropped, counter) = (
+                        front_task.clone(),
+                        u.clone(),
+                        dropped_task.clone(),
+                        counter.clone(),
+                    );
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 2048];
+                        while let Ok((n, _)) = u2.recv_from(&mut buf).await {
+                            let rtp = n > 1
+                                && (128..=191).contains(&buf[0])
+                                && !(200..=207).contains(&buf[1]);
+                            if rtp
+                                && counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                                    % drop_every
+                                    == drop_every - 1
+                            {
+                                dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                continue;
+                            }
+                            let _ = front.send_to(&buf[..n], client).await;
+                        }
+                    });
+                    u
+                };
+                let _ = upstream.send_to(&buf[..n], node_media).await;
+            }
+        });
+        Self { addr, dropped }
     }
 }
