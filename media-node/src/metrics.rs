@@ -57,6 +57,19 @@ pub struct Metrics {
     reserved_slots: Gauge,
     phase: Family<PhaseLabel, Gauge>,
     token_refusals: Family<ReasonLabel, Counter>,
+    subscriber_rtt: Histogram,
+    subscriber_jitter: Histogram,
+    subscriber_loss: Histogram,
+    publisher_jitter: Histogram,
+    publisher_lost: Counter,
+}
+
+/// Buckets for round-trip times and jitter, in seconds.
+fn delay_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6, 1.2,
+    ]
+    .into_iter()
 }
 
 impl Metrics {
@@ -87,6 +100,11 @@ impl Metrics {
             reserved_slots: Gauge::default(),
             phase: Family::default(),
             token_refusals: Family::default(),
+            subscriber_rtt: Histogram::new(delay_buckets()),
+            subscriber_jitter: Histogram::new(delay_buckets()),
+            subscriber_loss: Histogram::new([0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5]),
+            publisher_jitter: Histogram::new(delay_buckets()),
+            publisher_lost: Counter::default(),
             registry: Registry::default(),
         };
         m.register_all(&mut registry);
@@ -94,6 +112,7 @@ impl Metrics {
     }
 
     fn register_all(&self, registry: &mut Registry) {
+        self.register_quality(registry);
         registry.register(
             "participants",
             "Connected participants",
@@ -193,6 +212,34 @@ impl Metrics {
         );
     }
 
+    fn register_quality(&self, registry: &mut Registry) {
+        registry.register(
+            "subscriber_rtt_seconds",
+            "Round-trip time to subscribers, from each receiver report they send",
+            self.subscriber_rtt.clone(),
+        );
+        registry.register(
+            "subscriber_jitter_seconds",
+            "Jitter subscribers report, per stream, sampled every 5 s",
+            self.subscriber_jitter.clone(),
+        );
+        registry.register(
+            "subscriber_loss_ratio",
+            "Fraction of packets subscribers report lost, per stream, sampled every 5 s",
+            self.subscriber_loss.clone(),
+        );
+        registry.register(
+            "publisher_jitter_seconds",
+            "Jitter of publishers' streams as received, per stream, sampled every 5 s",
+            self.publisher_jitter.clone(),
+        );
+        registry.register(
+            "publisher_packets_lost",
+            "Packets publishers sent that never arrived (before retransmission)",
+            self.publisher_lost.clone(),
+        );
+    }
+
     /// The exposition text.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -285,6 +332,23 @@ impl Metrics {
 
     pub(crate) fn chat_relayed(&self) {
         self.chat_messages.inc();
+    }
+
+    /// A round trip to a subscriber, from one of its receiver reports.
+    pub(crate) fn observe_rtt(&self, seconds: f64) {
+        self.subscriber_rtt.observe(seconds);
+    }
+
+    /// One subscriber stream's quality sample.
+    pub(crate) fn observe_subscriber(&self, jitter: f64, loss: f64) {
+        self.subscriber_jitter.observe(jitter);
+        self.subscriber_loss.observe(loss);
+    }
+
+    /// One publisher stream's quality sample; `newly_lost` counts since the last sample.
+    pub(crate) fn observe_publisher(&self, jitter: f64, newly_lost: u64) {
+        self.publisher_jitter.observe(jitter);
+        self.publisher_lost.inc_by(newly_lost);
     }
 
     pub(crate) fn set_reserved(&self, slots: u64) {

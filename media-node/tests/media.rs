@@ -633,6 +633,9 @@ async fn the_admin_api_needs_its_token_except_for_probes() {
         "ruche_media_rtp_packets_forwarded_total",
         "ruche_media_join_duration_seconds_bucket",
         "ruche_media_phase{phase=\"Ready\"} 1",
+        "ruche_media_subscriber_rtt_seconds_bucket",
+        "ruche_media_subscriber_jitter_seconds_bucket",
+        "ruche_media_subscriber_loss_ratio_bucket",
     ] {
         assert!(text.contains(name), "metrics lack {name}:\n{text}");
     }
@@ -831,5 +834,35 @@ async fn lost_packets_are_repaired_by_retransmission() {
     assert!(
         !nacks.ends_with(" 0") && !nacks.is_empty(),
         "the subscriber's NACKs reached the node: {nacks}"
+    );
+    let text = metrics.as_str().unwrap_or_default();
+    let count = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let sum = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let rtts = count("ruche_media_subscriber_rtt_seconds_count");
+    assert!(rtts > 0, "round trips are measured from receiver reports");
+    let mean_rtt = sum("ruche_media_subscriber_rtt_seconds_sum") / rtts as f64;
+    assert!(
+        (0.0..0.1).contains(&mean_rtt),
+        "loopback round trips are short: mean {mean_rtt} s"
+    );
+    assert!(
+        count("ruche_media_subscriber_loss_ratio_count") > 0,
+        "subscriber loss is sampled:\n{text}"
+    );
+    assert!(
+        count("ruche_media_publisher_jitter_seconds_count") > 0,
+        "publisher jitter is sampled"
     );
 }

@@ -163,6 +163,8 @@ pub struct Engine {
     bytes_out_window: u64,
     bitrate_in: u64,
     bitrate_out: u64,
+    ticks: u64,
+    pub(crate) losses: super::quality::LossLedger,
     exit: watch::Sender<bool>,
 }
 
@@ -285,6 +287,8 @@ impl Engine {
             bytes_out_window: 0,
             bitrate_in: 0,
             bitrate_out: 0,
+            ticks: 0,
+            losses: super::quality::LossLedger::default(),
             exit,
         }
     }
@@ -487,6 +491,7 @@ impl Engine {
             let _ = peer.pc.close();
             self.demux.remove(&peer.ufrag, key);
             self.timers.clear(key);
+            self.losses.forget(key);
             self.free.push(key);
         }
     }
@@ -554,6 +559,13 @@ impl Engine {
         self.bitrate_out = self.bytes_out_window * 8;
         self.bytes_in_window = 0;
         self.bytes_out_window = 0;
+        self.ticks += 1;
+        if self
+            .ticks
+            .is_multiple_of(super::quality::SAMPLE_EVERY_SECONDS)
+        {
+            self.sample_quality();
+        }
         let live = self
             .rooms
             .values()

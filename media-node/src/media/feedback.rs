@@ -1,8 +1,8 @@
 //! Getting subscribers' keyframe requests and NACKs out of the `rtc` interceptor chain.
 //!
 //! Inbound RTCP is consumed by the interceptors unless one marks it for the application. The
-//! node must see keyframe requests (PLI, FIR) to relay them to the publisher, and counts NACKs;
-//! receiver reports and the rest stay with the chain. Marking does not consume: the NACK
+//! node must see keyframe requests (PLI, FIR) to relay them to the publisher, counts NACKs, and
+//! reads receiver reports for the round-trip time (the `rtc` statistics do not compute it). Marking does not consume: the NACK
 //! responder after this interceptor still answers the NACKs from its send buffer.
 
 use std::collections::VecDeque;
@@ -11,6 +11,7 @@ use std::time::Instant;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
@@ -28,7 +29,21 @@ pub fn wanted(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
         any.is::<PictureLossIndication>()
             || any.is::<FullIntraRequest>()
             || any.is::<TransportLayerNack>()
+            || any.is::<ReceiverReport>()
     })
+}
+
+/// Round-trip time from a reception report (RFC 3550 §6.4.1): the time now, minus when the
+/// report's sender last heard from us (LSR), minus how long it held the report (DLSR), all in
+/// the middle 32 bits of NTP time (1/65536 s). `None` before any sender report was received.
+pub fn round_trip_seconds(now_ntp: u64, last_sender_report: u32, delay: u32) -> Option<f64> {
+    if last_sender_report == 0 {
+        return None;
+    }
+    let now_mid = ((now_ntp >> 16) & 0xFFFF_FFFF) as u32;
+    let rtt = now_mid.wrapping_sub(last_sender_report).wrapping_sub(delay);
+    // A "negative" result (clock adjustments, a stale report) wraps to a huge value: ignore it.
+    (rtt < 0x8000_0000).then(|| f64::from(rtt) / 65536.0)
 }
 
 /// Marks keyframe requests and NACKs for delivery to the media loop.
@@ -87,19 +102,31 @@ impl Interceptor for DeliverFeedback {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rtc::rtcp::receiver_report::ReceiverReport;
 
     #[test]
-    fn only_keyframe_requests_and_nacks_are_wanted() {
+    fn keyframe_requests_nacks_and_receiver_reports_are_wanted() {
         assert!(wanted(&[Box::new(PictureLossIndication {
             sender_ssrc: 1,
             media_ssrc: 2
         })]));
-        assert!(wanted(&[
-            Box::new(ReceiverReport::default()),
-            Box::new(FullIntraRequest::default())
-        ]));
-        assert!(!wanted(&[Box::new(ReceiverReport::default())]));
+        assert!(wanted(&[Box::new(FullIntraRequest::default())]));
+        assert!(wanted(&[Box::new(ReceiverReport::default())]));
+        assert!(!wanted(&[Box::new(
+            rtc::rtcp::sender_report::SenderReport::default()
+        )]));
         assert!(!wanted(&[]));
+    }
+
+    #[test]
+    fn round_trip_from_lsr_and_dlsr() {
+        // Now is 10 s (in 1/65536 units of the middle 32 bits) after the sender report; the
+        // receiver held its report 9.75 s: 250 ms round trip.
+        let lsr = 0x0001_0000u32;
+        let now_ntp = (u64::from(lsr) + 10 * 65536) << 16;
+        let rtt = round_trip_seconds(now_ntp, lsr, 9 * 65536 + 49152);
+        assert!(rtt.is_some_and(|r| (r - 0.25).abs() < 1e-9), "{rtt:?}");
+        assert_eq!(round_trip_seconds(now_ntp, 0, 0), None);
+        // A delay longer than the elapsed time is nonsense, not a huge RTT.
+        assert_eq!(round_trip_seconds(now_ntp, lsr, 11 * 65536), None);
     }
 }

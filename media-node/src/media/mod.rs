@@ -10,6 +10,7 @@
 //! - [`feedback`]: subscribers' keyframe requests and NACKs out of the interceptor chain;
 //! - [`participants`]: joining, leaving, negotiation and chat;
 //! - [`tracks`]: published tracks, subscriptions and forwarding;
+//! - [`quality`]: RTT, jitter and loss from the connections' statistics;
 //! - [`timers`]: the peer connections' deadlines;
 //! - [`forward`]: per-subscriber forwarding state (layer choice, keyframe wait);
 //! - [`rewrite`]: sequence and timestamp continuity across layer switches;
@@ -23,6 +24,7 @@ pub mod feedback;
 pub mod forward;
 pub mod keyframe;
 pub mod participants;
+pub mod quality;
 pub mod rewrite;
 pub mod timers;
 pub mod tracks;

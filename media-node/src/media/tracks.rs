@@ -492,6 +492,23 @@ impl Engine {
                 self.metrics.pli_received();
             } else if any.downcast_ref::<TransportLayerNack>().is_some() {
                 self.metrics.nack_received();
+            } else if let Some(rr) =
+                any.downcast_ref::<rtc::rtcp::receiver_report::ReceiverReport>()
+            {
+                let now_ntp = rtc::shared::time::SystemInstant::unix2ntp(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default(),
+                );
+                for report in &rr.reports {
+                    if let Some(rtt) = super::feedback::round_trip_seconds(
+                        now_ntp,
+                        report.last_sender_report,
+                        report.delay,
+                    ) {
+                        self.metrics.observe_rtt(rtt);
+                    }
+                }
             }
         }
         if keyframe {
