@@ -292,6 +292,29 @@ describe("two Chromium pages in one room on ruche-media-node", { timeout: 120_00
     assert.ok(later.framesDecoded > before, `alice's decoded frames stalled at ${before}: ${JSON.stringify(later)}`);
   });
 
+  step("a subscriber gets the simulcast layer it asks for, the other keeps the best", { timeout: 60_000 }, async () => {
+    const width = async (page) => (await page.evaluate(() => window.ruche.inbound())).frameWidth;
+    const settle = (page, want) =>
+      poll(
+        async () => {
+          const w = await width(page);
+          return { ok: want(w), w };
+        },
+        { timeoutMs: 20_000, intervalMs: 500 },
+      );
+    const best = await settle(bob, (w) => w >= 320);
+    console.log(`bob decodes alice's video at ${best.w} px wide with no preference`);
+    await bob.evaluate(() => window.ruche.setLayer("low"));
+    const low = await settle(bob, (w) => w > 0 && w < best.w);
+    console.log(`after asking for the low layer: ${low.w} px`);
+    assert.ok(low.w <= best.w / 2, `bob asked for the low layer but decodes ${low.w} px (best was ${best.w})`);
+    const aliceWidth = await width(alice);
+    assert.ok(aliceWidth >= 320, `alice did not ask for a layer and should keep the best, decodes ${aliceWidth} px`);
+    await bob.evaluate(() => window.ruche.setLayer(null));
+    const back = await settle(bob, (w) => w >= best.w);
+    console.log(`back to the best layer: ${back.w} px`);
+  });
+
   /** `from` types `text` in its chat form and sends it; returns what `to` receives. */
   async function chat(from, to, text) {
     // The page drops a message while its channel is not open: wait for both channels.
