@@ -9,13 +9,21 @@
 //! - [`placement`]: which node gets a room.
 //! - [`unschedulable`]: why a room could not be placed, zone by zone.
 //! - [`failover`]: placing again the rooms of nodes that failed.
+//! - [`sizing`]: how many nodes each zone runs.
+//! - [`fleet_plan`]: which nodes to create, drain, undrain or delete to get there.
+//! - [`health`]: a node's phase from its pod and its admin API.
+//! - [`room_lifecycle`]: a room's phase, and when an empty room closes.
 
 pub mod action;
 pub mod failover;
+pub mod fleet_plan;
+pub mod health;
 pub mod ids;
 pub mod load;
 pub mod placement;
 pub mod request;
+pub mod room_lifecycle;
+pub mod sizing;
 pub mod snapshot;
 pub mod unschedulable;
 
