@@ -115,6 +115,74 @@ pub struct MediaFleetSpec {
     /// How a template change reaches the nodes without cutting live rooms.
     #[serde(default)]
     pub rollout: RolloutSpec,
+
+    /// How clients reach each node's media UDP port (never host networking).
+    #[serde(default)]
+    pub exposure: ExposureSpec,
+}
+
+/// How a node's single media UDP port is reached from outside the cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.mode != 'HostPort' || (has(self.hostPortBase) && self.hostPortBase >= 1024)").message("HostPort exposure needs hostPortBase (1024 or more): the operator gives node n the port hostPortBase + n"))]
+pub struct ExposureSpec {
+    /// `NodePort`: a Service per node, advertised at the node's address and node port.
+    /// `LoadBalancer`: a Service per node, advertised at its load balancer address.
+    /// `HostPort`: the pod's port mapped on its Kubernetes node, at a port the operator
+    /// allocates.
+    #[serde(default)]
+    pub mode: ExposureMode,
+
+    /// The UDP port the media container listens on.
+    #[serde(default = "default_media_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub media_port: u16,
+
+    /// First host port handed out in `HostPort` mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 65000))]
+    pub host_port_base: Option<u16>,
+
+    /// Which address of the Kubernetes node to advertise in `NodePort` and `HostPort` modes.
+    #[serde(default)]
+    pub address_type: NodeAddressType,
+}
+
+impl Default for ExposureSpec {
+    fn default() -> Self {
+        Self {
+            mode: ExposureMode::default(),
+            media_port: default_media_port(),
+            host_port_base: None,
+            address_type: NodeAddressType::default(),
+        }
+    }
+}
+
+fn default_media_port() -> u16 {
+    7882
+}
+
+/// Exposure modes of the media port.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum ExposureMode {
+    /// A NodePort Service per node.
+    #[default]
+    NodePort,
+    /// A LoadBalancer Service per node.
+    LoadBalancer,
+    /// A host port on the pod, allocated by the operator.
+    HostPort,
+}
+
+/// Which address of a Kubernetes node clients can reach.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum NodeAddressType {
+    /// The node's `ExternalIP` (falls back to `InternalIP` when it has none).
+    #[default]
+    ExternalIP,
+    /// The node's `InternalIP` (clients on the same network).
+    InternalIP,
 }
 
 /// The pod-level settings of the fleet's media nodes.

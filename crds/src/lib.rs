@@ -15,7 +15,10 @@ pub mod node;
 pub mod room;
 
 pub use common::{ConditionsExt, DrainMode, NodeCapacity, PlacementStrategy};
-pub use fleet::{MediaFleet, MediaFleetSpec, MediaFleetStatus, ZoneSpec};
+pub use fleet::{
+    ExposureMode, ExposureSpec, MediaFleet, MediaFleetSpec, MediaFleetStatus, NodeAddressType,
+    ZoneSpec,
+};
 pub use node::{MediaNode, MediaNodeSpec, MediaNodeStatus, NodePhase};
 pub use room::{Room, RoomPhase, RoomSpec, RoomStatus, ZonePolicy};
 
