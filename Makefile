@@ -10,7 +10,7 @@ K8S_VERSION ?= 1.32.0
 OUT := out
 KUBECTL := $(TOOLS)/bin/kubectl
 
-.PHONY: help demo test lint fmt clippy unit browser-test crds crds-check bench build toolchain tools clean
+.PHONY: help demo test lint fmt clippy unit objects-check browser-test crds crds-check bench build toolchain tools clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -18,7 +18,7 @@ help: ## List the targets
 demo: toolchain ## Simulate a ministry's day on the bundled scenario; writes out/ministry-day.svg
 	$(CARGO) run --quiet --release -p ruche-operator -- simulate ministry-day --chart $(OUT)/ministry-day.svg
 
-test: toolchain tools lint unit browser-test crds-check ## Everything CI runs: format, lints, unit/property/integration tests, a real-browser meeting, CRD checks
+test: toolchain tools lint unit objects-check browser-test crds-check ## Everything CI runs: format, lints, unit/property/integration tests, a real-browser meeting, CRD checks
 	@echo "make test: all checks passed"
 
 lint: fmt clippy ## cargo fmt --check and clippy with -D warnings
@@ -36,6 +36,11 @@ unit: ## Unit, property and integration tests (benches run once, as smoke tests)
 
 browser-test: toolchain ## Two headless Chromium pages meet on ruche-media-node (installs Chromium and playwright-core)
 	CARGO=$(CARGO) media-node/browser-test/run.sh
+
+objects-check: tools ## Validate the objects the operator builds (rendered by the unit tests) against Kubernetes' schemas
+	@test -n "$$(ls $(OUT)/rendered/*.yaml 2>/dev/null)" || { echo "no rendered objects in $(OUT)/rendered: run make unit first" >&2; exit 1; }
+	$(VENV)/bin/kubernetes-validate --kubernetes-version $(K8S_VERSION) --strict --quiet $(OUT)/rendered/*.yaml
+	@echo "$(OUT)/rendered: $$(ls $(OUT)/rendered/*.yaml | wc -l) objects valid for Kubernetes $(K8S_VERSION)"
 
 crds: ## Regenerate crds/yaml from the Rust types
 	$(CARGO) run --quiet -p ruche-crds --bin crdgen -- crds/yaml

@@ -2,8 +2,10 @@
 //!
 //! - [`core`]: placement, reservation accounting and failover, as pure functions over a
 //!   snapshot. No I/O, no clock.
+//! - [`build`]: the Kubernetes objects a fleet needs, built from the custom resources.
 //! - [`sim`]: a day of meetings against a simulated fleet, driving the same core with a
 //!   simulated clock, for capacity questions and demos.
 
+pub mod build;
 pub mod core;
 pub mod sim;

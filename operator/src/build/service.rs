@@ -1,0 +1,64 @@
+//! A media node's Service: its UDP media port (and signaling) reachable from outside, for the
+//! NodePort and LoadBalancer exposures. `externalTrafficPolicy: Local` keeps clients' addresses
+//! and avoids a second hop: the advertised node is the one running the pod.
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+use ruche_crds::{ExposureMode, MediaFleet, MediaNode};
+
+use super::pod::{SIGNALING_PORT, selector};
+use super::{BuildError, labels};
+
+/// The node's Service, or `None` when the fleet exposes media through host ports.
+pub fn service(fleet: &MediaFleet, node: &MediaNode) -> Result<Option<Service>, BuildError> {
+    let kind = match fleet.spec.exposure.mode {
+        ExposureMode::HostPort => return Ok(None),
+        ExposureMode::NodePort => "NodePort",
+        ExposureMode::LoadBalancer => "LoadBalancer",
+    };
+    let node_name = node.name_any();
+    let owner = node.controller_owner_ref(&()).ok_or(BuildError::Missing {
+        object: format!("MediaNode {node_name}"),
+        field: "metadata.uid",
+    })?;
+    let media_port = i32::from(fleet.spec.exposure.media_port);
+    Ok(Some(Service {
+        metadata: ObjectMeta {
+            name: Some(labels::service_name(&node_name)),
+            namespace: node.namespace(),
+            labels: Some(labels::node(
+                &fleet.name_any(),
+                &node_name,
+                &node.spec.zone,
+                &node.spec.revision,
+            )),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: Some(kind.into()),
+            selector: Some(selector(&node_name)),
+            external_traffic_policy: Some("Local".into()),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("media".into()),
+                    protocol: Some("UDP".into()),
+                    port: media_port,
+                    target_port: Some(IntOrString::Int(media_port)),
+                    ..Default::default()
+                },
+                ServicePort {
+                    name: Some("signaling".into()),
+                    protocol: Some("TCP".into()),
+                    port: SIGNALING_PORT,
+                    target_port: Some(IntOrString::Int(SIGNALING_PORT)),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        }),
+        status: None,
+    }))
+}
