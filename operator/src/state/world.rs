@@ -1,0 +1,283 @@
+//! A fleet's snapshot rebuilt from the API objects: its rules from the `MediaFleet`, its nodes
+//! from the `MediaNode`s, and every live room recorded on the node its status names. This is how
+//! a restarted operator picks up where it left off: placements come from the rooms' status,
+//! never from a new decision, so a restart moves no live room.
+
+use kube::ResourceExt;
+use ruche_crds::{MediaFleet, MediaNode, NodePhase, Room, RoomPhase};
+
+use crate::core::snapshot::RulesError;
+use crate::core::{Action, FleetRules, NodeInfo, RoomKey, Snapshot, ZoneRules};
+
+/// The key of a room: `namespace/name`.
+pub fn room_key(room: &Room) -> RoomKey {
+    RoomKey::new(format!(
+        "{}/{}",
+        room.namespace().unwrap_or_default(),
+        room.name_any()
+    ))
+}
+
+/// A fleet's snapshot, with what could not be recorded and why.
+#[derive(Debug)]
+pub struct World {
+    /// The snapshot.
+    pub snapshot: Snapshot,
+    /// Live rooms whose node is gone (deleted, or in a zone the fleet dropped): to place again.
+    pub orphans: Vec<RoomKey>,
+    /// Objects that could not be taken into account, in words.
+    pub problems: Vec<String>,
+}
+
+/// The placement rules of a fleet.
+pub fn rules(fleet: &MediaFleet) -> FleetRules {
+    FleetRules {
+        strategy: fleet.spec.placement.strategy,
+        zones: fleet
+            .spec
+            .zones
+            .iter()
+            .map(|z| ZoneRules {
+                name: z.name.clone(),
+                min_nodes: z.min_nodes,
+                max_nodes: z.max_nodes,
+            })
+            .collect(),
+    }
+}
+
+/// Rebuilds the snapshot of `fleet` from its nodes and rooms (others' are ignored).
+pub fn rebuild<'a>(
+    fleet: &MediaFleet,
+    nodes: impl IntoIterator<Item = &'a MediaNode>,
+    rooms: impl IntoIterator<Item = &'a Room>,
+) -> Result<World, RulesError> {
+    let fleet_name = fleet.name_any();
+    let mut snapshot = Snapshot::new(rules(fleet))?;
+    let mut problems = Vec::new();
+    let mut orphans = Vec::new();
+    for node in nodes.into_iter().filter(|n| n.spec.fleet == fleet_name) {
+        let status = node.status.clone().unwrap_or_default();
+        let info = NodeInfo {
+            name: node.name_any(),
+            zone: node.spec.zone.clone(),
+            revision: node.spec.revision.clone(),
+            capacity: node.spec.capacity.slots,
+            phase: status.phase,
+            draining: node.spec.drain.is_some() || status.phase == NodePhase::Draining,
+        };
+        match snapshot.add_node(info) {
+            Ok(id) => {
+                if status.load.participants > 0 {
+                    let _ = snapshot.observe(id, status.load.participants);
+                }
+            }
+            Err(e) => problems.push(format!("MediaNode {}: {e}", node.name_any())),
+        }
+    }
+    for room in rooms.into_iter().filter(|r| r.spec.fleet == fleet_name) {
+        let Some(status) = &room.status else { continue };
+        if status.phase == RoomPhase::Closed {
+            continue;
+        }
+        let Some(node_name) = &status.node else {
+            continue;
+        };
+        let key = room_key(room);
+        let request = match snapshot.request(
+            room.spec.slots,
+            &room.spec.zones.allowed,
+            &room.spec.zones.preferred,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(format!("Room {key}: {e}"));
+                continue;
+            }
+        };
+        match snapshot.node_id(node_name) {
+            Some(node) => {
+                if let Err(e) = snapshot.apply(&Action::Assign {
+                    room: key.clone(),
+                    node,
+                    request,
+                }) {
+                    problems.push(format!("Room {key}: {e}"));
+                }
+            }
+            None => orphans.push(key),
+        }
+    }
+    orphans.sort();
+    Ok(World {
+        snapshot,
+        orphans,
+        problems,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::place;
+    use ruche_crds::{
+        MediaNodeSpec, MediaNodeStatus, NodeCapacity, RoomSpec, RoomStatus, ZonePolicy,
+    };
+
+    fn fleet() -> MediaFleet {
+        let text = "apiVersion: ruche.dev/v1alpha1\nkind: MediaFleet\nmetadata: {name: visio, namespace: ns}\nspec:\n  template: {image: x}\n  capacity: {slots: 100}\n  zones:\n    - {name: a, maxNodes: 5}\n    - {name: b, maxNodes: 5}\n";
+        serde_saphyr::from_str(text).unwrap()
+    }
+
+    fn node(name: &str, zone: &str, phase: NodePhase, participants: u32) -> MediaNode {
+        let mut n = MediaNode::new(
+            name,
+            MediaNodeSpec {
+                fleet: "visio".into(),
+                zone: zone.into(),
+                revision: "r1".into(),
+                capacity: NodeCapacity { slots: 100 },
+                drain: None,
+            },
+        );
+        n.metadata.namespace = Some("ns".into());
+        n.status = Some(MediaNodeStatus {
+            phase,
+            load: ruche_crds::node::NodeLoad {
+                participants,
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        n
+    }
+
+    fn room(name: &str, slots: u32, node: Option<&str>, phase: RoomPhase) -> Room {
+        let mut r = Room::new(
+            name,
+            RoomSpec {
+                fleet: "visio".into(),
+                slots,
+                zones: ZonePolicy::default(),
+                tenant: None,
+                profile: Default::default(),
+                empty_timeout: std::time::Duration::from_secs(300).into(),
+            },
+        );
+        r.metadata.namespace = Some("ns".into());
+        r.status = Some(RoomStatus {
+            phase,
+            node: node.map(String::from),
+            ..Default::default()
+        });
+        r
+    }
+
+    #[test]
+    fn placements_come_back_from_the_rooms_status() {
+        let nodes = [
+            node("a1", "a", NodePhase::Ready, 0),
+            node("b1", "b", NodePhase::Ready, 30),
+        ];
+        let rooms = [
+            room("r1", 40, Some("a1"), RoomPhase::Active),
+            room("r2", 10, Some("b1"), RoomPhase::Scheduled),
+            room("r3", 10, Some("gone"), RoomPhase::Active),
+            room("r4", 10, Some("a1"), RoomPhase::Closed),
+            room("r5", 10, None, RoomPhase::Pending),
+        ];
+        let w = rebuild(&fleet(), &nodes, &rooms).unwrap();
+        assert_eq!(w.snapshot.room_count(), 2);
+        let a1 = w.snapshot.node_id("a1").unwrap();
+        assert_eq!(
+            w.snapshot.room(&RoomKey::new("ns/r1")).map(|r| r.node),
+            Some(a1)
+        );
+        assert_eq!(w.snapshot.node(a1).map(|n| n.load.reserved), Some(40));
+        let b1 = w.snapshot.node(w.snapshot.node_id("b1").unwrap()).unwrap();
+        assert_eq!(
+            (b1.load.reserved, b1.load.measured),
+            (10, 30),
+            "measured load comes from the node's status"
+        );
+        assert_eq!(
+            w.orphans,
+            vec![RoomKey::new("ns/r3")],
+            "a room on a deleted node is placed again"
+        );
+        assert!(w.problems.is_empty(), "{:?}", w.problems);
+    }
+
+    #[test]
+    fn a_rebuilt_view_decides_like_the_one_it_replaces() {
+        // Place rooms one by one, write their node into their status, rebuild: same loads.
+        let nodes = [
+            node("a1", "a", NodePhase::Ready, 0),
+            node("a2", "a", NodePhase::Ready, 0),
+            node("b1", "b", NodePhase::Ready, 0),
+        ];
+        let mut live = rebuild(&fleet(), &nodes, &[]).unwrap().snapshot;
+        let mut rooms = Vec::new();
+        for (i, slots) in [30u32, 20, 45, 5, 60].iter().enumerate() {
+            let req = live.request::<&str>(*slots, &[], &[]).unwrap();
+            let p = place(&live, &req).unwrap();
+            let key = RoomKey::new(format!("ns/r{i}"));
+            live.apply(&Action::Assign {
+                room: key,
+                node: p.node,
+                request: req,
+            })
+            .unwrap();
+            let node_name = live.node(p.node).unwrap().name.to_string();
+            rooms.push(room(
+                &format!("r{i}"),
+                *slots,
+                Some(&node_name),
+                RoomPhase::Active,
+            ));
+        }
+        let rebuilt = rebuild(&fleet(), &nodes, &rooms).unwrap().snapshot;
+        for (_, n) in live.nodes() {
+            let m = rebuilt.node(rebuilt.node_id(&n.name).unwrap()).unwrap();
+            assert_eq!(
+                (m.load.reserved, m.rooms),
+                (n.load.reserved, n.rooms),
+                "{}",
+                n.name
+            );
+        }
+        let next = rebuilt.request::<&str>(10, &[], &[]).unwrap();
+        assert_eq!(
+            place(&rebuilt, &next).map(|p| p.node),
+            place(&live, &next)
+                .map(|p| p.node)
+                .map(|id| rebuilt.node_id(&live.node(id).unwrap().name).unwrap())
+        );
+    }
+
+    #[test]
+    fn draining_nodes_and_other_fleets_are_respected() {
+        let mut drained = node("a1", "a", NodePhase::Ready, 0);
+        drained.spec.drain = Some(ruche_crds::node::DrainRequest {
+            deadline: None,
+            mode: Default::default(),
+            reason: None,
+        });
+        let mut other = node("x1", "a", NodePhase::Ready, 0);
+        other.spec.fleet = "other".into();
+        let strange = node("z1", "zz", NodePhase::Ready, 0);
+        let w = rebuild(&fleet(), [&drained, &other, &strange], []).unwrap();
+        let a1 = w.snapshot.node(w.snapshot.node_id("a1").unwrap()).unwrap();
+        assert!(
+            !a1.schedulable(),
+            "a drain request keeps rooms off the node"
+        );
+        assert!(w.snapshot.node_id("x1").is_none());
+        assert_eq!(
+            w.problems,
+            vec![
+                "MediaNode z1: node z1 is in zone zz, which is not a zone of the fleet".to_string()
+            ]
+        );
+    }
+}
