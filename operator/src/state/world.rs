@@ -160,7 +160,7 @@ mod tests {
                 slots,
                 zones: ZonePolicy::default(),
                 tenant: None,
-                profile: Default::default(),
+                profile: ruche_crds::room::MediaProfile::default(),
                 empty_timeout: std::time::Duration::from_secs(300).into(),
             },
         );
@@ -260,7 +260,7 @@ mod tests {
         let mut drained = node("a1", "a", NodePhase::Ready, 0);
         drained.spec.drain = Some(ruche_crds::node::DrainRequest {
             deadline: None,
-            mode: Default::default(),
+            mode: ruche_crds::DrainMode::default(),
             reason: None,
         });
         let mut other = node("x1", "a", NodePhase::Ready, 0);
