@@ -866,3 +866,46 @@ async fn lost_packets_are_repaired_by_retransmission() {
         "publisher jitter is sampled"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_room_ends_its_sessions_and_only_its_own() {
+    let node = Node::start(NodeOptions::default()).await;
+    let alice = Client::join(&node.ws_url(), "r1", &node.token("r1", "alice"))
+        .await
+        .expect("joins");
+    let bob = Client::join(&node.ws_url(), "r1", &node.token("r1", "bob"))
+        .await
+        .expect("joins");
+    let carol = Client::join(&node.ws_url(), "r2", &node.token("r2", "carol"))
+        .await
+        .expect("joins");
+    let (status, body) = node.admin("DELETE", "/v1/rooms/r1", None, None).await;
+    assert_eq!(
+        (status, body["participantsClosed"].as_u64()),
+        (200, Some(2)),
+        "{body}"
+    );
+    for c in [&alice, &bob] {
+        assert!(
+            eventually(Duration::from_secs(5), || c
+                .messages_of("error")
+                .iter()
+                .any(
+                    |e| e["code"] == "closed" && e["message"] == "room r1 was closed"
+                ))
+            .await,
+            "{:?}",
+            c.messages.lock().unwrap()
+        );
+    }
+    let (_, s) = node.admin("GET", "/v1/status", None, None).await;
+    assert_eq!(
+        (s["participants"].as_u64(), s["rooms"].as_u64()),
+        (Some(1), Some(1)),
+        "{s}"
+    );
+    assert!(
+        carol.messages_of("error").is_empty(),
+        "another room is untouched"
+    );
+}

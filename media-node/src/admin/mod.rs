@@ -42,6 +42,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/drain", post(start_drain).delete(cancel_drain))
         .route("/v1/assignments", put(assign))
         .route("/v1/rooms/{room}/migrate", post(migrate))
+        .route("/v1/rooms/{room}", axum::routing::delete(close_room))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .route("/livez", get(livez))
@@ -243,4 +244,18 @@ async fn mint_migration_tokens(
         }
     }
     Ok(minted)
+}
+
+/// Ends every session of a room: its `Room` was deleted.
+async fn close_room(State(state): State<Arc<AdminState>>, Path(room): Path<String>) -> Response {
+    match state
+        .media
+        .ask(|r| Command::CloseRoom(room.clone(), r))
+        .await
+    {
+        Some(closed) => {
+            Json(serde_json::json!({ "room": room, "participantsClosed": closed })).into_response()
+        }
+        None => (StatusCode::SERVICE_UNAVAILABLE, "media loop stopped").into_response(),
+    }
 }

@@ -545,6 +545,18 @@ impl Engine {
                     .unwrap_or_default();
                 let _ = reply.send(list);
             }
+            Command::CloseRoom(room, reply) => {
+                let ids: Vec<ParticipantId> = self
+                    .rooms
+                    .get(&room)
+                    .map(|r| r.participants.iter().copied().collect())
+                    .unwrap_or_default();
+                for id in &ids {
+                    self.leave(*id, Some(format!("room {room} was closed")));
+                }
+                tracing::info!(%room, participants = ids.len(), "room closed");
+                let _ = reply.send(ids.len());
+            }
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
             }

@@ -193,6 +193,8 @@ pub enum Command {
     ),
     /// The identities, names and grants of a room's participants (to mint migration tokens).
     Identities(String, oneshot::Sender<Vec<(String, String, Grants)>>),
+    /// Ends every participant's session in a room (the room was deleted); replies how many.
+    CloseRoom(String, oneshot::Sender<usize>),
     /// A snapshot of the node's state.
     Status(oneshot::Sender<engine::Status>),
     /// Stop the loop.
