@@ -2,12 +2,14 @@
 //!
 //! - [`core`]: placement, reservation accounting and failover, as pure functions over a
 //!   snapshot. No I/O, no clock.
+//! - [`controller`]: the controllers, the shell around the core.
 //! - [`build`]: the Kubernetes objects a fleet needs, built from the custom resources.
 //! - [`state`]: the operator's view of a fleet, rebuilt from the API objects.
 //! - [`sim`]: a day of meetings against a simulated fleet, driving the same core with a
 //!   simulated clock, for capacity questions and demos.
 
 pub mod build;
+pub mod controller;
 pub mod core;
 pub mod sim;
 pub mod state;

@@ -1,0 +1,335 @@
+//! The room controller: a new room is placed by the core, its node is told it may host it,
+//! then its status gets node, zone, endpoint and phase in one write, with an event. A room no
+//! node can take gets a `Scheduled=False` condition saying why, and is retried. Deleting a room
+//! closes it on its node (finalizer).
+//!
+//! The order matters: the node learns of the room before the status makes its endpoint visible,
+//! so a participant never reaches a node that would refuse the room.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+use ruche_crds::common::condition_status;
+use ruche_crds::{ConditionsExt, MediaFleet, Room, RoomPhase, RoomStatus};
+
+use super::Error;
+use super::admin::{AdminTarget, NodeAdmin};
+use super::context::Context;
+use crate::build::labels::MANAGER;
+use crate::state::placements::Decision;
+use crate::state::world::room_key;
+
+/// The finalizer that closes a deleted room on its node.
+pub const FINALIZER: &str = "ruche.dev/room";
+/// The condition saying whether (and why not) a room is placed.
+pub const SCHEDULED: &str = "Scheduled";
+/// How soon an unschedulable room is tried again (capacity may appear meanwhile).
+pub const RETRY_UNSCHEDULABLE: Duration = Duration::from_secs(10);
+/// How often a placed room is looked at again when nothing changes.
+pub const RESYNC: Duration = Duration::from_secs(300);
+
+/// Reconciles one room.
+pub async fn reconcile<A: NodeAdmin>(
+    room: Arc<Room>,
+    ctx: Arc<Context<A>>,
+) -> Result<Action, Error> {
+    let ns = room
+        .namespace()
+        .ok_or_else(|| Error::Invalid(format!("Room {} has no namespace", room.name_any())))?;
+    let api: Api<Room> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, room, |event| async {
+        match event {
+            finalizer::Event::Apply(room) => apply(&room, &ctx).await,
+            finalizer::Event::Cleanup(room) => cleanup(&room, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// What to do when a reconcile fails: retry soon.
+pub fn error_policy<A: NodeAdmin>(
+    _room: Arc<Room>,
+    error: &Error,
+    _ctx: Arc<Context<A>>,
+) -> Action {
+    tracing::warn!(%error, "room reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+fn condition(
+    status: &str,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: SCHEDULED.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time: now(),
+    }
+}
+
+/// Places the room (or confirms where it is) and writes its status.
+pub async fn apply<A: NodeAdmin>(room: &Room, ctx: &Context<A>) -> Result<Action, Error> {
+    let ns = room.namespace().unwrap_or_default();
+    let current = room.status.clone().unwrap_or_default();
+    if current.phase == RoomPhase::Closed {
+        return Ok(Action::await_change());
+    }
+    let Some(fleet) = ctx
+        .fleets
+        .get(&ObjectRef::new(&room.spec.fleet).within(&ns))
+    else {
+        let message = format!("no MediaFleet {} in namespace {ns}", room.spec.fleet);
+        write_pending(
+            room,
+            ctx,
+            &current,
+            condition(
+                condition_status::FALSE,
+                "FleetNotFound",
+                message,
+                room.meta().generation,
+            ),
+        )
+        .await?;
+        return Ok(Action::requeue(RETRY_UNSCHEDULABLE));
+    };
+    let decision = {
+        let nodes = ctx.nodes.state();
+        let rooms = ctx.rooms.state();
+        let mut placements = ctx.placements();
+        let problems = placements
+            .sync(
+                &fleet,
+                nodes.iter().map(AsRef::as_ref),
+                rooms.iter().map(AsRef::as_ref),
+            )
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        for p in problems {
+            tracing::warn!(fleet = %fleet.name_any(), "{p}");
+        }
+        placements.decide(&fleet, room)
+    };
+    match decision {
+        Decision::Placed { node, zone, fresh } => {
+            placed(room, ctx, &fleet, &current, &node, &zone, fresh).await
+        }
+        Decision::Unschedulable(why) => {
+            let c = condition(
+                condition_status::FALSE,
+                why.reason(),
+                why.to_string(),
+                room.meta().generation,
+            );
+            let changed = current
+                .conditions
+                .condition(SCHEDULED)
+                .is_none_or(|old| old.reason != c.reason || old.message != c.message);
+            write_pending(room, ctx, &current, c.clone()).await?;
+            if changed {
+                publish(ctx, room, EventType::Warning, "Unschedulable", &c.message).await;
+            }
+            Ok(Action::requeue(RETRY_UNSCHEDULABLE))
+        }
+        Decision::BadZones(e) => {
+            write_pending(
+                room,
+                ctx,
+                &current,
+                condition(
+                    condition_status::FALSE,
+                    "UnknownZone",
+                    e.to_string(),
+                    room.meta().generation,
+                ),
+            )
+            .await?;
+            Ok(Action::await_change())
+        }
+    }
+}
+
+async fn placed<A: NodeAdmin>(
+    room: &Room,
+    ctx: &Context<A>,
+    fleet: &MediaFleet,
+    current: &RoomStatus,
+    node: &str,
+    zone: &str,
+    fresh: bool,
+) -> Result<Action, Error> {
+    let ns = room.namespace().unwrap_or_default();
+    let key = room_key(room);
+    let addresses = ctx
+        .nodes
+        .get(&ObjectRef::new(node).within(&ns))
+        .and_then(|n| n.status.clone())
+        .and_then(|s| s.addresses)
+        .unwrap_or_default();
+    let (Some(admin_url), Some(endpoint)) = (addresses.admin.clone(), addresses.signaling.clone())
+    else {
+        // Placement only picks Ready nodes, which have their addresses; a cache this stale is
+        // a reason to try again, not to publish a room nobody can reach.
+        ctx.placements().release(fleet, &key);
+        return Err(Error::Invalid(format!(
+            "MediaNode {node} has no admin or signaling address yet"
+        )));
+    };
+    if fresh || current.node.as_deref() != Some(node) {
+        let token = ctx.admin_token(fleet).await?;
+        let rooms = ctx.placements().assignments(fleet, node);
+        if let Err(e) = ctx
+            .admin
+            .assign(
+                &AdminTarget {
+                    url: admin_url,
+                    token,
+                },
+                &rooms,
+            )
+            .await
+        {
+            ctx.placements().release(fleet, &key);
+            return Err(e.into());
+        }
+    }
+    let mut status = current.clone();
+    status.observed_generation = room.meta().generation;
+    status.node = Some(node.to_string());
+    status.zone = Some(zone.to_string());
+    status.endpoint = Some(endpoint);
+    if status.phase == RoomPhase::Pending {
+        status.phase = RoomPhase::Scheduled;
+    }
+    if fresh || status.scheduled_at.is_none() {
+        status.scheduled_at = Some(now());
+    }
+    status.conditions.set_condition(condition(
+        condition_status::TRUE,
+        "Placed",
+        format!("on media node {node} in zone {zone}"),
+        room.meta().generation,
+    ));
+    if let Err(e) = write_status(room, ctx, &status).await {
+        if fresh {
+            ctx.placements().release(fleet, &key);
+        }
+        return Err(e);
+    }
+    if fresh {
+        publish(
+            ctx,
+            room,
+            EventType::Normal,
+            "Scheduled",
+            &format!("placed on media node {node} in zone {zone}"),
+        )
+        .await;
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+async fn write_pending<A: NodeAdmin>(
+    room: &Room,
+    ctx: &Context<A>,
+    current: &RoomStatus,
+    c: Condition,
+) -> Result<(), Error> {
+    let mut status = current.clone();
+    status.observed_generation = room.meta().generation;
+    status.phase = RoomPhase::Pending;
+    status.node = None;
+    status.zone = None;
+    status.endpoint = None;
+    status.conditions.set_condition(c);
+    write_status(room, ctx, &status).await
+}
+
+/// Writes the room's status with server-side apply, as the operator's field manager.
+async fn write_status<A: NodeAdmin>(
+    room: &Room,
+    ctx: &Context<A>,
+    status: &RoomStatus,
+) -> Result<(), Error> {
+    let api: Api<Room> = Api::namespaced(ctx.client.clone(), &room.namespace().unwrap_or_default());
+    let patch =
+        serde_json::json!({ "apiVersion": "ruche.dev/v1alpha1", "kind": "Room", "status": status });
+    api.patch_status(
+        &room.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn publish<A: NodeAdmin>(
+    ctx: &Context<A>,
+    room: &Room,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.into()),
+        action: "Place".into(),
+        secondary: None,
+    };
+    // An event that cannot be written is not worth failing the reconcile for.
+    if let Err(e) = ctx.recorder.publish(&event, &room.object_ref(&())).await {
+        tracing::debug!(error = %e, "event not recorded");
+    }
+}
+
+/// A deleted room: closed on its node and forgotten.
+pub async fn cleanup<A: NodeAdmin>(room: &Room, ctx: &Context<A>) -> Result<Action, Error> {
+    let ns = room.namespace().unwrap_or_default();
+    let Some(fleet) = ctx
+        .fleets
+        .get(&ObjectRef::new(&room.spec.fleet).within(&ns))
+    else {
+        return Ok(Action::await_change());
+    };
+    let key = room_key(room);
+    ctx.placements().release(&fleet, &key);
+    let Some(node) = room.status.as_ref().and_then(|s| s.node.clone()) else {
+        return Ok(Action::await_change());
+    };
+    let Some(admin_url) = ctx
+        .nodes
+        .get(&ObjectRef::new(&node).within(&ns))
+        .and_then(|n| n.status.clone())
+        .and_then(|s| s.addresses)
+        .and_then(|a| a.admin)
+    else {
+        // The node is gone: nothing to close there.
+        return Ok(Action::await_change());
+    };
+    let target = AdminTarget {
+        url: admin_url,
+        token: ctx.admin_token(&fleet).await?,
+    };
+    let rooms = ctx.placements().assignments(&fleet, &node);
+    ctx.admin.assign(&target, &rooms).await?;
+    ctx.admin.close_room(&target, &room.name_any()).await?;
+    Ok(Action::await_change())
+}
