@@ -1,5 +1,7 @@
 //! Ruche's API, group `ruche.dev`, version `v1alpha1`.
 //!
+//! Join tokens (the contract between a meeting app and the media nodes) are in [`token`].
+//!
 //! Three namespaced kinds: [`MediaFleet`] (a pool of SFUs over zones), [`MediaNode`] (one SFU
 //! pod) and [`Room`] (one meeting). The CRD YAML under `crds/yaml/` is generated from these
 //! types by `make crds`; a test fails if it drifts.
@@ -13,6 +15,7 @@ pub mod crdgen;
 pub mod fleet;
 pub mod node;
 pub mod room;
+pub mod token;
 
 pub use common::{ConditionsExt, DrainMode, NodeCapacity, PlacementStrategy};
 pub use fleet::{

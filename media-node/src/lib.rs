@@ -14,4 +14,5 @@ pub mod drain;
 pub mod media;
 pub mod metrics;
 pub mod signaling;
-pub mod token;
+/// Join tokens, from the API crate: apps mint them, nodes verify them.
+pub use ruche_crds::token;

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use ruche_operator::sim::{self, Scenario, chart, report, scenario::BUNDLED};
 
+mod token;
+
 /// Ruche: a Kubernetes operator and control plane for WebRTC media fleets.
 #[derive(Parser, Debug)]
 #[command(name = "ruche-operator", version, about)]
@@ -16,6 +18,31 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Mint a join token for a room, as a meeting app would: prints the JWT.
+    Token {
+        /// Room the token admits to.
+        room: String,
+        /// Participant identity (the token's `sub`).
+        identity: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Validity in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl_seconds: u64,
+        /// Refuse publishing (a listener).
+        #[arg(long)]
+        no_publish: bool,
+        /// The join token key file (HMAC secret or Ed25519 private key in PEM).
+        #[arg(long, conflicts_with = "fleet")]
+        key_file: Option<PathBuf>,
+        /// Read the key from this fleet's Secret in the cluster (`KUBECONFIG`).
+        #[arg(long)]
+        fleet: Option<String>,
+        /// Namespace of the fleet (default: the kubeconfig's).
+        #[arg(long, short)]
+        namespace: Option<String>,
+    },
     /// Simulate a day of meetings on a fleet, with the operator's own placement core.
     Simulate {
         /// A scenario file, or the name of a bundled scenario (`ministry-day`).
@@ -40,6 +67,31 @@ fn main() -> ExitCode {
             seed,
             json,
         } => simulate(&scenario, chart, seed, json),
+        Command::Token {
+            room,
+            identity,
+            name,
+            ttl_seconds,
+            no_publish,
+            key_file,
+            fleet,
+            namespace,
+        } => {
+            let grants = ruche_crds::token::Grants {
+                publish: !no_publish,
+                subscribe: true,
+            };
+            token::mint(&token::Request {
+                room,
+                identity,
+                name,
+                ttl_seconds,
+                grants,
+                key_file,
+                fleet,
+                namespace,
+            })
+        }
     }
 }
 
