@@ -10,7 +10,7 @@ K8S_VERSION ?= 1.32.0
 OUT := out
 KUBECTL := $(TOOLS)/bin/kubectl
 
-.PHONY: help demo test lint fmt clippy unit objects-check browser-test crds crds-check bench build toolchain tools clean
+.PHONY: help demo test lint fmt clippy unit objects-check browser-test crds crds-check bench bench-media build toolchain tools clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ crds-check: tools ## Render manifests/crds with kustomize and validate it agains
 
 bench: toolchain ## Placement throughput, 2,000 nodes and 50,000 rooms, Packed and Distributed
 	$(CARGO) bench -p ruche-operator --bench placement
+
+bench-media: toolchain ## Forwarding, ruche-media-node vs Janus under one load: packets per CPU-second, latency, memory (installs janus)
+	CARGO=$(CARGO) media-node/benches/run-forward.sh
 
 build: toolchain ## Release build of the binaries
 	$(CARGO) build --release --workspace --locked

@@ -1,0 +1,262 @@
+//! What one run measured, and the printed comparison.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::GOAL;
+use super::config::{Config, Sfu, Shape};
+
+/// The measurements of one SFU under one shape.
+pub struct Outcome {
+    /// Which SFU.
+    pub sfu: Sfu,
+    /// Under which load.
+    pub shape: Shape,
+    /// From the first join to every subscriber receiving every track.
+    pub setup: Duration,
+    /// Measurement window, seconds.
+    pub window: f64,
+    /// Packets the publishers sent in the window.
+    pub sent: u64,
+    /// Packets publishers could not send in the window.
+    pub send_errors: u64,
+    /// Stamped packets the subscribers received in the window: the forwarded packets.
+    pub received: u64,
+    /// Packets without a stamp received in the window.
+    pub unstamped: u64,
+    /// SFU process CPU time (user + system, all threads) in the window.
+    pub cpu_seconds: f64,
+    /// CPU time of the SFU threads alive at both ends of the window (ns-precise).
+    pub live_thread_cpu_seconds: f64,
+    /// Load generator CPU time in the window.
+    pub generator_cpu_seconds: f64,
+    /// Latency p50, p99 and max, ms.
+    pub latency_ms: Vec<f64>,
+    /// Latency samples.
+    pub latency_samples: usize,
+    /// SFU resident memory before anyone joined, KiB.
+    pub rss_idle_kib: u64,
+    /// At the end of the window, KiB.
+    pub rss_loaded_kib: u64,
+    /// SFU threads at the end of the window.
+    pub threads: u64,
+    /// The SFU's own count of forwarded packets in the window, where it exposes one.
+    pub node_forwarded: Option<u64>,
+}
+
+impl Outcome {
+    fn forwarded_per_second(&self) -> f64 {
+        self.received as f64 / self.window
+    }
+
+    fn per_cpu_second(&self) -> f64 {
+        if self.cpu_seconds > 0.0 {
+            self.received as f64 / self.cpu_seconds
+        } else {
+            f64::NAN
+        }
+    }
+
+    fn expected(&self) -> u64 {
+        self.sent * self.shape.subscribers as u64
+    }
+}
+
+/// The machine and the load, once.
+pub fn header(config: &Config) {
+    let nproc = std::process::Command::new("nproc")
+        .arg("--all")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map_or_else(|| "?".into(), |s| s.trim().to_string());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    println!("== bench-media: packet forwarding, ruche-media-node vs Janus VideoRoom ==");
+    println!(
+        "machine: {nproc} CPUs ({model}); all traffic on loopback, WebRTC clients on {}",
+        config.client_ip
+    );
+    println!(
+        "per publisher: video {} pkt/s x {} B (VP8-like, one packet per frame, keyframe every {:?}) \
+         + audio {} pkt/s x {} B (Opus-like); pre-built RTP, no codec; real ICE/DTLS/SRTP (webrtc crate)",
+        config.video_pps,
+        config.video_bytes,
+        config.keyframe_every,
+        config.audio_pps,
+        config.audio_bytes
+    );
+    println!(
+        "each subscriber receives every publisher of its room; shapes: {}",
+        config
+            .shapes
+            .iter()
+            .map(|s| format!("{}x{}x{}", s.rooms, s.publishers, s.subscribers))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "window {:?} after {:?} warm-up; CPU pinning: SFU {}, load generator {}",
+        config.measure,
+        config.warmup,
+        config.sfu_cpus.as_deref().unwrap_or("none"),
+        config.generator_cpus.as_deref().unwrap_or("none")
+    );
+    println!(
+        "latency = subscriber receive time - publisher stamp (one process clock): the SFU plus \
+         the generator's own SRTP/interceptor path on both ends"
+    );
+}
+
+fn fmt_f(v: f64, decimals: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.decimals$}")
+    } else {
+        "-".into()
+    }
+}
+
+/// A row of the table: its label, and its cell for one outcome.
+type Row = (&'static str, fn(&Outcome) -> String);
+
+fn latency(o: &Outcome, i: usize) -> f64 {
+    o.latency_ms.get(i).copied().unwrap_or(f64::NAN)
+}
+
+const ROWS: [Row; 19] = [
+    ("participants ready after (s)", |o| {
+        fmt_f(o.setup.as_secs_f64(), 1)
+    }),
+    ("publisher packets sent /s", |o| {
+        fmt_f(o.sent as f64 / o.window, 0)
+    }),
+    ("  send errors", |o| o.send_errors.to_string()),
+    ("forwarded packets /s (at receivers)", |o| {
+        fmt_f(o.forwarded_per_second(), 0)
+    }),
+    ("  delivered / expected", |o| {
+        format!(
+            "{}%",
+            fmt_f(100.0 * o.received as f64 / o.expected().max(1) as f64, 2)
+        )
+    }),
+    ("  unstamped packets received", |o| o.unstamped.to_string()),
+    ("  SFU's own forwarded counter /s", |o| {
+        o.node_forwarded
+            .map_or_else(|| "n/a".into(), |n| fmt_f(n as f64 / o.window, 0))
+    }),
+    ("SFU CPU (% of one core)", |o| {
+        fmt_f(100.0 * o.cpu_seconds / o.window, 1)
+    }),
+    ("  (ns-precise, live threads)", |o| {
+        fmt_f(100.0 * o.live_thread_cpu_seconds / o.window, 1)
+    }),
+    ("CPU us per forwarded packet", |o| {
+        fmt_f(1e6 * o.cpu_seconds / o.received.max(1) as f64, 2)
+    }),
+    ("forwarded packets per CPU-second", |o| {
+        fmt_f(o.per_cpu_second(), 0)
+    }),
+    ("latency p50 (ms)", |o| fmt_f(latency(o, 0), 3)),
+    ("latency p99 (ms)", |o| fmt_f(latency(o, 1), 3)),
+    ("latency max (ms)", |o| fmt_f(latency(o, 2), 3)),
+    ("  latency samples", |o| o.latency_samples.to_string()),
+    ("RSS idle -> loaded (MiB)", |o| {
+        format!(
+            "{} -> {}",
+            fmt_f(o.rss_idle_kib as f64 / 1024.0, 1),
+            fmt_f(o.rss_loaded_kib as f64 / 1024.0, 1)
+        )
+    }),
+    ("RSS per participant (KiB)", |o| {
+        fmt_f(
+            o.rss_loaded_kib.saturating_sub(o.rss_idle_kib) as f64 / o.shape.participants() as f64,
+            0,
+        )
+    }),
+    ("SFU threads", |o| o.threads.to_string()),
+    ("load generator CPU (% of one core)", |o| {
+        fmt_f(100.0 * o.generator_cpu_seconds / o.window, 1)
+    }),
+];
+
+const LABEL: usize = 36;
+const CELL: usize = 28;
+
+/// Prints the table of one shape; whether the goal is met (true when it cannot be judged,
+/// which the caller reports as a failure anyway).
+pub fn table(shape: Shape, outcomes: &[(Sfu, Result<Outcome, String>)], nominal: u64) -> bool {
+    println!(
+        "-- {shape} = {} participants, nominal {nominal} forwarded pkt/s --",
+        shape.participants(),
+    );
+    let mut line = format!("{:<LABEL$}", "");
+    for (sfu, _) in outcomes {
+        let _ = write!(line, "{:>CELL$}", sfu.name());
+    }
+    println!("{line}");
+    for (name, value) in ROWS {
+        let mut line = format!("{name:<LABEL$}");
+        for (_, outcome) in outcomes {
+            let cell = outcome.as_ref().map_or_else(|_| "FAILED".into(), value);
+            let _ = write!(line, "{cell:>CELL$}");
+        }
+        println!("{line}");
+    }
+    let find = |sfu: Sfu| {
+        outcomes
+            .iter()
+            .find(|(s, _)| *s == sfu)
+            .and_then(|(_, o)| o.as_ref().ok())
+    };
+    let met = if let (Some(r), Some(j)) = (find(Sfu::Ruche), find(Sfu::Janus)) {
+        verdict(r, j)
+    } else {
+        for (sfu, o) in outcomes {
+            if let Err(e) = o {
+                println!("{}: FAILED: {e}", sfu.name());
+            }
+        }
+        println!("ratio ruche/janus: not available (a side is missing)");
+        true
+    };
+    println!();
+    met
+}
+
+/// Prints the comparison of ruche-media-node (`r`) with Janus (`j`); whether the goal is met.
+fn verdict(r: &Outcome, j: &Outcome) -> bool {
+    let ratio = r.per_cpu_second() / j.per_cpu_second();
+    let met = ratio >= GOAL;
+    println!(
+        "ratio ruche/janus, forwarded packets per CPU-second: {}x  (goal >= {GOAL}x: {})",
+        fmt_f(ratio, 2),
+        if met { "MET" } else { "NOT MET" }
+    );
+    println!(
+        "latency p50 ruche/janus: {} ms vs {} ms; p99: {} ms vs {} ms",
+        fmt_f(latency(r, 0), 3),
+        fmt_f(latency(j, 0), 3),
+        fmt_f(latency(r, 1), 3),
+        fmt_f(latency(j, 1), 3)
+    );
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as f64;
+    for o in [r, j] {
+        let generator = 100.0 * o.generator_cpu_seconds / o.window;
+        if generator > 85.0 * cpus {
+            println!(
+                "warning: the load generator was near saturation ({}% CPU) during the {} run: \
+                 its latencies include its own queueing",
+                fmt_f(generator, 0),
+                o.sfu.name()
+            );
+        }
+    }
+    met
+}
