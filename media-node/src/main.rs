@@ -15,7 +15,7 @@ use ruche_media_node::admin::{self, AdminState};
 use ruche_media_node::admission::{Limits, NodeMode};
 use ruche_media_node::drain::DrainReason;
 use ruche_media_node::media::Command;
-use ruche_media_node::media::engine::{EngineConfig, spawn};
+use ruche_media_node::media::engine::{EngineConfig, random_hex, spawn};
 use ruche_media_node::metrics::Metrics;
 use ruche_media_node::signaling::{self, SignalingState};
 use ruche_media_node::token::TokenKey;
@@ -88,15 +88,16 @@ fn keys(cli: &Cli) -> Result<(TokenKey, String), String> {
         Some(path) => TokenKey::from_file(path)
             .map_err(|e| format!("--token-key-file {}: {e}", path.display()))?,
         None if cli.dev => {
-            let secret = ruche_media_node::media::engine::random_secret();
-            TokenKey::hmac(&secret).map_err(|e| e.to_string())?
+            let secret = random_hex(32).map_err(|e| format!("no randomness for a dev key: {e}"))?;
+            TokenKey::hmac(secret.as_bytes()).map_err(|e| e.to_string())?
         }
         None => return Err("--token-key-file is required (or --dev for a throwaway key)".into()),
     };
     let admin = match &cli.admin_token_file {
         Some(path) => read_secret(path, "admin token")?,
         None if cli.dev => {
-            let token = ruche_media_node::media::engine::random_token();
+            let token =
+                random_hex(24).map_err(|e| format!("no randomness for a dev admin token: {e}"))?;
             tracing::warn!(admin_token = %token, "dev mode: generated an admin token");
             token
         }

@@ -47,12 +47,8 @@ async fn stream(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_receives_a_publishers_video_and_audio() {
     let node = Node::start(NodeOptions::default()).await;
-    let alice = Client::join(&node.ws_url(), "r1", &node.token("r1", "alice"))
-        .await
-        .expect("alice joins");
-    let bob = Client::join(&node.ws_url(), "r1", &node.token("r1", "bob"))
-        .await
-        .expect("bob joins");
+    let alice = node.join("r1", "alice").await;
+    let bob = node.join("r1", "bob").await;
     let (video, audio) = alice.publish_av().await;
     let got = {
         let streaming = stream(
@@ -169,9 +165,7 @@ async fn packets_reach_the_right_subscribers_and_nowhere_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_joiner_starts_on_a_keyframe_within_a_second() {
     let node = Node::start(NodeOptions::default()).await;
-    let alice = Client::join(&node.ws_url(), "r1", &node.token("r1", "alice"))
-        .await
-        .expect("alice joins");
+    let alice = node.join("r1", "alice").await;
     let (video, audio) = alice.publish_av().await;
     // Alice sends a keyframe only every 30 s, or when asked.
     let streaming = stream(
@@ -184,9 +178,7 @@ async fn a_late_joiner_starts_on_a_keyframe_within_a_second() {
     );
     let late = async {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let bob = Client::join(&node.ws_url(), "r1", &node.token("r1", "bob"))
-            .await
-            .expect("bob joins");
+        let bob = node.join("r1", "bob").await;
         let joined = Instant::now();
         let video_from_alice = |b: &Client| {
             b.received
@@ -251,9 +243,7 @@ async fn chat_reaches_everyone_else_in_the_room() {
         c.offer().await;
         clients.push(c);
     }
-    let outsider = Client::join(&node.ws_url(), "r2", &node.token("r2", "dave"))
-        .await
-        .expect("joins");
+    let outsider = node.join("r2", "dave").await;
     let open = eventually(Duration::from_secs(10), || {
         clients
             .iter()
@@ -361,9 +351,7 @@ async fn tokens_are_enforced_with_a_clear_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_node_refuses_new_rooms_and_keeps_its_live_ones() {
     let node = Node::start(NodeOptions::default()).await;
-    let alice = Client::join(&node.ws_url(), "r1", &node.token("r1", "alice"))
-        .await
-        .expect("joins");
+    let alice = node.join("r1", "alice").await;
     let (status, body) = node
         .admin(
             "POST",
@@ -381,9 +369,7 @@ async fn a_draining_node_refuses_new_rooms_and_keeps_its_live_ones() {
         .err()
         .expect("a new room is refused");
     assert_eq!(refused["code"], "draining", "{refused}");
-    let bob = Client::join(&node.ws_url(), "r1", &node.token("r1", "bob"))
-        .await
-        .expect("a live room still takes participants");
+    let bob = node.join("r1", "bob").await;
     let (status, _) = node.admin("GET", "/readyz", None, Some("none")).await;
     assert_eq!(
         status, 200,
@@ -432,20 +418,14 @@ async fn a_managed_node_takes_only_assigned_rooms_and_limits_hold() {
     assert_eq!(refused["code"], "not_assigned", "{refused}");
     let (status, _) = node.admin("PUT", "/v1/assignments", Some(serde_json::json!({"rooms": [{"room": "r1", "slots": 2}, {"room": "r2", "slots": 1}]})), None).await;
     assert_eq!(status, 200);
-    let _a = Client::join(&node.ws_url(), "r1", &node.token("r1", "alice"))
-        .await
-        .expect("assigned room joins");
-    let _b = Client::join(&node.ws_url(), "r1", &node.token("r1", "bob"))
-        .await
-        .expect("second participant");
+    let _a = node.join("r1", "alice").await;
+    let _b = node.join("r1", "bob").await;
     let full = Client::join(&node.ws_url(), "r1", &node.token("r1", "carol"))
         .await
         .err()
         .expect("room limit");
     assert_eq!(full["code"], "room_full", "{full}");
-    let _c = Client::join(&node.ws_url(), "r2", &node.token("r2", "carol"))
-        .await
-        .expect("another assigned room");
+    let _c = node.join("r2", "carol").await;
     let over = Client::join(&node.ws_url(), "r2", &node.token("r2", "dave"))
         .await
         .err()
@@ -469,12 +449,8 @@ async fn a_managed_node_takes_only_assigned_rooms_and_limits_hold() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_media_port_harms_no_room() {
     let node = Node::start(NodeOptions::default()).await;
-    let alice = Client::join(&node.ws_url(), "r1", &node.token("r1", "alice"))
-        .await
-        .expect("joins");
-    let bob = Client::join(&node.ws_url(), "r1", &node.token("r1", "bob"))
-        .await
-        .expect("joins");
+    let alice = node.join("r1", "alice").await;
+    let bob = node.join("r1", "bob").await;
     let (video, audio) = alice.publish_av().await;
     let attacker = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let target = node.media;
@@ -532,12 +508,8 @@ async fn garbage_on_the_media_port_harms_no_room() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_signaling_gets_a_clear_error_and_spares_the_session_and_others() {
     let node = Node::start(NodeOptions::default()).await;
-    let bystander = Client::join(&node.ws_url(), "r2", &node.token("r2", "bob"))
-        .await
-        .expect("joins");
-    let alice = Client::join(&node.ws_url(), "r1", &node.token("r1", "alice"))
-        .await
-        .expect("joins");
+    let bystander = node.join("r2", "bob").await;
+    let alice = node.join("r1", "alice").await;
     alice.send_raw("{not json");
     alice.send_raw(r#"{"type":"explode"}"#);
     alice.send(&serde_json::json!({"type": "publishOffer", "sdp": "v=0\r\nthis is not sdp"}));
@@ -648,12 +620,8 @@ async fn super_http(node: &Node, path: &str) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h264_is_forwarded_from_an_idr_on() {
     let node = Node::start(NodeOptions::default()).await;
-    let alice = Client::join(&node.ws_url(), "r1", &node.token("r1", "alice"))
-        .await
-        .expect("joins");
-    let bob = Client::join(&node.ws_url(), "r1", &node.token("r1", "bob"))
-        .await
-        .expect("joins");
+    let alice = node.join("r1", "alice").await;
+    let bob = node.join("r1", "bob").await;
     let h264 = alice
         .add_track(
             rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video,
@@ -717,15 +685,9 @@ async fn h264_is_forwarded_from_an_idr_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_tells_every_participant_where_to_reconnect_with_a_fresh_token() {
     let node = Node::start(NodeOptions::default()).await;
-    let alice = Client::join(&node.ws_url(), "r1", &node.token("r1", "alice"))
-        .await
-        .expect("joins");
-    let bob = Client::join(&node.ws_url(), "r1", &node.token("r1", "bob"))
-        .await
-        .expect("joins");
-    let other = Client::join(&node.ws_url(), "r2", &node.token("r2", "carol"))
-        .await
-        .expect("joins");
+    let alice = node.join("r1", "alice").await;
+    let bob = node.join("r1", "bob").await;
+    let other = node.join("r2", "carol").await;
     let (status, body) = node
         .admin(
             "POST",
@@ -783,12 +745,8 @@ async fn lost_packets_are_repaired_by_retransmission() {
         ..NodeOptions::default()
     })
     .await;
-    let alice = Client::join(&node.ws_url(), "r1", &node.token("r1", "alice"))
-        .await
-        .expect("joins");
-    let bob = Client::join(&node.ws_url(), "r1", &node.token("r1", "bob"))
-        .await
-        .expect("joins");
+    let alice = node.join("r1", "alice").await;
+    let bob = node.join("r1", "bob").await;
     let (video, audio) = alice.publish_av().await;
     stream(
         &alice,
@@ -870,15 +828,9 @@ async fn lost_packets_are_repaired_by_retransmission() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_a_room_ends_its_sessions_and_only_its_own() {
     let node = Node::start(NodeOptions::default()).await;
-    let alice = Client::join(&node.ws_url(), "r1", &node.token("r1", "alice"))
-        .await
-        .expect("joins");
-    let bob = Client::join(&node.ws_url(), "r1", &node.token("r1", "bob"))
-        .await
-        .expect("joins");
-    let carol = Client::join(&node.ws_url(), "r2", &node.token("r2", "carol"))
-        .await
-        .expect("joins");
+    let alice = node.join("r1", "alice").await;
+    let bob = node.join("r1", "bob").await;
+    let carol = node.join("r2", "carol").await;
     let (status, body) = node.admin("DELETE", "/v1/rooms/r1", None, None).await;
     assert_eq!(
         (status, body["participantsClosed"].as_u64()),

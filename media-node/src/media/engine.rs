@@ -230,29 +230,25 @@ pub fn spawn(mut config: EngineConfig, metrics: Arc<Metrics>) -> io::Result<Runn
     })
 }
 
-/// Random bytes, hex-encoded (ICE credentials).
-pub(crate) fn random_hex(bytes: usize) -> String {
+/// Random bytes from the OS, hex-encoded (ICE credentials, keys). No fallback: a guessable
+/// ICE password would let anyone bind an address to another participant's connection.
+pub fn random_hex(bytes: usize) -> Result<String, getrandom::Error> {
     let mut buf = vec![0u8; bytes];
-    if getrandom::fill(&mut buf).is_err() {
-        // The OS source failing is not recoverable in any useful way; fall back to a
-        // time-based value rather than refusing service (credentials are also protected by
-        // the DTLS fingerprint exchanged over signaling).
-        let t = Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id());
-        return format!("{t:032x}");
-    }
-    buf.iter()
+    getrandom::fill(&mut buf)?;
+    Ok(buf
+        .iter()
         .fold(String::with_capacity(bytes * 2), |mut s, b| {
             use std::fmt::Write;
             let _ = write!(s, "{b:02x}");
             s
-        })
+        }))
 }
 
-/// A random SSRC.
-pub(crate) fn random_u32() -> u32 {
+/// A random, non-zero SSRC.
+pub(crate) fn random_u32() -> Result<u32, getrandom::Error> {
     let mut buf = [0u8; 4];
-    let _ = getrandom::fill(&mut buf);
-    u32::from_be_bytes(buf).max(1)
+    getrandom::fill(&mut buf)?;
+    Ok(u32::from_be_bytes(buf).max(1))
 }
 
 impl Engine {
@@ -433,8 +429,10 @@ impl Engine {
 
     /// Builds a peer connection on the shared socket and registers it.
     pub(crate) fn new_peer(&mut self, owner: ParticipantId, role: Role) -> Result<PeerKey, String> {
-        let ufrag = random_hex(8);
-        let password = random_hex(16);
+        let random =
+            |n| random_hex(n).map_err(|e| format!("no randomness for ICE credentials: {e}"));
+        let ufrag = random(8)?;
+        let password = random(16)?;
         let mut media_engine = super::codecs::media_engine().map_err(|e| e.to_string())?;
         // Keyframe requests and NACKs from subscribers must reach the loop (see `feedback`).
         let registry = Registry::new().with(
@@ -643,14 +641,4 @@ impl Engine {
             room_list: rooms,
         }
     }
-}
-
-/// 32 random bytes: a throwaway HMAC key for `--dev`.
-pub fn random_secret() -> Vec<u8> {
-    random_hex(32).into_bytes()
-}
-
-/// A random bearer token for `--dev`.
-pub fn random_token() -> String {
-    random_hex(24)
 }

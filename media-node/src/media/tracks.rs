@@ -174,7 +174,10 @@ impl Engine {
         let (peer_key, stream_id) = (p.subscribe, publisher.info.id.clone());
         let (kind, codec, sent_id) = (t.kind, t.codec.clone(), t.sent_id.clone());
         let layers: Vec<Layer> = t.layers.keys().flatten().copied().collect();
-        let ssrc = random_u32();
+        let Ok(ssrc) = random_u32() else {
+            tracing::warn!(participant = %subscriber, track, "no randomness for an SSRC: track not added");
+            return;
+        };
         let local = MediaStreamTrack::new(
             stream_id.clone(),
             sent_id.clone(),

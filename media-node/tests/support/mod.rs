@@ -159,6 +159,14 @@ impl Node {
         self.key.mint(&claims).expect("mint")
     }
 
+    /// Joins `room` as `identity` with a fresh token; panics (fails the test) if refused.
+    pub async fn join(&self, room: &str, identity: &str) -> Client {
+        match Client::join(&self.ws_url(), room, &self.token(room, identity)).await {
+            Ok(c) => c,
+            Err(refused) => panic!("{identity} could not join {room}: {refused}"),
+        }
+    }
+
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.signaling)
     }
@@ -710,22 +718,6 @@ pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bo
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     check()
-}
-
-/// Sends a synthetic stream: a keyframe every `keyframe_every` packets, `count` packets,
-/// `interval` apart.
-pub async fn stream_video(
-    track: &Outgoing,
-    count: u16,
-    keyframe_every: u16,
-    interval: Duration,
-    tag: u8,
-) {
-    for i in 0..count {
-        let p = vp8_packet(i, u32::from(i) * 3000, i % keyframe_every == 0, tag);
-        track.write(p).await;
-        tokio::time::sleep(interval).await;
-    }
 }
 
 /// A UDP relay in front of a node's media port that loses every `drop_every`-th RTP packet

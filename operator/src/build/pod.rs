@@ -286,18 +286,16 @@ fn volumes(fleet_name: &str) -> Vec<Volume> {
 /// The host port of node number `index` of a fleet in HostPort mode.
 pub fn host_port(fleet: &MediaFleet, index: u32) -> Result<u16, BuildError> {
     let base = fleet.spec.exposure.host_port_base.unwrap_or(0);
-    u16::try_from(u32::from(base) + index)
-        .ok()
-        .filter(|p| base > 0 && *p > base.saturating_sub(1))
-        .ok_or(BuildError::HostPortRange {
-            fleet: fleet.name_any(),
-            index,
-            base,
-        })
+    let error = || BuildError::HostPortRange {
+        fleet: fleet.name_any(),
+        index,
+        base,
+    };
+    if base == 0 {
+        return Err(error());
+    }
+    u16::try_from(u32::from(base) + index).map_err(|_| error())
 }
-
-/// The annotation recording a node's host port, so a restarted operator finds it again.
-pub const HOST_PORT_ANNOTATION: &str = "ruche.dev/host-port";
 
 /// The labels a node's pod is selected by.
 pub fn selector(node: &str) -> BTreeMap<String, String> {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use ruche_crds::NodePhase;
 
 use super::clock::TimeOfDay;
-use super::outcome::{EventOutcome, Outcome, Refusals, Sample, Timing, ZoneSample};
+use super::outcome::{EventOutcome, Outcome, Sample, Timing, ZoneSample};
 use super::scenario::{EventKind, Scenario, node_name};
 use super::workload::{Meeting, meetings};
 use crate::core::{
@@ -330,16 +330,4 @@ impl<'a> Simulation<'a> {
 
 fn room_key(id: u32) -> RoomKey {
     RoomKey::new(format!("room-{id:05}"))
-}
-
-/// Refusals tallied by reason.
-impl Refusals {
-    fn add(&mut self, reason: &'static str, slots: u32, example: String) {
-        let entry = self.by_reason.entry(reason).or_default();
-        entry.rooms += 1;
-        entry.slots += u64::from(slots);
-        if entry.example.is_empty() {
-            entry.example = example;
-        }
-    }
 }

@@ -52,6 +52,16 @@ pub struct Refusals {
 }
 
 impl Refusals {
+    /// Counts one refused room, keeping the first refusal of each reason as its example.
+    pub fn add(&mut self, reason: &'static str, slots: u32, example: String) {
+        let entry = self.by_reason.entry(reason).or_default();
+        entry.rooms += 1;
+        entry.slots += u64::from(slots);
+        if entry.example.is_empty() {
+            entry.example = example;
+        }
+    }
+
     /// Rooms refused for any reason.
     pub fn rooms(&self) -> u32 {
         self.by_reason.values().map(|t| t.rooms).sum()

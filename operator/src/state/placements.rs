@@ -15,7 +15,7 @@ use ruche_crds::{MediaFleet, MediaNode, NodePhase, Room};
 use super::world::{self, room_key};
 use crate::core::request::UnknownZones;
 use crate::core::snapshot::RulesError;
-use crate::core::{Action, NodeInfo, RoomKey, Snapshot, Unschedulable, place};
+use crate::core::{Action, RoomKey, Snapshot, Unschedulable, place};
 
 /// A fleet's identity: `namespace/name`.
 pub fn fleet_key(fleet: &MediaFleet) -> String {
@@ -211,23 +211,15 @@ fn sync_nodes<'a>(
     nodes: impl IntoIterator<Item = &'a MediaNode>,
     problems: &mut Vec<String>,
 ) {
-    let mut seen = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for node in nodes.into_iter().filter(|n| n.spec.fleet == fleet) {
-        let name = node.name_any();
-        let status = node.status.clone().unwrap_or_default();
-        let draining = node.spec.drain.is_some() || status.phase == NodePhase::Draining;
-        let id = if let Some(id) = snapshot.node_id(&name) {
+        let info = world::node_info(node);
+        let measured = node.status.as_ref().map_or(0, |st| st.load.participants);
+        let id = if let Some(id) = snapshot.node_id(&info.name) {
             id
         } else {
-            let info = NodeInfo {
-                name: name.clone(),
-                zone: node.spec.zone.clone(),
-                revision: node.spec.revision.clone(),
-                capacity: node.spec.capacity.slots,
-                phase: status.phase,
-                draining,
-            };
-            match snapshot.add_node(info) {
+            let name = info.name.clone();
+            match snapshot.add_node(info.clone()) {
                 Ok(id) => id,
                 Err(e) => {
                     problems.push(format!("MediaNode {name}: {e}"));
@@ -235,18 +227,18 @@ fn sync_nodes<'a>(
                 }
             }
         };
-        seen.push(id);
+        seen.insert(id);
         let Some(current) = snapshot.node(id).cloned() else {
             continue;
         };
-        if current.phase != status.phase {
-            let _ = snapshot.set_phase(id, status.phase);
+        if current.phase != info.phase {
+            let _ = snapshot.set_phase(id, info.phase);
         }
-        if current.draining != draining {
-            let _ = snapshot.set_draining(id, draining);
+        if current.draining != info.draining {
+            let _ = snapshot.set_draining(id, info.draining);
         }
-        if current.load.measured != status.load.participants {
-            let _ = snapshot.observe(id, status.load.participants);
+        if current.load.measured != measured {
+            let _ = snapshot.observe(id, measured);
         }
     }
     // Nodes gone from the cache: forget the empty ones; the others are Failed until their rooms
@@ -261,20 +253,6 @@ fn sync_nodes<'a>(
             let _ = snapshot.set_phase(id, NodePhase::Failed);
         }
     }
-}
-
-/// Rooms of a fleet the snapshot holds, with their node: used to find rooms to move.
-pub fn rooms_on(snapshot: &Snapshot, node: &str) -> Vec<RoomKey> {
-    let Some(id) = snapshot.node_id(node) else {
-        return Vec::new();
-    };
-    let mut rooms: Vec<RoomKey> = snapshot
-        .rooms()
-        .filter(|(_, r)| r.node == id)
-        .map(|(k, _)| k.clone())
-        .collect();
-    rooms.sort();
-    rooms
 }
 
 #[cfg(test)]

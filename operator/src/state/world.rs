@@ -29,6 +29,20 @@ pub struct World {
     pub problems: Vec<String>,
 }
 
+/// A node as the core sees it. A drain request keeps rooms off a node even before the node
+/// itself reports Draining.
+pub fn node_info(node: &MediaNode) -> NodeInfo {
+    let phase = node.status.as_ref().map(|s| s.phase).unwrap_or_default();
+    NodeInfo {
+        name: node.name_any(),
+        zone: node.spec.zone.clone(),
+        revision: node.spec.revision.clone(),
+        capacity: node.spec.capacity.slots,
+        phase,
+        draining: node.spec.drain.is_some() || phase == NodePhase::Draining,
+    }
+}
+
 /// The placement rules of a fleet.
 pub fn rules(fleet: &MediaFleet) -> FleetRules {
     FleetRules {
@@ -57,19 +71,12 @@ pub fn rebuild<'a>(
     let mut problems = Vec::new();
     let mut orphans = Vec::new();
     for node in nodes.into_iter().filter(|n| n.spec.fleet == fleet_name) {
-        let status = node.status.clone().unwrap_or_default();
-        let info = NodeInfo {
-            name: node.name_any(),
-            zone: node.spec.zone.clone(),
-            revision: node.spec.revision.clone(),
-            capacity: node.spec.capacity.slots,
-            phase: status.phase,
-            draining: node.spec.drain.is_some() || status.phase == NodePhase::Draining,
-        };
+        let info = node_info(node);
+        let participants = node.status.as_ref().map_or(0, |st| st.load.participants);
         match snapshot.add_node(info) {
             Ok(id) => {
-                if status.load.participants > 0 {
-                    let _ = snapshot.observe(id, status.load.participants);
+                if participants > 0 {
+                    let _ = snapshot.observe(id, participants);
                 }
             }
             Err(e) => problems.push(format!("MediaNode {}: {e}", node.name_any())),
