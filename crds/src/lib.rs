@@ -20,9 +20,11 @@ pub mod token;
 pub use common::{ConditionsExt, DrainMode, NodeCapacity, PlacementStrategy};
 pub use fleet::{
     ExposureMode, ExposureSpec, MediaFleet, MediaFleetSpec, MediaFleetStatus, NodeAddressType,
-    ZoneSpec,
+    PhaseCounts, RevisionStatus, ZoneSpec, ZoneStatus,
 };
-pub use node::{MediaNode, MediaNodeSpec, MediaNodeStatus, NodePhase};
+pub use node::{
+    DrainRequest, MediaNode, MediaNodeSpec, MediaNodeStatus, NodeAddresses, NodeLoad, NodePhase,
+};
 pub use room::{Room, RoomPhase, RoomSpec, RoomStatus, ZonePolicy};
 
 /// The API group of every Ruche kind.

@@ -2,7 +2,8 @@
 //!
 //! - [`media`]: the media loop (every peer connection on one socket, forwarding);
 //! - [`signaling`]: the WebSocket protocol browsers speak, and the dev demo page;
-//! - [`admin`]: the admin API (health, metrics, status, drain, assignments, migration);
+//! - [`admin`]: the admin API (health, metrics, status, drain, assignments, migration,
+//!   advertised media address);
 //! - [`token`]: join tokens;
 //! - [`admission`]: who may join which room;
 //! - [`drain`]: the drain lifecycle;

@@ -162,7 +162,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     let admin_listener = tokio::net::TcpListener::bind(cli.admin_bind)
         .await
         .map_err(|e| format!("cannot bind the admin API on {}: {e}", cli.admin_bind))?;
-    tracing::info!(signaling = %cli.http_bind, admin = %cli.admin_bind, media = %media.media_addr, dev = cli.dev, "media node started");
+    tracing::info!(signaling = %cli.http_bind, admin = %cli.admin_bind, media = %media.media_addr(), dev = cli.dev, "media node started");
     if cli.dev {
         tracing::info!("demo page: http://{}/", cli.http_bind);
     }

@@ -595,6 +595,7 @@ async fn the_admin_api_needs_its_token_except_for_probes() {
         "participants",
         "bitrateInBps",
         "bitrateOutBps",
+        "advertise",
     ] {
         assert!(s.get(field).is_some(), "status has {field}: {s}");
     }
@@ -859,5 +860,145 @@ async fn closing_a_room_ends_its_sessions_and_only_its_own() {
     assert!(
         carol.messages_of("error").is_empty(),
         "another room is untouched"
+    );
+}
+
+/// Whether `sdp` carries a host candidate for `addr`.
+fn has_host_candidate(sdp: &str, addr: std::net::SocketAddr) -> bool {
+    let at = format!(" {} {} typ host", addr.ip(), addr.port());
+    sdp.lines()
+        .any(|l| l.starts_with("a=candidate:") && l.contains(&at))
+}
+
+/// The SDP of the first `kind` message (`subscribeOffer`, `publishAnswer`) the client got.
+async fn first_sdp(client: &Client, kind: &str) -> String {
+    assert!(
+        eventually(Duration::from_secs(5), || !client
+            .messages_of(kind)
+            .is_empty())
+        .await,
+        "{} got no {kind}",
+        client.id
+    );
+    client.messages_of(kind)[0]["sdp"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_changes_the_advertised_media_address_at_run_time() {
+    let node = Node::start(NodeOptions::default()).await;
+    let old = node.media;
+    let (status, s) = node.admin("GET", "/v1/status", None, None).await;
+    assert_eq!(
+        (status, s["advertise"].as_str()),
+        (200, Some(old.to_string().as_str())),
+        "{s}"
+    );
+    let alice = node.join("r1", "alice").await;
+    // The new address is a relay in front of the media port (nothing dropped), so a client
+    // told to use it still reaches the node on loopback.
+    let relay = support::LossyRelay::start(old, u64::MAX).await;
+    let new = relay.addr;
+    let body = serde_json::json!({"media": new.to_string()});
+    let (status, s) = node
+        .admin("PUT", "/v1/advertise", Some(body.clone()), None)
+        .await;
+    assert_eq!(status, 200, "{s}");
+    assert_eq!(
+        s["advertise"],
+        new.to_string(),
+        "the answer is the status: {s}"
+    );
+    let (_, s) = node.admin("GET", "/v1/status", None, None).await;
+    assert_eq!(s["advertise"], new.to_string(), "{s}");
+    assert_eq!(node.handle.media_addr(), new);
+
+    // A new participant is told the new address; an existing one keeps its own.
+    let bob = node.join("r1", "bob").await;
+    let sdp = first_sdp(&bob, "subscribeOffer").await;
+    assert!(
+        has_host_candidate(&sdp, new) && !has_host_candidate(&sdp, old),
+        "bob's subscribe offer advertises {new} only:\n{sdp}"
+    );
+    let sdp = first_sdp(&alice, "subscribeOffer").await;
+    assert!(
+        has_host_candidate(&sdp, old),
+        "alice's connections were built before the change:\n{sdp}"
+    );
+    let (video, audio) = alice.publish_av().await;
+    let answer = first_sdp(&alice, "publishAnswer").await;
+    assert!(
+        has_host_candidate(&answer, old) && !has_host_candidate(&answer, new),
+        "alice's publish connection keeps the address it was built with:\n{answer}"
+    );
+    // Media flows on both: from alice's old-address connection to bob's, through the relay.
+    let streaming = stream(
+        &alice,
+        &video,
+        &audio,
+        0xA1,
+        Duration::from_secs(3),
+        Duration::from_secs(1),
+    );
+    let waiting = eventually(Duration::from_secs(10), || {
+        bob.received.lock().unwrap().count_from(&alice.id) > 40
+    });
+    let ((), got) = tokio::join!(streaming, waiting);
+    assert!(
+        got,
+        "bob received {} packets from alice",
+        bob.received.lock().unwrap().count_from(&alice.id)
+    );
+
+    // Bad bodies are refused with a message that names the problem; nothing changes.
+    for (bad, names) in [
+        (
+            serde_json::json!({"media": "not-an-address"}),
+            "media: `not-an-address`",
+        ),
+        (
+            serde_json::json!({"media": "127.0.0.1"}),
+            "media: `127.0.0.1`",
+        ),
+        (
+            serde_json::json!({"media": "0.0.0.0:7882"}),
+            "media: `0.0.0.0:7882`",
+        ),
+        (
+            serde_json::json!({"media": old.to_string(), "port": 7882}),
+            "unknown field `port`",
+        ),
+        (serde_json::json!({}), "missing field `media`"),
+    ] {
+        let (status, message) = node
+            .admin("PUT", "/v1/advertise", Some(bad.clone()), None)
+            .await;
+        assert_eq!(status, 400, "{bad} -> {message}");
+        assert!(
+            message.as_str().unwrap_or_default().contains(names),
+            "{bad} -> {message}"
+        );
+    }
+
+    // The route needs the admin token.
+    let (status, _) =
+        support::http(node.admin, "PUT", "/v1/advertise", Some(body.clone()), None).await;
+    assert_eq!(status, 401, "no token");
+    let (status, _) = node
+        .admin(
+            "PUT",
+            "/v1/advertise",
+            Some(serde_json::json!({"media": old.to_string()})),
+            Some("wrong"),
+        )
+        .await;
+    assert_eq!(status, 401, "a wrong token");
+    let (_, s) = node.admin("GET", "/v1/status", None, None).await;
+    assert_eq!(
+        s["advertise"],
+        new.to_string(),
+        "refused requests changed nothing: {s}"
     );
 }

@@ -5,11 +5,15 @@
 //! - [`controller`]: the controllers, the shell around the core.
 //! - [`build`]: the Kubernetes objects a fleet needs, built from the custom resources.
 //! - [`state`]: the operator's view of a fleet, rebuilt from the API objects.
+//! - [`metrics`]: the operator's Prometheus metrics.
+//! - [`run`]: the operator process: controllers, leader election, metrics and probes.
 //! - [`sim`]: a day of meetings against a simulated fleet, driving the same core with a
 //!   simulated clock, for capacity questions and demos.
 
 pub mod build;
 pub mod controller;
 pub mod core;
+pub mod metrics;
+pub mod run;
 pub mod sim;
 pub mod state;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ruche_operator::run::RunArgs;
 use ruche_operator::sim::{self, Scenario, chart, report, scenario::BUNDLED};
 
 mod token;
@@ -18,6 +19,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the operator: the fleet, media node and room controllers, with leader election,
+    /// against the cluster of the in-cluster config or `KUBECONFIG`.
+    Run(Box<RunArgs>),
     /// Mint a join token for a room, as a meeting app would: prints the JWT.
     Token {
         /// Room the token admits to.
@@ -61,6 +65,7 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Run(args) => run(*args),
         Command::Simulate {
             scenario,
             chart,
@@ -91,6 +96,32 @@ fn main() -> ExitCode {
                 fleet,
                 namespace,
             })
+        }
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(ruche_operator::run::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

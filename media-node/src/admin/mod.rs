@@ -1,13 +1,16 @@
 //! The admin API, on its own port: health for Kubernetes probes, metrics, status and rooms
-//! for the operator, and the operator's levers (drain, assignments, migration).
+//! for the operator, and the operator's levers (drain, assignments, migration, the advertised
+//! media address).
 //!
 //! `/livez` and `/readyz` answer without credentials, because kubelet probes cannot carry a
 //! secret and they reveal nothing. Everything else needs `Authorization: Bearer <token>` with
 //! the token from the admin token file; comparison is constant-time.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -41,6 +44,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/rooms", get(rooms))
         .route("/v1/drain", post(start_drain).delete(cancel_drain))
         .route("/v1/assignments", put(assign))
+        .route("/v1/advertise", put(advertise))
         .route("/v1/rooms/{room}/migrate", post(migrate))
         .route("/v1/rooms/{room}", axum::routing::delete(close_room))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
@@ -173,6 +177,44 @@ async fn assign(State(state): State<Arc<AdminState>>, Json(body): Json<Assignmen
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct AdvertiseBody {
+    /// `IP:port` clients send media to.
+    media: String,
+}
+
+/// The address in an advertise body, or why it cannot be advertised.
+fn advertised_addr(raw: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = raw
+        .parse()
+        .map_err(|_| format!("media: `{raw}` is not an IP:port address"))?;
+    if addr.ip().is_unspecified() || addr.ip().is_multicast() || addr.port() == 0 {
+        return Err(format!(
+            "media: `{raw}` is not an address clients can send media to"
+        ));
+    }
+    Ok(addr)
+}
+
+/// Sets the media address new peer connections advertise; existing ones keep theirs.
+async fn advertise(
+    State(state): State<Arc<AdminState>>,
+    body: Result<Json<AdvertiseBody>, JsonRejection>,
+) -> Response {
+    let addr = match body {
+        Ok(Json(body)) => advertised_addr(&body.media),
+        Err(rejection) => Err(format!("invalid body: {}", rejection.body_text())),
+    };
+    match addr {
+        Ok(addr) => {
+            state.media.send(Command::Advertise(addr));
+            status(State(state)).await
+        }
+        Err(message) => (StatusCode::BAD_REQUEST, message).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct MigrateBody {
     /// Signaling endpoint of the new node.
     endpoint: String,
@@ -257,5 +299,46 @@ async fn close_room(State(state): State<Arc<AdminState>>, Path(room): Path<Strin
             Json(serde_json::json!({ "room": room, "participantsClosed": closed })).into_response()
         }
         None => (StatusCode::SERVICE_UNAVAILABLE, "media loop stopped").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_advertised_address_is_an_ip_and_port_clients_can_reach() {
+        assert_eq!(
+            advertised_addr("203.0.113.7:30882"),
+            Ok(SocketAddr::from(([203, 0, 113, 7], 30882)))
+        );
+        assert_eq!(
+            advertised_addr("[2001:db8::7]:30882").map(|a| a.to_string()),
+            Ok("[2001:db8::7]:30882".to_string())
+        );
+        for (raw, why) in [
+            ("203.0.113.7", "is not an IP:port address"),
+            ("node-a:30882", "is not an IP:port address"),
+            ("", "is not an IP:port address"),
+            (
+                "0.0.0.0:30882",
+                "is not an address clients can send media to",
+            ),
+            ("[::]:30882", "is not an address clients can send media to"),
+            (
+                "203.0.113.7:0",
+                "is not an address clients can send media to",
+            ),
+            (
+                "239.1.2.3:30882",
+                "is not an address clients can send media to",
+            ),
+        ] {
+            assert_eq!(
+                advertised_addr(raw),
+                Err(format!("media: `{raw}` {why}")),
+                "{raw}"
+            );
+        }
     }
 }

@@ -39,7 +39,8 @@ pub struct EngineConfig {
     /// Where the UDP socket binds (`0.0.0.0:7882` in a pod).
     pub bind: SocketAddr,
     /// The address clients are told to send media to (the pod's, a node port, a load
-    /// balancer's). With port 0, the bound port is used.
+    /// balancer's). With port 0, the bound port is used; with an unspecified IP, the bound IP.
+    /// In the running loop this is the current address: [`Command::Advertise`] replaces it.
     pub advertise: SocketAddr,
     /// Slots and room sizes.
     pub limits: Limits,
@@ -66,6 +67,10 @@ pub struct Peer {
     pub role: Role,
     /// Local ICE ufrag (routing key).
     pub ufrag: String,
+    /// The address its host candidate advertises, fixed for the connection's life. Datagrams
+    /// for it are tagged with this address: ICE accepts them only on a known local candidate,
+    /// so a later [`Command::Advertise`] must not change it under a live connection.
+    pub local: SocketAddr,
     /// When DTLS and SRTP came up on the node's side.
     pub connected_at: Option<Instant>,
 }
@@ -105,6 +110,8 @@ pub struct Status {
     pub bitrate_in_bps: u64,
     /// Media sent, bits per second (last second).
     pub bitrate_out_bps: u64,
+    /// The media address new peer connections advertise (`IP:port`).
+    pub advertise: String,
     /// Rooms with their participants.
     pub room_list: Vec<RoomStatus>,
 }
@@ -139,8 +146,10 @@ pub struct Engine {
     pub(crate) config: EngineConfig,
     pub(crate) metrics: Arc<Metrics>,
     socket: UdpSocket,
-    /// Address written into host candidates and transport contexts.
-    pub(crate) local: SocketAddr,
+    /// Where the socket is bound (stands in for a port of 0 or an unspecified IP advertised).
+    bound: SocketAddr,
+    /// Publishes `config.advertise` to the [`MediaHandle`]s.
+    advertised: watch::Sender<SocketAddr>,
     pub(crate) peers: Vec<Option<Peer>>,
     free: Vec<PeerKey>,
     pub(crate) demux: Demux,
@@ -183,13 +192,9 @@ pub fn spawn(mut config: EngineConfig, metrics: Arc<Metrics>) -> io::Result<Runn
     let std_socket = std::net::UdpSocket::bind(config.bind)?;
     std_socket.set_nonblocking(true)?;
     let bound = std_socket.local_addr()?;
-    if config.advertise.port() == 0 {
-        config.advertise.set_port(bound.port());
-    }
-    if config.advertise.ip().is_unspecified() {
-        config.advertise.set_ip(bound.ip());
-    }
+    config.advertise = resolve_advertise(config.advertise, bound);
     let advertise = config.advertise;
+    let (advertised_tx, advertised_rx) = watch::channel(advertise);
     let (tx, rx) = mpsc::unbounded_channel();
     let (exit_tx, exit_rx) = watch::channel(false);
     let thread = std::thread::Builder::new()
@@ -215,7 +220,7 @@ pub fn spawn(mut config: EngineConfig, metrics: Arc<Metrics>) -> io::Result<Runn
                         return;
                     }
                 };
-                let engine = Engine::new(config, metrics, socket, exit_tx);
+                let engine = Engine::new(config, metrics, socket, bound, advertised_tx, exit_tx);
                 engine.run(rx).await;
             });
         })?;
@@ -223,11 +228,23 @@ pub fn spawn(mut config: EngineConfig, metrics: Arc<Metrics>) -> io::Result<Runn
     Ok(Running {
         handle: MediaHandle {
             tx,
-            media_addr: advertise,
+            advertised: advertised_rx,
         },
         stopped: exit_rx,
         thread,
     })
+}
+
+/// The address to advertise for `requested`: a port of 0 or an unspecified IP take the bound
+/// socket's.
+fn resolve_advertise(mut requested: SocketAddr, bound: SocketAddr) -> SocketAddr {
+    if requested.port() == 0 {
+        requested.set_port(bound.port());
+    }
+    if requested.ip().is_unspecified() {
+        requested.set_ip(bound.ip());
+    }
+    requested
 }
 
 /// Random bytes from the OS, hex-encoded (ICE credentials, keys). No fallback: a guessable
@@ -256,14 +273,16 @@ impl Engine {
         config: EngineConfig,
         metrics: Arc<Metrics>,
         socket: UdpSocket,
+        bound: SocketAddr,
+        advertised: watch::Sender<SocketAddr>,
         exit: watch::Sender<bool>,
     ) -> Self {
-        let local = config.advertise;
         Self {
             config,
             metrics,
             socket,
-            local,
+            bound,
+            advertised,
             peers: Vec::new(),
             free: Vec::new(),
             demux: Demux::default(),
@@ -358,7 +377,7 @@ impl Engine {
         let message = TaggedBytesMut {
             now: Instant::now(),
             transport: TransportContext {
-                local_addr: self.local,
+                local_addr: p.local,
                 peer_addr: from,
                 ecn: None,
                 transport_protocol: TransportProtocol::UDP,
@@ -452,11 +471,13 @@ impl Engine {
             .with_interceptor_registry(registry)
             .build(Instant::now())
             .map_err(|e| e.to_string())?;
+        // The address advertised now; the connection keeps it even if it changes later.
+        let local = self.config.advertise;
         let candidate = CandidateHostConfig {
             base_config: CandidateConfig {
                 network: "udp".to_owned(),
-                address: self.local.ip().to_string(),
-                port: self.local.port(),
+                address: local.ip().to_string(),
+                port: local.port(),
                 component: 1,
                 ..Default::default()
             },
@@ -478,6 +499,7 @@ impl Engine {
             owner,
             role,
             ufrag,
+            local,
             connected_at: None,
         });
         Ok(key)
@@ -558,9 +580,23 @@ impl Engine {
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            Command::Advertise(requested) => self.set_advertise(requested),
             Command::Shutdown => return false,
         }
         true
+    }
+
+    /// Advertises `requested` to peer connections built from now on. Existing connections
+    /// keep the address their host candidate carries (see [`Peer::local`]): it is in their
+    /// clients' SDP already, ICE accepts datagrams only on a local candidate it knows, and
+    /// moving a live connection would take an ICE restart.
+    fn set_advertise(&mut self, requested: SocketAddr) {
+        let advertise = resolve_advertise(requested, self.bound);
+        if advertise != self.config.advertise {
+            tracing::info!(from = %self.config.advertise, to = %advertise, "advertised media address changed");
+            self.config.advertise = advertise;
+        }
+        self.advertised.send_replace(advertise);
     }
 
     /// Once a second: bitrates, drain progress. True when the process should exit.
@@ -638,6 +674,7 @@ impl Engine {
             participants: self.participants.len() as u32,
             bitrate_in_bps: self.bitrate_in,
             bitrate_out_bps: self.bitrate_out,
+            advertise: self.config.advertise.to_string(),
             room_list: rooms,
         }
     }

@@ -32,7 +32,7 @@ pub mod tracks;
 use std::net::SocketAddr;
 
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::admission::Refusal;
 use crate::token::Grants;
@@ -197,6 +197,12 @@ pub enum Command {
     CloseRoom(String, oneshot::Sender<usize>),
     /// A snapshot of the node's state.
     Status(oneshot::Sender<engine::Status>),
+    /// Advertise another media address (the operator learnt the one clients can reach: a node
+    /// port on the Kubernetes node's external IP, a load balancer's address). Peer connections
+    /// built from then on put it in their host candidate; existing ones keep the address they
+    /// were built with, which their clients already reach. A port of 0 or an unspecified IP
+    /// stand for the bound socket's, as at start.
+    Advertise(SocketAddr),
     /// Stop the loop.
     Shutdown,
 }
@@ -205,11 +211,17 @@ pub enum Command {
 #[derive(Clone, Debug)]
 pub struct MediaHandle {
     tx: mpsc::UnboundedSender<Command>,
-    /// The advertised media address.
-    pub media_addr: SocketAddr,
+    /// The advertised media address, as the loop last set it.
+    advertised: watch::Receiver<SocketAddr>,
 }
 
 impl MediaHandle {
+    /// The media address new peer connections advertise now. It changes with
+    /// [`Command::Advertise`] once the loop has handled the command.
+    pub fn media_addr(&self) -> SocketAddr {
+        *self.advertised.borrow()
+    }
+
     /// Sends a command; false if the loop has stopped.
     pub fn send(&self, command: Command) -> bool {
         self.tx.send(command).is_ok()

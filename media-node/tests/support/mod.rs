@@ -134,7 +134,7 @@ impl Node {
         Self {
             signaling,
             admin,
-            media: handle.media_addr,
+            media: handle.media_addr(),
             handle,
             key,
             stopped: running.stopped,

@@ -3,11 +3,13 @@
 //! operator writes can be checked without a cluster.
 //!
 //! - [`labels`]: the labels and names every object carries;
+//! - [`node`]: a fleet's media nodes, and the template revision;
 //! - [`pod`]: a media node's pod;
 //! - [`service`]: a media node's Service (NodePort or LoadBalancer exposure);
 //! - [`secrets`]: the fleet's join token key and admin token.
 
 pub mod labels;
+pub mod node;
 pub mod pod;
 pub mod secrets;
 pub mod service;

@@ -177,10 +177,13 @@ fn container(fleet: &MediaFleet, external: ExternalPort, env_vars: Vec<EnvVar>) 
                 host_port,
                 ..Default::default()
             },
+            // In HostPort mode signaling gets the same number as media: TCP and UDP ports
+            // are separate spaces, and one number per node is easier to open in firewalls.
             ContainerPort {
                 name: Some("signaling".into()),
                 container_port: SIGNALING_PORT,
                 protocol: Some("TCP".into()),
+                host_port,
                 ..Default::default()
             },
             ContainerPort {

@@ -1,4 +1,5 @@
-//! Talking to media nodes' admin API: the rooms a node may host, and closing a room.
+//! Talking to media nodes' admin API: their status and rooms (polled), the rooms a node may
+//! host, drains, the advertised address, and closing a room.
 
 use std::future::Future;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
 
 /// Where a node's admin API is, and its bearer token.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +41,77 @@ pub enum AdminError {
         /// Body.
         body: String,
     },
+    /// The node answered something that is not what the admin API returns.
+    #[error("{url}: unexpected answer: {message}")]
+    Malformed {
+        /// URL called.
+        url: String,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// What a node says of itself (`GET /v1/status`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatusReport {
+    /// `Ready`, `Draining` or `Drained`.
+    pub phase: String,
+    /// Seconds left before the drain deadline.
+    #[serde(default)]
+    pub drain_deadline_seconds: Option<u64>,
+    /// Participant slots.
+    #[serde(default)]
+    pub capacity_slots: u32,
+    /// Slots reserved by assigned rooms.
+    #[serde(default)]
+    pub reserved_slots: u32,
+    /// Slots in use.
+    #[serde(default)]
+    pub used_slots: u32,
+    /// Live rooms.
+    #[serde(default)]
+    pub rooms: u32,
+    /// Connected participants.
+    #[serde(default)]
+    pub participants: u32,
+    /// Media in, bits per second.
+    #[serde(default)]
+    pub bitrate_in_bps: u64,
+    /// Media out, bits per second.
+    #[serde(default)]
+    pub bitrate_out_bps: u64,
+    /// The media address the node advertises (absent on nodes that do not report it).
+    #[serde(default)]
+    pub advertise: Option<String>,
+}
+
+/// One live room on a node (`GET /v1/rooms`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomReport {
+    /// Room name.
+    pub name: String,
+    /// Participants connected.
+    #[serde(default)]
+    pub participants: u32,
+    /// Tracks published.
+    #[serde(default)]
+    pub tracks: u32,
+}
+
+#[derive(Deserialize)]
+struct RoomsReport {
+    rooms: Vec<RoomReport>,
+}
+
+/// One poll of a node: its status and its live rooms.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeReport {
+    /// Status.
+    pub status: NodeStatusReport,
+    /// Live rooms.
+    pub rooms: Vec<RoomReport>,
 }
 
 /// The admin calls the operator makes; a trait so controllers can be tested without nodes.
@@ -54,6 +127,25 @@ pub trait NodeAdmin: Send + Sync + 'static {
         &self,
         target: &AdminTarget,
         room: &str,
+    ) -> impl Future<Output = Result<(), AdminError>> + Send;
+    /// Reads the node's status and live rooms.
+    fn report(
+        &self,
+        target: &AdminTarget,
+    ) -> impl Future<Output = Result<NodeReport, AdminError>> + Send;
+    /// Starts a drain (no new room), with the time left before the deadline.
+    fn drain(
+        &self,
+        target: &AdminTarget,
+        deadline: Option<Duration>,
+    ) -> impl Future<Output = Result<(), AdminError>> + Send;
+    /// Cancels a drain.
+    fn undrain(&self, target: &AdminTarget) -> impl Future<Output = Result<(), AdminError>> + Send;
+    /// Sets the media address the node advertises to new peers.
+    fn advertise(
+        &self,
+        target: &AdminTarget,
+        media: &str,
     ) -> impl Future<Output = Result<(), AdminError>> + Send;
 }
 
@@ -81,7 +173,7 @@ impl HttpAdmin {
         target: &AdminTarget,
         path: &str,
         body: Option<serde_json::Value>,
-    ) -> Result<(), AdminError> {
+    ) -> Result<Bytes, AdminError> {
         let url = format!("{}{path}", target.url.trim_end_matches('/'));
         let unreachable = |message: String| AdminError::Unreachable {
             url: url.clone(),
@@ -106,19 +198,30 @@ impl HttpAdmin {
             .map_err(|_| unreachable(format!("no answer within {:?}", self.timeout)))?
             .map_err(|e| unreachable(e.to_string()))?;
         let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let body = response
-            .into_body()
-            .collect()
+        let body = tokio::time::timeout(self.timeout, response.into_body().collect())
             .await
-            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-            .unwrap_or_default();
+            .map_err(|_| unreachable(format!("no answer within {:?}", self.timeout)))?
+            .map_err(|e| unreachable(e.to_string()))?
+            .to_bytes();
+        if status.is_success() {
+            return Ok(body);
+        }
         Err(AdminError::Refused {
             url,
             status: status.as_u16(),
-            body,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        target: &AdminTarget,
+        path: &str,
+    ) -> Result<T, AdminError> {
+        let body = self.call(http::Method::GET, target, path, None).await?;
+        serde_json::from_slice(&body).map_err(|e| AdminError::Malformed {
+            url: format!("{}{path}", target.url.trim_end_matches('/')),
+            message: e.to_string(),
         })
     }
 }
@@ -140,6 +243,7 @@ impl NodeAdmin for HttpAdmin {
             Some(serde_json::json!({ "rooms": rooms })),
         )
         .await
+        .map(drop)
     }
 
     async fn close_room(&self, target: &AdminTarget, room: &str) -> Result<(), AdminError> {
@@ -150,5 +254,46 @@ impl NodeAdmin for HttpAdmin {
             None,
         )
         .await
+        .map(drop)
+    }
+
+    async fn report(&self, target: &AdminTarget) -> Result<NodeReport, AdminError> {
+        let status: NodeStatusReport = self.get(target, "/v1/status").await?;
+        let rooms: RoomsReport = self.get(target, "/v1/rooms").await?;
+        Ok(NodeReport {
+            status,
+            rooms: rooms.rooms,
+        })
+    }
+
+    async fn drain(
+        &self,
+        target: &AdminTarget,
+        deadline: Option<Duration>,
+    ) -> Result<(), AdminError> {
+        let body = deadline.map_or_else(
+            || serde_json::json!({}),
+            |d| serde_json::json!({ "deadlineSeconds": d.as_secs() }),
+        );
+        self.call(http::Method::POST, target, "/v1/drain", Some(body))
+            .await
+            .map(drop)
+    }
+
+    async fn undrain(&self, target: &AdminTarget) -> Result<(), AdminError> {
+        self.call(http::Method::DELETE, target, "/v1/drain", None)
+            .await
+            .map(drop)
+    }
+
+    async fn advertise(&self, target: &AdminTarget, media: &str) -> Result<(), AdminError> {
+        self.call(
+            http::Method::PUT,
+            target,
+            "/v1/advertise",
+            Some(serde_json::json!({ "media": media })),
+        )
+        .await
+        .map(drop)
     }
 }

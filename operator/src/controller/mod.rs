@@ -3,14 +3,61 @@
 //! nodes' admin API).
 //!
 //! - [`context`]: what every reconcile shares (client, caches, placements, recorder);
+//! - [`fleet`]: keeps each zone's media nodes at the desired count, writes fleet status;
+//! - [`node`]: a media node's pod, exposure, drain and status;
 //! - [`room`]: places rooms, tells their node, writes their status;
+//! - [`poll`]: reads every media node's admin API on a short period;
 //! - [`admin`]: the media nodes' admin API.
 
 pub mod admin;
 pub mod context;
+pub mod fleet;
+pub mod node;
+pub mod poll;
 pub mod room;
 
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::ResourceExt;
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer;
+use ruche_crds::MediaFleet;
+
+use crate::state::placements::Synced;
+
+/// Records an event on an object. An event that cannot be written is not worth failing a
+/// reconcile for: it is logged and dropped.
+pub async fn publish(
+    recorder: &Recorder,
+    object: &ObjectReference,
+    type_: EventType,
+    (action, reason): (&str, &str),
+    note: &str,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.into()),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, object).await {
+        tracing::debug!(error = %e, "event not recorded");
+    }
+}
+
+/// Logs what a placement sync did besides catching up.
+pub fn log_sync(fleet: &MediaFleet, synced: &Synced) {
+    let name = fleet.name_any();
+    for p in &synced.problems {
+        tracing::warn!(fleet = %name, "{p}");
+    }
+    for (room, from, to) in &synced.moved {
+        tracing::info!(fleet = %name, %room, %from, %to, "room moved off a failed node");
+    }
+    for (room, why) in &synced.stranded {
+        tracing::warn!(fleet = %name, %room, "room of a failed node fits nowhere: {why}");
+    }
+}
 
 /// Why a reconcile failed; retried with backoff.
 #[derive(Debug, thiserror::Error)]

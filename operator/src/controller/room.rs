@@ -7,13 +7,13 @@
 //! so a participant never reaches a node that would refuse the room.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
@@ -24,6 +24,7 @@ use super::Error;
 use super::admin::{AdminTarget, NodeAdmin};
 use super::context::Context;
 use crate::build::labels::MANAGER;
+use crate::core::room_lifecycle::{self, RoomView};
 use crate::state::placements::Decision;
 use crate::state::world::room_key;
 
@@ -56,12 +57,10 @@ pub async fn reconcile<A: NodeAdmin>(
 }
 
 /// What to do when a reconcile fails: retry soon.
-pub fn error_policy<A: NodeAdmin>(
-    _room: Arc<Room>,
-    error: &Error,
-    _ctx: Arc<Context<A>>,
-) -> Action {
+#[allow(clippy::needless_pass_by_value)] // the signature `Controller::run` asks for
+pub fn error_policy<A: NodeAdmin>(_room: Arc<Room>, error: &Error, ctx: Arc<Context<A>>) -> Action {
     tracing::warn!(%error, "room reconcile failed");
+    ctx.metrics.failed("room", error.metric_label());
     Action::requeue(Duration::from_secs(5))
 }
 
@@ -115,16 +114,14 @@ pub async fn apply<A: NodeAdmin>(room: &Room, ctx: &Context<A>) -> Result<Action
         let nodes = ctx.nodes.state();
         let rooms = ctx.rooms.state();
         let mut placements = ctx.placements();
-        let problems = placements
+        let synced = placements
             .sync(
                 &fleet,
                 nodes.iter().map(AsRef::as_ref),
                 rooms.iter().map(AsRef::as_ref),
             )
             .map_err(|e| Error::Invalid(e.to_string()))?;
-        for p in problems {
-            tracing::warn!(fleet = %fleet.name_any(), "{p}");
-        }
+        super::log_sync(&fleet, &synced);
         placements.decide(&fleet, room)
     };
     match decision {
@@ -199,7 +196,7 @@ async fn placed<A: NodeAdmin>(
             .admin
             .assign(
                 &AdminTarget {
-                    url: admin_url,
+                    url: admin_url.clone(),
                     token,
                 },
                 &rooms,
@@ -215,11 +212,28 @@ async fn placed<A: NodeAdmin>(
     status.node = Some(node.to_string());
     status.zone = Some(zone.to_string());
     status.endpoint = Some(endpoint);
-    if status.phase == RoomPhase::Pending {
-        status.phase = RoomPhase::Scheduled;
-    }
     if fresh || status.scheduled_at.is_none() {
         status.scheduled_at = Some(now());
+    }
+    let moved_from = current.node.as_deref().filter(|old| *old != node);
+    if moved_from.is_some() {
+        // Its clients reconnect at the new endpoint: count the room as empty from now on.
+        ctx.live().forget_room(&key);
+        status.scheduled_at = Some(now());
+    }
+    let live = ctx.live().room(&key).unwrap_or_default();
+    let view = RoomView {
+        placed: true,
+        migrating: false,
+        participants: live.participants,
+        empty_for: (live.participants == 0)
+            .then(|| empty_for(live.last_occupied, status.scheduled_at.as_ref())),
+    };
+    status.participants = live.participants;
+    status.phase = room_lifecycle::phase(view);
+    let empty_timeout = Duration::from(room.spec.empty_timeout);
+    if room_lifecycle::should_close(view, empty_timeout) {
+        return close(room, ctx, fleet, node, &admin_url, status).await;
     }
     status.conditions.set_condition(condition(
         condition_status::TRUE,
@@ -234,6 +248,11 @@ async fn placed<A: NodeAdmin>(
         return Err(e);
     }
     if fresh {
+        if let Some(created) = room.meta().creation_timestamp.as_ref() {
+            let waited = Timestamp::now().duration_since(created.0);
+            ctx.metrics
+                .scheduled(Duration::try_from(waited).unwrap_or_default());
+        }
         publish(
             ctx,
             room,
@@ -242,8 +261,68 @@ async fn placed<A: NodeAdmin>(
             &format!("placed on media node {node} in zone {zone}"),
         )
         .await;
+    } else if let Some(old) = moved_from {
+        publish(
+            ctx,
+            room,
+            EventType::Warning,
+            "Moved",
+            &format!("moved from media node {old} to {node} in zone {zone}: clients rejoin at the new endpoint"),
+        )
+        .await;
     }
-    Ok(Action::requeue(RESYNC))
+    // An empty room is looked at again when its timeout runs out.
+    Ok(Action::requeue(match view.empty_for {
+        Some(empty) => empty_timeout
+            .saturating_sub(empty)
+            .clamp(Duration::from_secs(1), RESYNC),
+        None => RESYNC,
+    }))
+}
+
+/// How long a room has been empty: since the last poll that saw someone in it, or since its
+/// placement if nobody ever came (the placement time survives an operator restart).
+fn empty_for(last_occupied: Option<Instant>, scheduled_at: Option<&Time>) -> Duration {
+    match last_occupied {
+        Some(at) => at.elapsed(),
+        None => scheduled_at
+            .map(|t| Timestamp::now().duration_since(t.0))
+            .and_then(|d| Duration::try_from(d).ok())
+            .unwrap_or_default(),
+    }
+}
+
+/// Closes an empty room whose timeout ran out: off its node's list, sessions ended, Closed.
+async fn close<A: NodeAdmin>(
+    room: &Room,
+    ctx: &Context<A>,
+    fleet: &MediaFleet,
+    node: &str,
+    admin_url: &str,
+    mut status: RoomStatus,
+) -> Result<Action, Error> {
+    let key = room_key(room);
+    let target = AdminTarget {
+        url: admin_url.to_string(),
+        token: ctx.admin_token(fleet).await?,
+    };
+    ctx.placements().release(fleet, &key);
+    let rooms = ctx.placements().assignments(fleet, node);
+    ctx.admin.assign(&target, &rooms).await?;
+    ctx.admin.close_room(&target, &room.name_any()).await?;
+    ctx.live().forget_room(&key);
+    status.phase = RoomPhase::Closed;
+    status.participants = 0;
+    let message = format!("closed: nobody for {}", room.spec.empty_timeout.clone());
+    status.conditions.set_condition(condition(
+        condition_status::FALSE,
+        "Closed",
+        message.clone(),
+        room.meta().generation,
+    ));
+    write_status(room, ctx, &status).await?;
+    publish(ctx, room, EventType::Normal, "Closed", &message).await;
+    Ok(Action::await_change())
 }
 
 async fn write_pending<A: NodeAdmin>(
@@ -268,6 +347,9 @@ async fn write_status<A: NodeAdmin>(
     ctx: &Context<A>,
     status: &RoomStatus,
 ) -> Result<(), Error> {
+    if room.status.as_ref() == Some(status) {
+        return Ok(());
+    }
     let api: Api<Room> = Api::namespaced(ctx.client.clone(), &room.namespace().unwrap_or_default());
     let patch =
         serde_json::json!({ "apiVersion": "ruche.dev/v1alpha1", "kind": "Room", "status": status });
@@ -287,17 +369,14 @@ async fn publish<A: NodeAdmin>(
     reason: &str,
     note: &str,
 ) {
-    let event = Event {
+    super::publish(
+        &ctx.recorder,
+        &room.object_ref(&()),
         type_,
-        reason: reason.into(),
-        note: Some(note.into()),
-        action: "Place".into(),
-        secondary: None,
-    };
-    // An event that cannot be written is not worth failing the reconcile for.
-    if let Err(e) = ctx.recorder.publish(&event, &room.object_ref(&())).await {
-        tracing::debug!(error = %e, "event not recorded");
-    }
+        ("Place", reason),
+        note,
+    )
+    .await;
 }
 
 /// A deleted room: closed on its node and forgotten.

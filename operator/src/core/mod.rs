@@ -13,12 +13,14 @@
 //! - [`fleet_plan`]: which nodes to create, drain, undrain or delete to get there.
 //! - [`health`]: a node's phase from its pod and its admin API.
 //! - [`room_lifecycle`]: a room's phase, and when an empty room closes.
+//! - [`leader`]: leader election: create, renew, take over, wait or step down, from the Lease.
 
 pub mod action;
 pub mod failover;
 pub mod fleet_plan;
 pub mod health;
 pub mod ids;
+pub mod leader;
 pub mod load;
 pub mod placement;
 pub mod request;

@@ -15,7 +15,21 @@ use ruche_crds::{MediaFleet, MediaNode, NodePhase, Room};
 use super::world::{self, room_key};
 use crate::core::request::UnknownZones;
 use crate::core::snapshot::RulesError;
-use crate::core::{Action, RoomKey, Snapshot, Unschedulable, place};
+use crate::core::{Action, RoomKey, Snapshot, Unschedulable, failover, place};
+
+/// A room moved off a failed node: room, node left, node now hosting it.
+pub type Move = (RoomKey, String, String);
+
+/// What a sync did besides catching up.
+#[derive(Debug, Default)]
+pub struct Synced {
+    /// Objects that could not be taken into account, in words.
+    pub problems: Vec<String>,
+    /// Rooms moved off failed nodes: room, node left, node now hosting it.
+    pub moved: Vec<Move>,
+    /// Rooms of failed nodes that no node could take, with why: they are Pending again.
+    pub stranded: Vec<(RoomKey, Unschedulable)>,
+}
 
 /// A fleet's identity: `namespace/name`.
 pub fn fleet_key(fleet: &MediaFleet) -> String {
@@ -58,12 +72,13 @@ pub struct Placements {
 impl Placements {
     /// Brings a fleet's snapshot up to date with its spec and its nodes. Built from the rooms'
     /// status the first time (and after a spec change, keeping the placements made since).
+    /// Rooms on nodes that have failed are placed again at once (see [`failover`]).
     pub fn sync<'a>(
         &mut self,
         fleet: &MediaFleet,
         nodes: impl IntoIterator<Item = &'a MediaNode> + Clone,
         rooms: impl IntoIterator<Item = &'a Room>,
-    ) -> Result<Vec<String>, RulesError> {
+    ) -> Result<Synced, RulesError> {
         let key = fleet_key(fleet);
         let generation = fleet.metadata.generation;
         let mut problems = Vec::new();
@@ -87,15 +102,30 @@ impl Placements {
             );
         }
         let Some(fleet_state) = self.fleets.get_mut(&key) else {
-            return Ok(problems);
+            return Ok(Synced {
+                problems,
+                ..Synced::default()
+            });
         };
-        sync_nodes(
-            &mut fleet_state.snapshot,
-            &fleet.name_any(),
-            nodes,
-            &mut problems,
-        );
-        Ok(problems)
+        let snapshot = &mut fleet_state.snapshot;
+        sync_nodes(snapshot, &fleet.name_any(), nodes, &mut problems);
+        let (moved, stranded) = fail_over(snapshot);
+        Ok(Synced {
+            problems,
+            moved,
+            stranded,
+        })
+    }
+
+    /// Rooms placed per node of a fleet (after a [`Self::sync`]).
+    pub fn rooms_per_node(&self, fleet: &MediaFleet) -> HashMap<String, u32> {
+        self.snapshot(fleet)
+            .map(|s| {
+                s.nodes()
+                    .map(|(_, n)| (n.name.to_string(), n.rooms))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Places a room (or says where it already is). Call [`Self::sync`] first.
@@ -202,6 +232,35 @@ fn carry_over(old: &Snapshot, new: &mut Snapshot) {
             });
         }
     }
+}
+
+/// Moves the rooms of Failed nodes elsewhere, and releases those that fit nowhere.
+fn fail_over(snapshot: &mut Snapshot) -> (Vec<Move>, Vec<(RoomKey, Unschedulable)>) {
+    let failed: Vec<_> = snapshot
+        .nodes()
+        .filter(|(_, n)| n.phase == NodePhase::Failed && n.rooms > 0)
+        .map(|(id, _)| id)
+        .collect();
+    if failed.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let plan = failover(snapshot, &failed);
+    for action in &plan.actions {
+        // The plan was made against this snapshot: every action applies.
+        let _ = snapshot.apply(action);
+    }
+    let name = |id| {
+        snapshot
+            .node(id)
+            .map(|n| n.name.to_string())
+            .unwrap_or_default()
+    };
+    let moved = plan
+        .moved
+        .into_iter()
+        .map(|(room, from, to)| (room, name(from), name(to)))
+        .collect();
+    (moved, plan.stranded)
 }
 
 /// Applies the node cache to the snapshot: new nodes, phases, drains and load.

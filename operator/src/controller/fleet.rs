@@ -1,0 +1,326 @@
+//! The fleet controller: keeps each zone's `MediaNode`s at the count [`crate::core::sizing`]
+//! asks for (the zones' bounds and `spec.replicas`, which `kubectl scale` sets), through the
+//! changes [`crate::core::fleet_plan`] decides; creates the fleet's Secrets when absent; and
+//! writes the fleet's status: nodes by phase, zone and revision, capacity and use per zone,
+//! and conditions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use ruche_crds::{DrainRequest, MediaFleet, MediaFleetStatus, MediaNode, NodePhase};
+
+use super::Error;
+use super::admin::NodeAdmin;
+use super::context::Context;
+use super::node::delete_pod;
+use crate::build::labels::{self, MANAGER};
+use crate::build::node::{free_index, index_of, media_node};
+use crate::build::secrets::{self, random_text};
+use crate::core::fleet_plan::{DrainCause, FleetAction, NodeView, plan};
+use crate::core::sizing::desired_nodes;
+use crate::state::fleet_status::fleet_status;
+use crate::state::placements::fleet_key;
+use crate::state::world::rules;
+
+/// How often a fleet is looked at again when nothing changes.
+pub const RESYNC: Duration = Duration::from_secs(30);
+
+/// Reconciles one fleet.
+pub async fn reconcile<A: NodeAdmin>(
+    fleet: Arc<MediaFleet>,
+    ctx: Arc<Context<A>>,
+) -> Result<Action, Error> {
+    let ns = fleet.namespace().ok_or_else(|| {
+        Error::Invalid(format!("MediaFleet {} has no namespace", fleet.name_any()))
+    })?;
+    if fleet.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    ensure_secrets(&fleet, &ctx, &ns).await?;
+
+    let name = fleet.name_any();
+    let nodes: Vec<Arc<MediaNode>> = ctx
+        .nodes
+        .state()
+        .into_iter()
+        .filter(|n| n.spec.fleet == name && n.namespace().as_deref() == Some(&ns))
+        .collect();
+    let rooms_per_node = {
+        let all_nodes = ctx.nodes.state();
+        let rooms = ctx.rooms.state();
+        let mut placements = ctx.placements();
+        let synced = placements
+            .sync(
+                &fleet,
+                all_nodes.iter().map(AsRef::as_ref),
+                rooms.iter().map(AsRef::as_ref),
+            )
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        super::log_sync(&fleet, &synced);
+        placements.rooms_per_node(&fleet)
+    };
+
+    let key = fleet_key(&fleet);
+    let now = Instant::now();
+    let (pending, deleting) =
+        ctx.expectations()
+            .settle(&key, |n| nodes.iter().any(|m| m.name_any() == n), now);
+    let zone_index: HashMap<&str, usize> = fleet
+        .spec
+        .zones
+        .iter()
+        .enumerate()
+        .map(|(i, z)| (z.name.as_str(), i))
+        .collect();
+    let mut views: Vec<NodeView> = nodes
+        .iter()
+        .filter(|n| !deleting.contains(&n.name_any()) && n.meta().deletion_timestamp.is_none())
+        .map(|n| NodeView {
+            name: n.name_any(),
+            zone: zone_index.get(n.spec.zone.as_str()).copied(),
+            phase: n.status.as_ref().map(|s| s.phase).unwrap_or_default(),
+            drain: n
+                .spec
+                .drain
+                .as_ref()
+                .map(|d| DrainCause::parse(d.reason.as_deref())),
+            rooms: rooms_per_node.get(&n.name_any()).copied().unwrap_or(0),
+        })
+        .collect();
+    views.extend(pending.iter().map(|p| NodeView {
+        name: p.name.clone(),
+        zone: Some(p.zone),
+        phase: NodePhase::Pending,
+        drain: None,
+        rooms: 0,
+    }));
+
+    let desired = desired_nodes(&rules(&fleet).zones, fleet.spec.replicas);
+    let mut used_indexes: Vec<u32> = nodes.iter().filter_map(|n| index_of(n)).collect();
+    used_indexes.extend(pending.iter().map(|p| p.index));
+    for action in plan(&desired, &views) {
+        apply(&fleet, &ctx, &ns, &action, &mut used_indexes).await?;
+    }
+
+    let status = {
+        let placements = ctx.placements();
+        fleet_status(&fleet, &nodes, placements.snapshot(&fleet), &desired)
+    };
+    write_status(&fleet, &ctx, status).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+async fn apply<A: NodeAdmin>(
+    fleet: &MediaFleet,
+    ctx: &Context<A>,
+    ns: &str,
+    action: &FleetAction,
+    used_indexes: &mut Vec<u32>,
+) -> Result<(), Error> {
+    let api: Api<MediaNode> = Api::namespaced(ctx.client.clone(), ns);
+    let key = fleet_key(fleet);
+    match action {
+        FleetAction::Create { zone } => {
+            let zone_name = fleet
+                .spec
+                .zones
+                .get(*zone)
+                .map(|z| z.name.clone())
+                .unwrap_or_default();
+            let index = free_index(used_indexes.iter().copied());
+            used_indexes.push(index);
+            let node =
+                media_node(fleet, &zone_name, index).map_err(|e| Error::Invalid(e.to_string()))?;
+            match api.create(&PostParams::default(), &node).await {
+                Ok(_) => {}
+                // A node of that name is still being deleted; the next pass picks another index.
+                Err(kube::Error::Api(e)) if e.code == 409 => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+            ctx.expectations()
+                .created(&key, node.name_any(), *zone, index, Instant::now());
+            publish(
+                ctx,
+                fleet,
+                EventType::Normal,
+                "NodeCreated",
+                &format!("created media node {} in zone {zone_name}", node.name_any()),
+            )
+            .await;
+        }
+        FleetAction::Drain { node, cause } => {
+            let deadline = Timestamp::now()
+                .checked_add(
+                    SignedDuration::try_from(Duration::from(fleet.spec.rollout.drain_deadline))
+                        .unwrap_or(SignedDuration::from_hours(2)),
+                )
+                .unwrap_or_else(|_| Timestamp::now());
+            let drain = DrainRequest {
+                deadline: Some(Time(deadline)),
+                mode: fleet.spec.rollout.at_deadline,
+                reason: Some(cause.as_str().into()),
+            };
+            api.patch(
+                node,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "spec": { "drain": drain } })),
+            )
+            .await?;
+            publish(
+                ctx,
+                fleet,
+                EventType::Normal,
+                "NodeDraining",
+                &format!("draining media node {node} ({cause})"),
+            )
+            .await;
+        }
+        FleetAction::Undrain { node } => {
+            api.patch(
+                node,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "spec": { "drain": null } })),
+            )
+            .await?;
+            publish(
+                ctx,
+                fleet,
+                EventType::Normal,
+                "NodeUndrained",
+                &format!("media node {node} serves again: the fleet needs it"),
+            )
+            .await;
+        }
+        FleetAction::Delete { node } => {
+            // Pod and Service first: owner references clean up after us on a full cluster, but
+            // not where no garbage collector runs, and a pod must never outlive its node.
+            delete_pod(ctx, ns, node).await?;
+            let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+            ignore_missing(
+                services
+                    .delete(&labels::service_name(node), &DeleteParams::default())
+                    .await,
+            )?;
+            ignore_missing(api.delete(node, &DeleteParams::default()).await)?;
+            ctx.expectations()
+                .deleted(&key, node.clone(), Instant::now());
+            ctx.live().forget(&format!("{ns}/{node}"));
+            publish(
+                ctx,
+                fleet,
+                EventType::Normal,
+                "NodeDeleted",
+                &format!("deleted media node {node}"),
+            )
+            .await;
+        }
+    }
+    Ok(())
+}
+
+fn ignore_missing<T>(result: Result<T, kube::Error>) -> Result<(), Error> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates the fleet's join key and admin token Secrets when absent; never overwrites them.
+async fn ensure_secrets<A: NodeAdmin>(
+    fleet: &MediaFleet,
+    ctx: &Context<A>,
+    ns: &str,
+) -> Result<(), Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let name = fleet.name_any();
+    let random = || random_text(64).map_err(|e| Error::Invalid(format!("no OS randomness: {e}")));
+    for (secret_name, build) in [
+        (
+            labels::join_key_secret(&name),
+            secrets::join_key as fn(&MediaFleet, String) -> _,
+        ),
+        (labels::admin_token_secret(&name), secrets::admin_token),
+    ] {
+        if api.get_opt(&secret_name).await?.is_some() {
+            continue;
+        }
+        let secret = build(fleet, random()?).map_err(|e| Error::Invalid(e.to_string()))?;
+        match api.create(&PostParams::default(), &secret).await {
+            Ok(_) => {
+                publish(
+                    ctx,
+                    fleet,
+                    EventType::Normal,
+                    "SecretCreated",
+                    &format!("created Secret {secret_name}"),
+                )
+                .await;
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+async fn write_status<A: NodeAdmin>(
+    fleet: &MediaFleet,
+    ctx: &Context<A>,
+    status: MediaFleetStatus,
+) -> Result<(), Error> {
+    if fleet.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<MediaFleet> =
+        Api::namespaced(ctx.client.clone(), &fleet.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": "ruche.dev/v1alpha1",
+        "kind": "MediaFleet",
+        "status": status,
+    });
+    api.patch_status(
+        &fleet.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn publish<A: NodeAdmin>(
+    ctx: &Context<A>,
+    fleet: &MediaFleet,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
+    super::publish(
+        &ctx.recorder,
+        &fleet.object_ref(&()),
+        type_,
+        ("Scale", reason),
+        note,
+    )
+    .await;
+}
+
+/// What to do when a reconcile fails: retry soon.
+#[allow(clippy::needless_pass_by_value)] // the signature `Controller::run` asks for
+pub fn error_policy<A: NodeAdmin>(
+    _fleet: Arc<MediaFleet>,
+    error: &Error,
+    ctx: Arc<Context<A>>,
+) -> Action {
+    tracing::warn!(%error, "fleet reconcile failed");
+    ctx.metrics.failed("fleet", error.metric_label());
+    Action::requeue(Duration::from_secs(5))
+}

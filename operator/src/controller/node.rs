@@ -1,0 +1,596 @@
+//! The media node controller: one pod per `MediaNode`, pinned to its zone, exposed without host
+//! networking (a per-node Service, or a host port the fleet allocated); its advertised address
+//! resolved from that exposure and pushed to the node; drain requests passed on to the node's
+//! admin API; and its phase, addresses and load written to its status, only when they change.
+//!
+//! The phase comes from [`crate::core::health`]: the pod's state and the polls of the admin
+//! API (see [`super::poll`]). A Failed node's pod is deleted; its rooms are placed again by the
+//! placement sync and the fleet replaces the node.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+use ruche_crds::common::condition_status;
+use ruche_crds::{
+    ConditionsExt, ExposureMode, MediaFleet, MediaNode, MediaNodeStatus, NodeAddressType,
+    NodeAddresses, NodeLoad, NodePhase,
+};
+
+use super::Error;
+use super::admin::{AdminTarget, NodeAdmin, NodeReport};
+use super::context::Context;
+use crate::build::labels::MANAGER;
+use crate::build::node::{INDEX, index_of};
+use crate::build::pod::{ADMIN_PORT, ExternalPort, SIGNALING_PORT, host_port, pod};
+use crate::build::service::service;
+use crate::core::health::{self, PodState, Polls, Reported};
+use crate::state::live::reported;
+
+/// The condition saying whether the node serves, and why not.
+pub const READY: &str = "Ready";
+
+/// The key of a node in the live view: `namespace/name`.
+pub fn node_key(node: &MediaNode) -> String {
+    format!(
+        "{}/{}",
+        node.namespace().unwrap_or_default(),
+        node.name_any()
+    )
+}
+
+/// Reconciles one media node.
+pub async fn reconcile<A: NodeAdmin>(
+    node: Arc<MediaNode>,
+    ctx: Arc<Context<A>>,
+) -> Result<Action, Error> {
+    let ns = node
+        .namespace()
+        .ok_or_else(|| Error::Invalid(format!("MediaNode {} has no namespace", node.name_any())))?;
+    if node.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let current = node.status.clone().unwrap_or_default();
+    let Some(fleet) = ctx
+        .fleets
+        .get(&ObjectRef::new(&node.spec.fleet).within(&ns))
+    else {
+        let mut status = current.clone();
+        status.conditions.set_condition(ready_condition(
+            false,
+            "FleetNotFound",
+            format!("no MediaFleet {} in namespace {ns}", node.spec.fleet),
+            node.meta().generation,
+        ));
+        write_status(&node, &ctx, &current, status).await?;
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    };
+    let now = Instant::now();
+    let key = node_key(&node);
+    let pod = ctx.pods.get(&ObjectRef::new(&node.name_any()).within(&ns));
+
+    // The phase first: a Failed node gets no new pod, and loses the one it has.
+    let pod_state = match pod.as_deref() {
+        None => PodState::Absent,
+        Some(p) => match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+            Some("Running") => PodState::Running {
+                since: ctx.live().running(&key, now),
+            },
+            Some("Failed" | "Succeeded") => PodState::Gone,
+            _ => PodState::Pending,
+        },
+    };
+    let (polls, report) = {
+        let live = ctx.live();
+        live.node(&key)
+            .map(|l| (l.polls, l.report.clone()))
+            .unwrap_or_default()
+    };
+    let mut phase = health::phase(current.phase, pod_state, polls, now, ctx.settings.health);
+
+    if phase == NodePhase::Failed {
+        if let Some(p) = &pod {
+            delete_pod(&ctx, &ns, &p.name_any()).await?;
+        }
+        let why = failure_reason(current.phase, pod_state, polls, &ctx, &key);
+        let mut status = current.clone();
+        status.phase = NodePhase::Failed;
+        status.observed_generation = node.meta().generation;
+        status.conditions.set_condition(ready_condition(
+            false,
+            "Failed",
+            why.clone(),
+            node.meta().generation,
+        ));
+        if write_status(&node, &ctx, &current, status).await? {
+            publish(&ctx, &node, EventType::Warning, "Failed", &why).await;
+        }
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    }
+
+    let external = external_port(&ctx, &fleet, &node).await?;
+    if pod.is_none() && phase != NodePhase::Drained {
+        create_pod(&ctx, &fleet, &node, external.port).await?;
+    }
+
+    let addresses = match pod.as_deref() {
+        Some(p) if pod_state_running(pod_state) => {
+            addresses(
+                &ctx,
+                &fleet,
+                p,
+                &external,
+                current.addresses.as_ref(),
+                &current,
+            )
+            .await?
+        }
+        _ => None,
+    };
+
+    // Tell the node what it must advertise and whether to drain.
+    if let (Some(report), Some(addrs)) = (&report, &addresses) {
+        let leaving = pod
+            .as_ref()
+            .is_some_and(|p| p.meta().deletion_timestamp.is_some());
+        instruct(&ctx, &fleet, &node, report, addrs, leaving).await?;
+    }
+    // A node is not Ready to anyone until clients can reach it.
+    if phase == NodePhase::Ready && addresses.as_ref().is_none_or(|a| a.media.is_none()) {
+        phase = NodePhase::Starting;
+    }
+
+    let status = next_status(
+        &node,
+        &current,
+        phase,
+        pod.as_deref(),
+        addresses,
+        report.as_ref(),
+    );
+    let phase_changed = current.phase != phase;
+    if write_status(&node, &ctx, &current, status).await? && phase_changed {
+        publish(
+            &ctx,
+            &node,
+            EventType::Normal,
+            phase.as_str(),
+            &format!("media node is {phase}"),
+        )
+        .await;
+    }
+    Ok(match phase {
+        NodePhase::Pending | NodePhase::Starting => Action::requeue(ctx.settings.poll_interval),
+        _ => Action::requeue(Duration::from_secs(60)),
+    })
+}
+
+/// The node's status after this reconcile.
+fn next_status(
+    node: &MediaNode,
+    current: &MediaNodeStatus,
+    phase: NodePhase,
+    pod: Option<&Pod>,
+    addresses: Option<NodeAddresses>,
+    report: Option<&NodeReport>,
+) -> MediaNodeStatus {
+    let mut status = current.clone();
+    status.observed_generation = node.meta().generation;
+    status.phase = phase;
+    status.pod = pod.map(ResourceExt::name_any);
+    status.addresses = addresses.or(current.addresses.clone());
+    if let Some(r) = report {
+        status.load = NodeLoad {
+            rooms: r.status.rooms,
+            participants: r.status.participants,
+            reserved_slots: r.status.reserved_slots,
+            used_slots: r.status.used_slots,
+            bitrate_in_bps: r.status.bitrate_in_bps,
+            bitrate_out_bps: r.status.bitrate_out_bps,
+        };
+    }
+    if phase == NodePhase::Draining && status.drain_started_at.is_none() {
+        status.drain_started_at = Some(Time(Timestamp::now()));
+    }
+    if node.spec.drain.is_none() && phase == NodePhase::Ready {
+        status.drain_started_at = None;
+    }
+    let (ready, reason, message) = match phase {
+        NodePhase::Ready => (true, "Ready", "taking rooms".to_string()),
+        NodePhase::Pending => (false, "PodPending", "waiting for its pod to run".into()),
+        NodePhase::Starting => (
+            false,
+            "Starting",
+            "its pod runs; waiting for its admin API and address".into(),
+        ),
+        NodePhase::Draining => (false, "Draining", "draining: no new room".into()),
+        NodePhase::Drained => (false, "Drained", "drained: no room left".into()),
+        NodePhase::Failed => (false, "Failed", String::new()),
+    };
+    status.conditions.set_condition(ready_condition(
+        ready,
+        reason,
+        message,
+        node.meta().generation,
+    ));
+    status
+}
+
+/// Pushes to the node what the operator decided: the address to advertise, and whether to
+/// drain. A pod being deleted drains on its own (SIGTERM): that drain is not cancelled.
+async fn instruct<A: NodeAdmin>(
+    ctx: &Context<A>,
+    fleet: &MediaFleet,
+    node: &MediaNode,
+    report: &NodeReport,
+    addrs: &NodeAddresses,
+    leaving: bool,
+) -> Result<(), Error> {
+    let target = AdminTarget {
+        url: addrs.admin.clone().unwrap_or_default(),
+        token: ctx.admin_token(fleet).await?,
+    };
+    if let Some(media) = &addrs.media
+        && report.status.advertise.as_ref().is_some_and(|a| a != media)
+    {
+        ctx.admin.advertise(&target, media).await?;
+    }
+    match (&node.spec.drain, reported(&report.status.phase)) {
+        (Some(drain), Some(Reported::Ready)) => {
+            let left = drain.deadline.as_ref().map(|d| {
+                let secs = d.0.as_second() - Timestamp::now().as_second();
+                Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+            });
+            ctx.admin.drain(&target, left).await?;
+        }
+        (None, Some(Reported::Draining)) if !leaving => ctx.admin.undrain(&target).await?,
+        _ => {}
+    }
+    Ok(())
+}
+
+fn pod_state_running(state: PodState) -> bool {
+    matches!(state, PodState::Running { .. })
+}
+
+/// Why a node failed, in words.
+fn failure_reason<A: NodeAdmin>(
+    previous: NodePhase,
+    pod: PodState,
+    polls: Polls,
+    ctx: &Context<A>,
+    key: &str,
+) -> String {
+    if previous == NodePhase::Failed {
+        return "failed earlier; the fleet replaces it".into();
+    }
+    let last_error = ctx
+        .live()
+        .node(key)
+        .and_then(|l| l.last_error.clone())
+        .unwrap_or_default();
+    match (pod, polls.last_ok) {
+        (PodState::Gone, _) => "its pod exited".into(),
+        (PodState::Absent | PodState::Pending, _) => "its pod disappeared".into(),
+        (PodState::Running { .. }, None) => format!(
+            "its admin API never answered within {:?}: {last_error}",
+            ctx.settings.health.startup_timeout
+        ),
+        (PodState::Running { .. }, Some(_)) => format!(
+            "its admin API has not answered for {:?}: {last_error}",
+            ctx.settings.health.failure_timeout
+        ),
+    }
+}
+
+fn ready_condition(
+    ready: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: READY.into(),
+        status: if ready {
+            condition_status::TRUE
+        } else {
+            condition_status::FALSE
+        }
+        .into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time: Time(Timestamp::now()),
+    }
+}
+
+/// The media port seen from outside, with the Service it comes from (if any).
+struct External {
+    port: ExternalPort,
+    /// The signaling port seen from outside, when it differs from the pod's.
+    signaling: u16,
+    /// A load balancer's address.
+    balancer: Option<String>,
+}
+
+/// Applies the node's Service (NodePort and LoadBalancer modes) and reads its ports; in
+/// HostPort mode, the port comes from the node's index in the fleet.
+async fn external_port<A: NodeAdmin>(
+    ctx: &Context<A>,
+    fleet: &MediaFleet,
+    node: &MediaNode,
+) -> Result<External, Error> {
+    let exposure = &fleet.spec.exposure;
+    if exposure.mode == ExposureMode::HostPort {
+        let index = index_of(node).ok_or_else(|| {
+            Error::Invalid(format!(
+                "MediaNode {} has no numeric {INDEX} label for its host port",
+                node.name_any()
+            ))
+        })?;
+        let port = host_port(fleet, index).map_err(|e| Error::Invalid(e.to_string()))?;
+        return Ok(External {
+            port: ExternalPort::Host(port),
+            signaling: port,
+            balancer: None,
+        });
+    }
+    let svc = service(fleet, node)
+        .map_err(|e| Error::Invalid(e.to_string()))?
+        .ok_or_else(|| Error::Invalid("a Service exposure built no Service".into()))?;
+    let api: Api<Service> =
+        Api::namespaced(ctx.client.clone(), &node.namespace().unwrap_or_default());
+    let applied = api
+        .patch(
+            &svc.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&svc),
+        )
+        .await?;
+    let node_port = |name: &str| {
+        applied
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_ref())
+            .and_then(|ports| ports.iter().find(|p| p.name.as_deref() == Some(name)))
+            .and_then(|p| p.node_port)
+            .and_then(|p| u16::try_from(p).ok())
+    };
+    let (Some(media), Some(signaling)) = (node_port("media"), node_port("signaling")) else {
+        return Err(Error::Invalid(format!(
+            "Service {} has no node ports yet",
+            svc.name_any()
+        )));
+    };
+    let balancer = applied
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .and_then(|i| i.first())
+        .and_then(|i| i.ip.clone().or_else(|| i.hostname.clone()));
+    if exposure.mode == ExposureMode::LoadBalancer
+        && let Some(addr) = balancer.as_deref().and_then(|b| b.parse::<IpAddr>().ok())
+    {
+        return Ok(External {
+            port: ExternalPort::Balancer(std::net::SocketAddr::new(addr, exposure.media_port)),
+            signaling: u16::try_from(SIGNALING_PORT).unwrap_or(7880),
+            balancer,
+        });
+    }
+    Ok(External {
+        port: ExternalPort::Node(media),
+        signaling,
+        balancer: balancer.filter(|_| exposure.mode == ExposureMode::LoadBalancer),
+    })
+}
+
+async fn create_pod<A: NodeAdmin>(
+    ctx: &Context<A>,
+    fleet: &MediaFleet,
+    node: &MediaNode,
+    external: ExternalPort,
+) -> Result<(), Error> {
+    let built = pod(fleet, node, external).map_err(|e| Error::Invalid(e.to_string()))?;
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &node.namespace().unwrap_or_default());
+    match api.create(&PostParams::default(), &built).await {
+        Ok(_) => {
+            publish(
+                ctx,
+                node,
+                EventType::Normal,
+                "PodCreated",
+                &format!(
+                    "created pod {} in zone {}",
+                    built.name_any(),
+                    node.spec.zone
+                ),
+            )
+            .await;
+            Ok(())
+        }
+        // Created by an earlier reconcile the cache has not shown yet.
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes a pod; one already gone is fine.
+pub async fn delete_pod<A: NodeAdmin>(ctx: &Context<A>, ns: &str, name: &str) -> Result<(), Error> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The node's addresses once its pod runs: admin on the pod IP; media and signaling where
+/// clients reach them (host or node port on the Kubernetes node's address, or the balancer).
+async fn addresses<A: NodeAdmin>(
+    ctx: &Context<A>,
+    fleet: &MediaFleet,
+    pod: &Pod,
+    external: &External,
+    known: Option<&NodeAddresses>,
+    current: &MediaNodeStatus,
+) -> Result<Option<NodeAddresses>, Error> {
+    let status = pod.status.as_ref();
+    let Some(pod_ip) = status.and_then(|s| s.pod_ip.clone()) else {
+        return Ok(None);
+    };
+    let admin = format!("http://{}:{ADMIN_PORT}", bracket(&pod_ip));
+    let host = match (&external.port, &external.balancer) {
+        (ExternalPort::Balancer(addr), _) => Some(addr.ip().to_string()),
+        (_, Some(balancer)) => Some(balancer.clone()),
+        _ => {
+            // The Kubernetes node's address does not change under a running pod: look it up
+            // once per pod.
+            let same_pod = current.pod.as_deref() == Some(&pod.name_any());
+            match known.and_then(|k| k.media.as_ref()).filter(|_| same_pod) {
+                Some(media) => media.rsplit_once(':').map(|(h, _)| h.to_string()),
+                None => node_address(ctx, fleet, pod).await?,
+            }
+        }
+    };
+    let Some(host) = host else {
+        return Ok(Some(NodeAddresses {
+            signaling: None,
+            media: None,
+            admin: Some(admin),
+        }));
+    };
+    let media_port = match external.port {
+        ExternalPort::Host(p) | ExternalPort::Node(p) => p,
+        ExternalPort::Balancer(addr) => addr.port(),
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    Ok(Some(NodeAddresses {
+        signaling: Some(format!("ws://{}:{}/ws", bracket(&host), external.signaling)),
+        media: Some(format!("{}:{media_port}", bracket(&host))),
+        admin: Some(admin),
+    }))
+}
+
+fn bracket(ip: &str) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    }
+}
+
+/// The address of the Kubernetes node a pod runs on, of the type the fleet asks for (an
+/// ExternalIP falls back to the InternalIP); the pod's `hostIP` when the node is unknown.
+async fn node_address<A: NodeAdmin>(
+    ctx: &Context<A>,
+    fleet: &MediaFleet,
+    pod: &Pod,
+) -> Result<Option<String>, Error> {
+    let host_ip = pod.status.as_ref().and_then(|s| s.host_ip.clone());
+    let Some(node_name) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+        return Ok(host_ip);
+    };
+    let api: Api<Node> = Api::all(ctx.client.clone());
+    let Some(k8s_node) = api.get_opt(&node_name).await? else {
+        return Ok(host_ip);
+    };
+    let addrs = k8s_node
+        .status
+        .and_then(|s| s.addresses)
+        .unwrap_or_default();
+    let find = |t: &str| {
+        addrs
+            .iter()
+            .find(|a| a.type_ == t)
+            .map(|a| a.address.clone())
+    };
+    let found = match fleet.spec.exposure.address_type {
+        NodeAddressType::ExternalIP => find("ExternalIP").or_else(|| find("InternalIP")),
+        NodeAddressType::InternalIP => find("InternalIP"),
+    };
+    Ok(found.or(host_ip))
+}
+
+/// Writes the status when it differs from the current one in anything but its timestamps;
+/// returns whether it wrote.
+async fn write_status<A: NodeAdmin>(
+    node: &MediaNode,
+    ctx: &Context<A>,
+    current: &MediaNodeStatus,
+    mut status: MediaNodeStatus,
+) -> Result<bool, Error> {
+    if same_status(current, &status) {
+        return Ok(false);
+    }
+    status.last_heartbeat = Some(Time(Timestamp::now()));
+    let api: Api<MediaNode> =
+        Api::namespaced(ctx.client.clone(), &node.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": "ruche.dev/v1alpha1",
+        "kind": "MediaNode",
+        "status": status,
+    });
+    api.patch_status(
+        &node.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Equal but for heartbeat, bitrates and condition timestamps: what is not worth a write.
+fn same_status(a: &MediaNodeStatus, b: &MediaNodeStatus) -> bool {
+    let strip = |s: &MediaNodeStatus| {
+        let mut s = s.clone();
+        s.last_heartbeat = None;
+        s.load.bitrate_in_bps = 0;
+        s.load.bitrate_out_bps = 0;
+        for c in &mut s.conditions {
+            c.last_transition_time = Time(Timestamp::UNIX_EPOCH);
+        }
+        s
+    };
+    strip(a) == strip(b)
+}
+
+async fn publish<A: NodeAdmin>(
+    ctx: &Context<A>,
+    node: &MediaNode,
+    type_: EventType,
+    reason: &str,
+    text: &str,
+) {
+    super::publish(
+        &ctx.recorder,
+        &node.object_ref(&()),
+        type_,
+        ("Reconcile", reason),
+        text,
+    )
+    .await;
+}
+
+/// What to do when a reconcile fails: retry soon.
+#[allow(clippy::needless_pass_by_value)] // the signature `Controller::run` asks for
+pub fn error_policy<A: NodeAdmin>(
+    _node: Arc<MediaNode>,
+    error: &Error,
+    ctx: Arc<Context<A>>,
+) -> Action {
+    tracing::warn!(%error, "media node reconcile failed");
+    ctx.metrics.failed("node", error.metric_label());
+    Action::requeue(Duration::from_secs(5))
+}

@@ -1,0 +1,98 @@
+//! Refreshes the gauges that describe the whole world (rooms by phase, nodes by fleet, zone
+//! and phase, slots per zone) from the caches and the placements, every few seconds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use ruche_crds::{NodePhase, RoomPhase};
+
+use crate::controller::admin::NodeAdmin;
+use crate::controller::context::Context;
+use crate::metrics::{NodePhaseLabel, RoomPhaseLabel, ZoneLabel};
+use crate::state::placements::fleet_key;
+
+/// How often the gauges are refreshed.
+pub const PERIOD: Duration = Duration::from_secs(5);
+
+/// Refreshes the gauges forever.
+pub async fn run<A: NodeAdmin>(ctx: Arc<Context<A>>) {
+    let mut tick = tokio::time::interval(PERIOD);
+    loop {
+        tick.tick().await;
+        refresh(&ctx);
+    }
+}
+
+/// Sets every gauge from the caches now. Series that no longer exist are set to zero rather
+/// than removed, so a dashboard sees them drop.
+pub fn refresh<A: NodeAdmin>(ctx: &Context<A>) {
+    let m = &ctx.metrics;
+    let mut rooms: HashMap<RoomPhase, i64> = RoomPhase::ALL.iter().map(|p| (*p, 0)).collect();
+    for room in ctx.rooms.state() {
+        let phase = room.status.as_ref().map(|s| s.phase).unwrap_or_default();
+        *rooms.entry(phase).or_default() += 1;
+    }
+    for (phase, count) in rooms {
+        m.rooms
+            .get_or_create(&RoomPhaseLabel {
+                phase: phase.as_str().into(),
+            })
+            .set(count);
+    }
+    let fleets = ctx.fleets.state();
+    let mut nodes: HashMap<NodePhaseLabel, i64> = HashMap::new();
+    for fleet in &fleets {
+        for zone in &fleet.spec.zones {
+            for phase in NodePhase::ALL {
+                nodes.insert(
+                    NodePhaseLabel {
+                        fleet: fleet_key(fleet),
+                        zone: zone.name.clone(),
+                        phase: phase.as_str().into(),
+                    },
+                    0,
+                );
+            }
+        }
+    }
+    for node in ctx.nodes.state() {
+        let phase = node.status.as_ref().map(|s| s.phase).unwrap_or_default();
+        let label = NodePhaseLabel {
+            fleet: format!(
+                "{}/{}",
+                node.namespace().unwrap_or_default(),
+                node.spec.fleet
+            ),
+            zone: node.spec.zone.clone(),
+            phase: phase.as_str().into(),
+        };
+        *nodes.entry(label).or_default() += 1;
+    }
+    for (label, count) in nodes {
+        m.nodes.get_or_create(&label).set(count);
+    }
+    let placements = ctx.placements();
+    for fleet in &fleets {
+        let Some(snapshot) = placements.snapshot(fleet) else {
+            continue;
+        };
+        for zone in &fleet.spec.zones {
+            let Some(id) = snapshot.zone_id(&zone.name) else {
+                continue;
+            };
+            let zone_use = snapshot.zone_use(id);
+            let label = ZoneLabel {
+                fleet: fleet_key(fleet),
+                zone: zone.name.clone(),
+            };
+            m.zone_slots
+                .get_or_create(&label)
+                .set(i64::try_from(zone_use.capacity).unwrap_or(i64::MAX));
+            m.zone_used_slots
+                .get_or_create(&label)
+                .set(i64::try_from(zone_use.used).unwrap_or(i64::MAX));
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! `ruche-operator run`: the operator process. Caches, controllers, leader election, and the
+//! HTTP server for metrics and probes.
+//!
+//! The order matters. The HTTP server starts first (so liveness answers while we wait); then
+//! the replica waits for the leader Lease; then the caches fill, and only once every cache has
+//! synced do reconciles act, so a restarted operator decides from the whole world and moves
+//! no live room. `/readyz` says ready only then. A replica that loses the Lease exits: its
+//! successor rebuilds everything from the API.
+//!
+//! - [`lease`]: leader election over a `coordination.k8s.io/v1` Lease.
+//! - [`http`]: `/metrics`, `/livez` and `/readyz`.
+//! - [`gauges`]: rooms, nodes and slots, refreshed from the caches.
+
+pub mod gauges;
+pub mod http;
+pub mod lease;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, future};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use ruche_crds::{MediaFleet, MediaNode, Room, RoomPhase};
+
+use crate::build::labels;
+use crate::build::secrets::random_text;
+use crate::controller::admin::HttpAdmin;
+use crate::controller::context::{Context, Settings, Stores};
+use crate::controller::poll::{self, Triggers};
+use crate::controller::{Error, fleet, node, room};
+use crate::core::health::HealthPolicy;
+use crate::metrics::Metrics;
+use lease::{LeaseConfig, LeaseError};
+
+/// Options of `ruche-operator run`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Watch this namespace only (a ministry's own install); all namespaces when absent.
+    #[arg(long, env = "RUCHE_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Namespace of the leader election Lease (default: `POD_NAMESPACE`, else `--namespace`,
+    /// else the kubeconfig's namespace).
+    #[arg(long, env = "RUCHE_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Name of the leader election Lease.
+    #[arg(long, default_value = "ruche-operator")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease (default: `POD_NAME`, else host name plus a
+    /// random suffix).
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// Address of the metrics and probes server.
+    #[arg(long, env = "RUCHE_HTTP_BIND", default_value = "0.0.0.0:8080")]
+    pub http_bind: SocketAddr,
+    /// How often each media node's admin API is polled.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// A media node whose admin API is silent this long is Failed.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub node_failure_timeout: Duration,
+    /// A media node whose admin API never answers this long after its pod runs is Failed.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub node_startup_timeout: Duration,
+    /// Timeout of one call to a media node's admin API.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub admin_timeout: Duration,
+}
+
+/// Reads a duration such as `2s`, `1m30s` or `500ms`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    text.parse::<kube::core::Duration>()
+        .map(Duration::from)
+        .map_err(|e| format!("{text:?}: {e} (expected a duration such as 2s, 1m30s or 500ms)"))
+}
+
+/// Why the operator stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No usable kubeconfig or in-cluster configuration.
+    #[error("Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+    /// The HTTP server could not start.
+    #[error("metrics and probes server on {addr}: {source}")]
+    Http {
+        /// Address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The leader election could not run.
+    #[error("leader election: {0}")]
+    Lease(#[from] LeaseError),
+    /// Another replica took the Lease over: this one must stop acting.
+    #[error("lost the leader Lease; exiting so a fresh replica rebuilds from the API")]
+    LostLeadership,
+    /// The OS gave no randomness for the replica's identity.
+    #[error("no OS randomness for the replica identity: {0}")]
+    Random(String),
+}
+
+/// Runs the operator until SIGTERM or SIGINT (clean exit) or the loss of the Lease (error).
+pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    let client = Client::try_default().await.map_err(RunError::Client)?;
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopping = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+
+    let server = http::serve(args.http_bind, metrics.clone(), ready.clone(), stopping())
+        .await
+        .map_err(|source| RunError::Http {
+            addr: args.http_bind,
+            source,
+        })?;
+
+    let lease_namespace = args
+        .lease_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .or_else(|| args.namespace.clone())
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let identity = if let Some(id) = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("POD_NAME").ok())
+    {
+        id
+    } else {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "ruche-operator".into());
+        let suffix = random_text(6).map_err(|e| RunError::Random(e.to_string()))?;
+        format!("{host}-{suffix}")
+    };
+    let lease_config = LeaseConfig::new(
+        lease_namespace.clone(),
+        args.lease_name.clone(),
+        identity.clone(),
+    );
+    lease_config.check()?;
+    let leader = lease::spawn(client.clone(), lease_config);
+    tracing::info!(%identity, lease = %format!("{lease_namespace}/{}", args.lease_name), "waiting for the leader Lease");
+    let won = tokio::select! {
+        won = leader.acquired() => won,
+        () = stopping() => false,
+    };
+    if !won {
+        leader.release().await;
+        let _ = server.await;
+        return Ok(());
+    }
+    metrics.set_leader(true);
+    tracing::info!(%identity, "leading");
+
+    let result = tokio::select! {
+        () = lead(&client, &args, &identity, &metrics, &ready, stopping()) => Ok(()),
+        () = leader.lost() => Err(RunError::LostLeadership),
+    };
+    ready.store(false, Ordering::SeqCst);
+    metrics.set_leader(false);
+    leader.release().await;
+    let _ = server.await;
+    result
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controllers while we lead, until `stop` completes.
+async fn lead(
+    client: &Client,
+    args: &RunArgs,
+    identity: &str,
+    metrics: &Arc<Metrics>,
+    ready: &Arc<AtomicBool>,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let ns = args.namespace.as_deref();
+    let owned = watcher::Config::default()
+        .labels(&format!("app.kubernetes.io/managed-by={}", labels::MANAGER));
+    let stop = future::FutureExt::shared(stop);
+
+    // Pods: one watch, both the node controller's cache and its trigger.
+    let (pods, pod_writer) = reflector::store::<Pod>();
+    let pod_triggers = watcher(api::<Pod>(client, ns), owned.clone())
+        .default_backoff()
+        .reflect(pod_writer)
+        .touched_objects()
+        .filter_map(|pod| {
+            future::ready(pod.ok().and_then(|p| {
+                let node = p.labels().get(labels::NODE)?.clone();
+                Some(ObjectRef::<MediaNode>::new(&node).within(&p.namespace()?))
+            }))
+        });
+
+    let (node_tx, node_rx) = futures::channel::mpsc::unbounded();
+    let (room_tx, room_rx) = futures::channel::mpsc::unbounded();
+    let config = ControllerConfig::default().concurrency(32);
+
+    let fleets_ctrl = Controller::new(api::<MediaFleet>(client, ns), watcher::Config::default())
+        .owns(api::<MediaNode>(client, ns), watcher::Config::default())
+        .with_config(config.clone())
+        .graceful_shutdown_on(stop.clone());
+    let nodes_ctrl = Controller::new(api::<MediaNode>(client, ns), watcher::Config::default())
+        .owns(api::<Service>(client, ns), owned.clone())
+        .reconcile_on(pod_triggers)
+        .reconcile_on(node_rx)
+        .with_config(config.clone())
+        .graceful_shutdown_on(stop.clone());
+    let rooms_base = Controller::new(api::<Room>(client, ns), watcher::Config::default());
+    let rooms_store = rooms_base.store();
+    let rooms_ctrl = rooms_base
+        .watches(
+            api::<MediaNode>(client, ns),
+            watcher::Config::default(),
+            move |n| rooms_to_revisit(&rooms_store, &n),
+        )
+        .reconcile_on(room_rx)
+        .with_config(config)
+        .graceful_shutdown_on(stop.clone());
+
+    let stores = Stores {
+        fleets: fleets_ctrl.store(),
+        nodes: nodes_ctrl.store(),
+        rooms: rooms_ctrl.store(),
+        pods,
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: labels::MANAGER.into(),
+            instance: Some(identity.to_string()),
+        },
+    );
+    let settings = Settings {
+        poll_interval: args.poll_interval,
+        health: HealthPolicy {
+            failure_timeout: args.node_failure_timeout,
+            startup_timeout: args.node_startup_timeout,
+        },
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        recorder,
+        HttpAdmin::new(args.admin_timeout),
+        stores.clone(),
+        settings,
+        metrics.clone(),
+    ));
+    let synced = Arc::new(AtomicBool::new(false));
+
+    let fleets = fleets_ctrl
+        .run(
+            gated("fleet", synced.clone(), fleet::reconcile),
+            fleet::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| future::ready(()));
+    let nodes = nodes_ctrl
+        .run(
+            gated("node", synced.clone(), node::reconcile),
+            node::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| future::ready(()));
+    let rooms = rooms_ctrl
+        .run(
+            gated("room", synced.clone(), room::reconcile),
+            room::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| future::ready(()));
+
+    let sync_wait = {
+        let (ctx, synced, ready, stores) = (ctx.clone(), synced.clone(), ready.clone(), stores);
+        async move {
+            let started = Instant::now();
+            let waits = future::try_join4(
+                stores.fleets.wait_until_ready(),
+                stores.nodes.wait_until_ready(),
+                stores.rooms.wait_until_ready(),
+                stores.pods.wait_until_ready(),
+            );
+            if let Err(e) = waits.await {
+                tracing::error!(error = %e, "caches never synced");
+                return;
+            }
+            synced.store(true, Ordering::SeqCst);
+            ready.store(true, Ordering::SeqCst);
+            tracing::info!(took = ?started.elapsed(), "caches synced; acting");
+            let triggers = Triggers {
+                nodes: node_tx,
+                rooms: room_tx,
+            };
+            futures::join!(poll::run(ctx.clone(), triggers), gauges::run(ctx));
+        }
+    };
+    tokio::select! {
+        _ = future::join3(fleets, nodes, rooms) => {},
+        () = sync_wait => {},
+    }
+}
+
+/// Wraps a reconciler: it waits until every cache has synced (deciding from a partial view
+/// could create nodes that exist, or move rooms that are placed), and is timed.
+fn gated<K, A, F, Fut>(
+    controller: &'static str,
+    synced: Arc<AtomicBool>,
+    reconcile: F,
+) -> impl Fn(Arc<K>, Arc<Context<A>>) -> future::BoxFuture<'static, Result<Action, Error>>
+where
+    K: Send + Sync + 'static,
+    A: crate::controller::admin::NodeAdmin,
+    F: Fn(Arc<K>, Arc<Context<A>>) -> Fut + Send + Sync + Copy + 'static,
+    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    move |obj, ctx| {
+        let synced = synced.clone();
+        Box::pin(async move {
+            if !synced.load(Ordering::SeqCst) {
+                return Ok(Action::requeue(Duration::from_millis(500)));
+            }
+            let started = Instant::now();
+            let result = reconcile(obj, ctx.clone()).await;
+            ctx.metrics.reconciled(controller, started.elapsed());
+            result
+        })
+    }
+}
+
+/// The rooms to look at again when a media node changes: those placed on it (it may have
+/// failed, or drained), and the waiting rooms of its fleet (it may have become Ready).
+fn rooms_to_revisit(rooms: &reflector::Store<Room>, node: &MediaNode) -> Vec<ObjectRef<Room>> {
+    let name = node.name_any();
+    let ns = node.namespace();
+    rooms
+        .state()
+        .iter()
+        .filter(|r| r.namespace() == ns)
+        .filter(|r| {
+            let status = r.status.as_ref();
+            status.and_then(|s| s.node.as_deref()) == Some(name.as_str())
+                || (r.spec.fleet == node.spec.fleet
+                    && status.is_none_or(|s| s.phase == RoomPhase::Pending))
+        })
+        .map(|r| ObjectRef::from_obj(r.as_ref()))
+        .collect()
+}

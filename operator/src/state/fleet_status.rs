@@ -1,0 +1,208 @@
+//! A fleet's status, from its nodes and its placements: nodes by phase, zone and revision,
+//! capacity and use per zone, and the Available, Progressing and Degraded conditions. Pure:
+//! the fleet controller writes what this returns.
+
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::{Resource, ResourceExt};
+use ruche_crds::common::condition_status;
+use ruche_crds::{
+    ConditionsExt, MediaFleet, MediaFleetStatus, MediaNode, NodePhase, PhaseCounts, RevisionStatus,
+    ZoneStatus,
+};
+
+use crate::build::labels;
+use crate::build::node::revision;
+use crate::core::snapshot::Snapshot;
+
+/// The fleet's status from its nodes and its placements (pure).
+pub fn fleet_status(
+    fleet: &MediaFleet,
+    nodes: &[Arc<MediaNode>],
+    snapshot: Option<&Snapshot>,
+    desired: &[u32],
+) -> MediaFleetStatus {
+    let current = fleet.status.clone().unwrap_or_default();
+    let update_revision = revision(fleet);
+    let mut phases = PhaseCounts::default();
+    let mut zones: Vec<ZoneStatus> = fleet
+        .spec
+        .zones
+        .iter()
+        .map(|z| ZoneStatus {
+            name: z.name.clone(),
+            ..ZoneStatus::default()
+        })
+        .collect();
+    let revisions = count_nodes(nodes, &mut phases, &mut zones);
+    if let Some(snapshot) = snapshot {
+        zone_use(snapshot, &mut zones);
+    }
+    let want: u32 = desired.iter().sum();
+    let replicas = u32::try_from(nodes.len()).unwrap_or(u32::MAX);
+    let generation = fleet.meta().generation;
+    let mut conditions = current.conditions.clone();
+    set_conditions(
+        &mut conditions,
+        &phases,
+        &zones,
+        desired,
+        (want, replicas),
+        generation,
+    );
+    MediaFleetStatus {
+        observed_generation: generation,
+        replicas,
+        ready_replicas: phases.ready,
+        selector: Some(labels::fleet_selector(&fleet.name_any())),
+        slots: zones.iter().map(|z| z.slots).sum(),
+        used_slots: zones.iter().map(|z| z.used_slots).sum(),
+        phases,
+        zones,
+        update_revision: Some(update_revision),
+        revisions,
+        rollout: current.rollout,
+        conditions,
+    }
+}
+
+/// Counts nodes by phase, zone and revision.
+fn count_nodes(
+    nodes: &[Arc<MediaNode>],
+    phases: &mut PhaseCounts,
+    zones: &mut [ZoneStatus],
+) -> Vec<RevisionStatus> {
+    let mut revisions: Vec<RevisionStatus> = Vec::new();
+    for node in nodes {
+        let phase = node.status.as_ref().map(|s| s.phase).unwrap_or_default();
+        phases.add(phase);
+        let serving = phase == NodePhase::Ready && node.spec.drain.is_none();
+        if let Some(z) = zones.iter_mut().find(|z| z.name == node.spec.zone) {
+            z.nodes += 1;
+            if serving {
+                z.ready_nodes += 1;
+            }
+        }
+        let at = revisions
+            .iter()
+            .position(|r| r.revision == node.spec.revision)
+            .unwrap_or_else(|| {
+                revisions.push(RevisionStatus {
+                    revision: node.spec.revision.clone(),
+                    ..RevisionStatus::default()
+                });
+                revisions.len() - 1
+            });
+        revisions[at].nodes += 1;
+        if phase == NodePhase::Ready {
+            revisions[at].ready_nodes += 1;
+        }
+    }
+    revisions.sort_by(|a, b| a.revision.cmp(&b.revision));
+    revisions
+}
+
+/// Slots, use and rooms per zone, from the placements.
+fn zone_use(snapshot: &Snapshot, zones: &mut [ZoneStatus]) {
+    {
+        for z in zones.iter_mut() {
+            if let Some(id) = snapshot.zone_id(&z.name) {
+                let zone_use = snapshot.zone_use(id);
+                z.slots = u32::try_from(zone_use.capacity).unwrap_or(u32::MAX);
+                z.used_slots = u32::try_from(zone_use.used).unwrap_or(u32::MAX);
+            }
+        }
+        for (_, record) in snapshot.rooms() {
+            if let Some(node) = snapshot.node(record.node) {
+                let zone = snapshot.zone_name(node.zone);
+                if let Some(z) = zones.iter_mut().find(|z| z.name == zone) {
+                    z.rooms += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Available (every zone that should serve has a Ready node), Progressing (the node count or
+/// readiness is not yet what is desired), Degraded (some nodes failed).
+fn set_conditions(
+    conditions: &mut Vec<Condition>,
+    phases: &PhaseCounts,
+    zones: &[ZoneStatus],
+    desired: &[u32],
+    (want, replicas): (u32, u32),
+    generation: Option<i64>,
+) {
+    let ready = phases.ready;
+    let empty_zones: Vec<&str> = zones
+        .iter()
+        .zip(desired)
+        .filter(|(z, want)| **want > 0 && z.ready_nodes == 0)
+        .map(|(z, _)| z.name.as_str())
+        .collect();
+    conditions.set_condition(condition(
+        "Available",
+        empty_zones.is_empty() && ready > 0,
+        if empty_zones.is_empty() && ready > 0 {
+            ("Serving", format!("{ready} media nodes Ready"))
+        } else if ready == 0 {
+            ("NoReadyNode", "no media node is Ready".into())
+        } else {
+            (
+                "ZoneWithoutReadyNode",
+                format!("no Ready media node in zone {}", empty_zones.join(", ")),
+            )
+        },
+        generation,
+    ));
+    let settled = ready == want && replicas == want;
+    conditions.set_condition(condition(
+        "Progressing",
+        !settled,
+        if settled {
+            ("Settled", format!("{want} media nodes Ready, as desired"))
+        } else {
+            (
+                "Scaling",
+                format!("{ready} of {want} media nodes Ready ({replicas} exist)"),
+            )
+        },
+        generation,
+    ));
+    conditions.set_condition(condition(
+        "Degraded",
+        phases.failed > 0,
+        if phases.failed > 0 {
+            (
+                "NodesFailed",
+                format!("{} media nodes Failed; being replaced", phases.failed),
+            )
+        } else {
+            ("Healthy", "no media node has failed".into())
+        },
+        generation,
+    ));
+}
+
+fn condition(
+    type_: &str,
+    status: bool,
+    (reason, message): (&str, String),
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if status {
+            condition_status::TRUE
+        } else {
+            condition_status::FALSE
+        }
+        .into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time: Time(Timestamp::now()),
+    }
+}

@@ -1,0 +1,239 @@
+//! The live view of the media nodes, kept in memory from the admin API polls: what each node
+//! last said, when, and the participants of every room. The API server is not a metrics bus:
+//! only meaningful changes of this view reach a `MediaNode` or `Room` status.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use crate::controller::admin::NodeReport;
+use crate::core::RoomKey;
+use crate::core::health::{Polls, Reported};
+
+/// What the operator knows of one node from its pod and its polls.
+#[derive(Clone, Debug, Default)]
+pub struct LiveNode {
+    /// When the operator first saw its pod running (our clock).
+    pub running_since: Option<Instant>,
+    /// The polls' outcome.
+    pub polls: Polls,
+    /// The last answer.
+    pub report: Option<NodeReport>,
+    /// The last failed poll's error, cleared by an answer.
+    pub last_error: Option<String>,
+}
+
+/// What changed with one poll.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PollChange {
+    /// The node's reported phase or load changed (its status may need a write).
+    pub node: bool,
+    /// Rooms (`namespace/name`) whose participant count changed.
+    pub rooms: Vec<RoomKey>,
+}
+
+/// A room as its node reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveRoom {
+    /// Connected participants.
+    pub participants: u32,
+    /// Last moment it had a participant (our clock).
+    pub last_occupied: Option<Instant>,
+}
+
+/// The live view of every node, keyed by `namespace/name`.
+#[derive(Debug, Default)]
+pub struct Live {
+    nodes: HashMap<String, LiveNode>,
+    rooms: HashMap<RoomKey, LiveRoom>,
+}
+
+/// A node's reported phase, read from the admin API's words.
+pub fn reported(phase: &str) -> Option<Reported> {
+    match phase {
+        "Ready" => Some(Reported::Ready),
+        "Draining" => Some(Reported::Draining),
+        "Drained" => Some(Reported::Drained),
+        _ => None,
+    }
+}
+
+impl Live {
+    /// The node, if polled or seen running.
+    pub fn node(&self, key: &str) -> Option<&LiveNode> {
+        self.nodes.get(key)
+    }
+
+    /// Records that the node's pod runs, the first time it is seen so; returns since when.
+    pub fn running(&mut self, key: &str, now: Instant) -> Instant {
+        *self
+            .nodes
+            .entry(key.to_string())
+            .or_default()
+            .running_since
+            .get_or_insert(now)
+    }
+
+    /// Records an answer. `namespace` is the node's, for its rooms' keys.
+    pub fn answered(
+        &mut self,
+        key: &str,
+        namespace: &str,
+        report: NodeReport,
+        phase: Reported,
+        now: Instant,
+    ) -> PollChange {
+        let node = self.nodes.entry(key.to_string()).or_default();
+        let previous = node.report.take();
+        let changed_node = node.polls.last_ok.map(|(_, p)| p) != Some(phase)
+            || previous.as_ref().is_none_or(|p| meaningful(p, &report));
+        let mut rooms = Vec::new();
+        let before: HashMap<&str, u32> = previous
+            .as_ref()
+            .map(|p| {
+                p.rooms
+                    .iter()
+                    .map(|r| (r.name.as_str(), r.participants))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for r in &report.rooms {
+            let room_key = RoomKey::new(format!("{namespace}/{}", r.name));
+            let live = self.rooms.entry(room_key.clone()).or_default();
+            live.participants = r.participants;
+            if r.participants > 0 {
+                live.last_occupied = Some(now);
+            }
+            if before.get(r.name.as_str()).copied() != Some(r.participants) {
+                rooms.push(room_key);
+            }
+        }
+        // Rooms the node no longer reports have nobody left.
+        if let Some(p) = &previous {
+            for r in &p.rooms {
+                if !report.rooms.iter().any(|n| n.name == r.name) {
+                    let room_key = RoomKey::new(format!("{namespace}/{}", r.name));
+                    if let Some(live) = self.rooms.get_mut(&room_key) {
+                        live.participants = 0;
+                    }
+                    rooms.push(room_key);
+                }
+            }
+        }
+        node.polls.last_ok = Some((now, phase));
+        node.report = Some(report);
+        node.last_error = None;
+        PollChange {
+            node: changed_node,
+            rooms,
+        }
+    }
+
+    /// Records a failed poll.
+    pub fn failed(&mut self, key: &str, error: String) {
+        self.nodes.entry(key.to_string()).or_default().last_error = Some(error);
+    }
+
+    /// Forgets a node (deleted, or its pod replaced).
+    pub fn forget(&mut self, key: &str) {
+        self.nodes.remove(key);
+    }
+
+    /// A room as its node reports it.
+    pub fn room(&self, key: &RoomKey) -> Option<LiveRoom> {
+        self.rooms.get(key).copied()
+    }
+
+    /// Forgets a room (closed or deleted).
+    pub fn forget_room(&mut self, key: &RoomKey) {
+        self.rooms.remove(key);
+    }
+}
+
+/// Whether a new report differs from the last in a way worth a status write: anything but
+/// bitrates, which move all the time and are refreshed with the next meaningful write.
+fn meaningful(old: &NodeReport, new: &NodeReport) -> bool {
+    let (a, b) = (&old.status, &new.status);
+    a.phase != b.phase
+        || a.rooms != b.rooms
+        || a.participants != b.participants
+        || a.reserved_slots != b.reserved_slots
+        || a.used_slots != b.used_slots
+        || a.capacity_slots != b.capacity_slots
+        || a.advertise != b.advertise
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::admin::{NodeStatusReport, RoomReport};
+    use std::time::Duration;
+
+    fn report(participants: &[(&str, u32)], bitrate: u64) -> NodeReport {
+        NodeReport {
+            status: NodeStatusReport {
+                phase: "Ready".into(),
+                participants: participants.iter().map(|(_, p)| p).sum(),
+                rooms: u32::try_from(participants.len()).unwrap(),
+                bitrate_in_bps: bitrate,
+                ..Default::default()
+            },
+            rooms: participants
+                .iter()
+                .map(|(name, p)| RoomReport {
+                    name: (*name).into(),
+                    participants: *p,
+                    tracks: 0,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn only_meaningful_changes_are_reported() {
+        let t0 = Instant::now();
+        let mut live = Live::default();
+        let first = live.answered("ns/n1", "ns", report(&[("r1", 2)], 10), Reported::Ready, t0);
+        assert!(first.node);
+        assert_eq!(first.rooms, vec![RoomKey::new("ns/r1")]);
+        // Same counts, new bitrate: nothing to write.
+        let same = live.answered("ns/n1", "ns", report(&[("r1", 2)], 99), Reported::Ready, t0);
+        assert_eq!(same, PollChange::default());
+        // One more participant: the node and the room changed.
+        let more = live.answered("ns/n1", "ns", report(&[("r1", 3)], 99), Reported::Ready, t0);
+        assert!(more.node);
+        assert_eq!(more.rooms.len(), 1);
+        // A phase change alone is meaningful.
+        let draining = live.answered(
+            "ns/n1",
+            "ns",
+            report(&[("r1", 3)], 99),
+            Reported::Draining,
+            t0,
+        );
+        assert!(draining.node);
+    }
+
+    #[test]
+    fn rooms_remember_when_they_last_had_someone() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(5);
+        let mut live = Live::default();
+        live.answered("ns/n1", "ns", report(&[("r1", 1)], 0), Reported::Ready, t0);
+        let gone = live.answered("ns/n1", "ns", report(&[], 0), Reported::Ready, t1);
+        let key = RoomKey::new("ns/r1");
+        assert_eq!(gone.rooms, vec![key.clone()]);
+        let room = live.room(&key).unwrap();
+        assert_eq!(room.participants, 0);
+        assert_eq!(room.last_occupied, Some(t0));
+    }
+
+    #[test]
+    fn running_since_is_the_first_sighting() {
+        let t0 = Instant::now();
+        let mut live = Live::default();
+        assert_eq!(live.running("ns/n1", t0), t0);
+        assert_eq!(live.running("ns/n1", t0 + Duration::from_secs(3)), t0);
+        live.forget("ns/n1");
+        assert!(live.node("ns/n1").is_none());
+    }
+}
