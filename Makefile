@@ -10,10 +10,10 @@ K8S_VERSION ?= 1.32.0
 OUT := out
 KUBECTL := $(TOOLS)/bin/kubectl
 
-.PHONY: help demo test lint fmt clippy unit objects-check browser-test crds crds-check bench bench-media build toolchain tools clean
+.PHONY: help demo test lint fmt clippy unit objects-check browser-test crds crds-check bench bench-media e2e build toolchain tools clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 demo: toolchain ## Simulate a ministry's day on the bundled scenario; writes out/ministry-day.svg
 	$(CARGO) run --quiet --release -p ruche-operator -- simulate ministry-day --chart $(OUT)/ministry-day.svg
@@ -45,18 +45,34 @@ objects-check: tools ## Validate the objects the operator builds (rendered by th
 crds: ## Regenerate crds/yaml from the Rust types
 	$(CARGO) run --quiet -p ruche-crds --bin crdgen -- crds/yaml
 
-crds-check: tools ## Render manifests/crds with kustomize and validate it against Kubernetes' CRD schema
+crds-check: tools ## Render manifests/ with kustomize (CRDs, RBAC, operator) and validate it against Kubernetes' schemas
 	@mkdir -p $(OUT)
 	$(KUBECTL) kustomize manifests/crds > $(OUT)/crds.yaml
 	@test "$$(grep -c '^kind: CustomResourceDefinition' $(OUT)/crds.yaml)" = 3 || { echo "manifests/crds must render the 3 CRDs" >&2; exit 1; }
 	$(VENV)/bin/kubernetes-validate --kubernetes-version $(K8S_VERSION) --strict --quiet $(OUT)/crds.yaml
 	@echo "manifests/crds: 3 valid CustomResourceDefinitions for Kubernetes $(K8S_VERSION)"
+	$(KUBECTL) kustomize manifests > $(OUT)/manifests.yaml
+	$(VENV)/bin/kubernetes-validate --kubernetes-version $(K8S_VERSION) --strict --quiet $(OUT)/manifests.yaml
+	@echo "manifests: $$(grep -c '^kind:' $(OUT)/manifests.yaml) valid objects (CRDs, RBAC, operator Deployment) for Kubernetes $(K8S_VERSION)"
 
-bench: toolchain ## Placement throughput, 2,000 nodes and 50,000 rooms, Packed and Distributed
+bench: toolchain ## Placement throughput (2,000 nodes, 50,000 rooms); operator state memory (1,000 nodes, 20,000 rooms)
 	$(CARGO) bench -p ruche-operator --bench placement
+	$(CARGO) bench -p ruche-operator --bench footprint
 
 bench-media: toolchain ## Forwarding, ruche-media-node vs Janus under one load: packets per CPU-second, latency, memory (installs janus)
 	CARGO=$(CARGO) media-node/benches/run-forward.sh
+
+e2e: toolchain ## End-to-end suite on the cluster KUBECONFIG names (kind, any API server); says SKIPPED and why without one
+	@mkdir -p $(OUT)
+	$(CARGO) build --locked -p ruche-operator -p ruche-media-node
+	@# The suite's exit status, not tee's, decides.
+	{ $(CARGO) test --locked -p ruche-e2e -- --nocapture; echo $$? > $(OUT)/e2e.rc; } 2>&1 | tee $(OUT)/e2e.log
+	@test "$$(cat $(OUT)/e2e.rc)" = 0 || { echo "make e2e: FAILED (see $(OUT)/e2e.log)" >&2; exit 1; }
+	@if grep -q 'SKIPPED (no cluster)' $(OUT)/e2e.log; then \
+		echo "make e2e: SKIPPED (no cluster): $$(grep -m1 -o 'SKIPPED (no cluster): .*' $(OUT)/e2e.log | sed 's/^SKIPPED (no cluster): //')"; \
+	else \
+		echo "make e2e: every scenario passed against the cluster of KUBECONFIG=$${KUBECONFIG:-}"; \
+	fi
 
 build: toolchain ## Release build of the binaries
 	$(CARGO) build --release --workspace --locked

@@ -8,14 +8,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ObjectReference, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
-use ruche_crds::{DrainRequest, MediaFleet, MediaFleetStatus, MediaNode, NodePhase};
+use ruche_crds::{DrainRequest, MediaFleet, MediaFleetStatus, MediaNode, NodePhase, RoomPhase};
 
 use super::Error;
 use super::admin::NodeAdmin;
@@ -92,7 +92,10 @@ pub async fn reconcile<A: NodeAdmin>(
                 .drain
                 .as_ref()
                 .map(|d| DrainCause::parse(d.reason.as_deref())),
-            rooms: rooms_per_node.get(&n.name_any()).copied().unwrap_or(0),
+            rooms: rooms_per_node
+                .get(&n.name_any())
+                .copied()
+                .unwrap_or_else(|| rooms_on(&ctx, &ns, &n.name_any())),
         })
         .collect();
     views.extend(pending.iter().map(|p| NodeView {
@@ -151,7 +154,7 @@ async fn apply<A: NodeAdmin>(
                 ctx,
                 fleet,
                 EventType::Normal,
-                "NodeCreated",
+                ("NodeCreated", node_subject(ns, &node.name_any())),
                 &format!("created media node {} in zone {zone_name}", node.name_any()),
             )
             .await;
@@ -178,7 +181,7 @@ async fn apply<A: NodeAdmin>(
                 ctx,
                 fleet,
                 EventType::Normal,
-                "NodeDraining",
+                ("NodeDraining", node_subject(ns, node)),
                 &format!("draining media node {node} ({cause})"),
             )
             .await;
@@ -194,7 +197,7 @@ async fn apply<A: NodeAdmin>(
                 ctx,
                 fleet,
                 EventType::Normal,
-                "NodeUndrained",
+                ("NodeUndrained", node_subject(ns, node)),
                 &format!("media node {node} serves again: the fleet needs it"),
             )
             .await;
@@ -217,13 +220,27 @@ async fn apply<A: NodeAdmin>(
                 ctx,
                 fleet,
                 EventType::Normal,
-                "NodeDeleted",
+                ("NodeDeleted", node_subject(ns, node)),
                 &format!("deleted media node {node}"),
             )
             .await;
         }
     }
     Ok(())
+}
+
+/// Live rooms whose status names a node the placements do not know (a node of a zone the
+/// fleet dropped): counted from the room cache, so such a node drains rather than goes.
+fn rooms_on<A: NodeAdmin>(ctx: &Context<A>, ns: &str, node: &str) -> u32 {
+    let count = ctx
+        .rooms
+        .state()
+        .iter()
+        .filter(|r| r.namespace().as_deref() == Some(ns))
+        .filter_map(|r| r.status.as_ref())
+        .filter(|s| s.phase != RoomPhase::Closed && s.node.as_deref() == Some(node))
+        .count();
+    u32::try_from(count).unwrap_or(u32::MAX)
 }
 
 fn ignore_missing<T>(result: Result<T, kube::Error>) -> Result<(), Error> {
@@ -260,7 +277,7 @@ async fn ensure_secrets<A: NodeAdmin>(
                     ctx,
                     fleet,
                     EventType::Normal,
-                    "SecretCreated",
+                    ("SecretCreated", subject("Secret", "v1", ns, &secret_name)),
                     &format!("created Secret {secret_name}"),
                 )
                 .await;
@@ -300,7 +317,7 @@ async fn publish<A: NodeAdmin>(
     ctx: &Context<A>,
     fleet: &MediaFleet,
     type_: EventType,
-    reason: &str,
+    (reason, subject): (&str, ObjectReference),
     note: &str,
 ) {
     super::publish(
@@ -309,8 +326,24 @@ async fn publish<A: NodeAdmin>(
         type_,
         ("Scale", reason),
         note,
+        Some(subject),
     )
     .await;
+}
+
+/// A reference to an object of the fleet's namespace, for events.
+fn subject(kind: &str, api_version: &str, ns: &str, name: &str) -> ObjectReference {
+    ObjectReference {
+        kind: Some(kind.into()),
+        api_version: Some(api_version.into()),
+        namespace: Some(ns.into()),
+        name: Some(name.into()),
+        ..ObjectReference::default()
+    }
+}
+
+fn node_subject(ns: &str, name: &str) -> ObjectReference {
+    subject("MediaNode", "ruche.dev/v1alpha1", ns, name)
 }
 
 /// What to do when a reconcile fails: retry soon.

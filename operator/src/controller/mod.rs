@@ -26,19 +26,22 @@ use crate::state::placements::Synced;
 
 /// Records an event on an object. An event that cannot be written is not worth failing a
 /// reconcile for: it is logged and dropped.
+/// The event's `secondary` names the object acted on (a node the fleet created, say), which
+/// also keeps two events of one reconcile from being merged into one series.
 pub async fn publish(
     recorder: &Recorder,
     object: &ObjectReference,
     type_: EventType,
     (action, reason): (&str, &str),
     note: &str,
+    secondary: Option<ObjectReference>,
 ) {
     let event = Event {
         type_,
         reason: reason.into(),
         note: Some(note.into()),
         action: action.into(),
-        secondary: None,
+        secondary,
     };
     if let Err(e) = recorder.publish(&event, object).await {
         tracing::debug!(error = %e, "event not recorded");

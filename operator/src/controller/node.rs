@@ -59,19 +59,9 @@ pub async fn reconcile<A: NodeAdmin>(
         return Ok(Action::await_change());
     }
     let current = node.status.clone().unwrap_or_default();
-    let Some(fleet) = ctx
-        .fleets
-        .get(&ObjectRef::new(&node.spec.fleet).within(&ns))
-    else {
-        let mut status = current.clone();
-        status.conditions.set_condition(ready_condition(
-            false,
-            "FleetNotFound",
-            format!("no MediaFleet {} in namespace {ns}", node.spec.fleet),
-            node.meta().generation,
-        ));
-        write_status(&node, &ctx, &current, status).await?;
-        return Ok(Action::requeue(Duration::from_secs(30)));
+    let fleet = match fleet_of(&node, &ctx, &ns, &current).await? {
+        Ok(fleet) => fleet,
+        Err(action) => return Ok(action),
     };
     let now = Instant::now();
     let key = node_key(&node);
@@ -100,7 +90,11 @@ pub async fn reconcile<A: NodeAdmin>(
         if let Some(p) = &pod {
             delete_pod(&ctx, &ns, &p.name_any()).await?;
         }
-        let why = failure_reason(current.phase, pod_state, polls, &ctx, &key);
+        // Failed is final, and its condition keeps the first reason.
+        if current.phase == NodePhase::Failed {
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+        let why = failure_reason(pod_state, polls, &ctx, &key);
         let mut status = current.clone();
         status.phase = NodePhase::Failed;
         status.observed_generation = node.meta().generation;
@@ -224,6 +218,45 @@ fn next_status(
     status
 }
 
+/// The node's fleet, or what to do when the node cannot run: its fleet is missing (retried:
+/// it may be created), or lacks the node's zone (not retried: a node's zone cannot change).
+/// Either way the node's `Ready` condition says why.
+async fn fleet_of<A: NodeAdmin>(
+    node: &MediaNode,
+    ctx: &Context<A>,
+    ns: &str,
+    current: &MediaNodeStatus,
+) -> Result<Result<Arc<MediaFleet>, Action>, Error> {
+    let Some(fleet) = ctx.fleets.get(&ObjectRef::new(&node.spec.fleet).within(ns)) else {
+        let mut status = current.clone();
+        status.conditions.set_condition(ready_condition(
+            false,
+            "FleetNotFound",
+            format!("no MediaFleet {} in namespace {ns}", node.spec.fleet),
+            node.meta().generation,
+        ));
+        write_status(node, ctx, current, status).await?;
+        return Ok(Err(Action::requeue(Duration::from_secs(30))));
+    };
+    // A node no pod can be built for (its zone is immutable) is told so once, not retried:
+    // nothing is created for it, not even a Service.
+    if !fleet.spec.zones.iter().any(|z| z.name == node.spec.zone) {
+        let mut status = current.clone();
+        status.conditions.set_condition(ready_condition(
+            false,
+            "UnknownZone",
+            format!(
+                "zone {} is not one of fleet {}'s zones: this node cannot run; delete it",
+                node.spec.zone, node.spec.fleet
+            ),
+            node.meta().generation,
+        ));
+        write_status(node, ctx, current, status).await?;
+        return Ok(Err(Action::await_change()));
+    }
+    Ok(Ok(fleet))
+}
+
 /// Pushes to the node what the operator decided: the address to advertise, and whether to
 /// drain. A pod being deleted drains on its own (SIGTERM): that drain is not cancelled.
 async fn instruct<A: NodeAdmin>(
@@ -241,7 +274,10 @@ async fn instruct<A: NodeAdmin>(
     if let Some(media) = &addrs.media
         && report.status.advertise.as_ref().is_some_and(|a| a != media)
     {
-        ctx.admin.advertise(&target, media).await?;
+        let resolved = resolve(media).await?;
+        if report.status.advertise.as_ref() != Some(&resolved) {
+            ctx.admin.advertise(&target, &resolved).await?;
+        }
     }
     match (&node.spec.drain, reported(&report.status.phase)) {
         (Some(drain), Some(Reported::Ready)) => {
@@ -257,35 +293,46 @@ async fn instruct<A: NodeAdmin>(
     Ok(())
 }
 
+/// `host:port` with the host as an IP: ICE candidates carry addresses, not names.
+async fn resolve(media: &str) -> Result<String, Error> {
+    if media.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(media.to_string());
+    }
+    let mut found = tokio::net::lookup_host(media)
+        .await
+        .map_err(|e| Error::Invalid(format!("cannot resolve the media address {media}: {e}")))?;
+    found
+        .next()
+        .map(|a| a.to_string())
+        .ok_or_else(|| Error::Invalid(format!("the media address {media} resolves to nothing")))
+}
+
 fn pod_state_running(state: PodState) -> bool {
     matches!(state, PodState::Running { .. })
 }
 
 /// Why a node failed, in words.
 fn failure_reason<A: NodeAdmin>(
-    previous: NodePhase,
     pod: PodState,
     polls: Polls,
     ctx: &Context<A>,
     key: &str,
 ) -> String {
-    if previous == NodePhase::Failed {
-        return "failed earlier; the fleet replaces it".into();
-    }
     let last_error = ctx
         .live()
         .node(key)
         .and_then(|l| l.last_error.clone())
+        .map(|e| format!(": {e}"))
         .unwrap_or_default();
     match (pod, polls.last_ok) {
         (PodState::Gone, _) => "its pod exited".into(),
         (PodState::Absent | PodState::Pending, _) => "its pod disappeared".into(),
         (PodState::Running { .. }, None) => format!(
-            "its admin API never answered within {:?}: {last_error}",
+            "its admin API never answered within {:?}{last_error}",
             ctx.settings.health.startup_timeout
         ),
         (PodState::Running { .. }, Some(_)) => format!(
-            "its admin API has not answered for {:?}: {last_error}",
+            "its admin API has not answered for {:?}{last_error}",
             ctx.settings.health.failure_timeout
         ),
     }
@@ -378,18 +425,24 @@ async fn external_port<A: NodeAdmin>(
         .and_then(|i| i.first())
         .and_then(|i| i.ip.clone().or_else(|| i.hostname.clone()));
     if exposure.mode == ExposureMode::LoadBalancer
-        && let Some(addr) = balancer.as_deref().and_then(|b| b.parse::<IpAddr>().ok())
+        && let Some(host) = balancer
     {
+        // The balancer listens on the Service's ports, not the node ports. A hostname (some
+        // clouds give one) is resolved when the address is pushed to the node.
+        let port = match host.parse::<IpAddr>() {
+            Ok(ip) => ExternalPort::Balancer(std::net::SocketAddr::new(ip, exposure.media_port)),
+            Err(_) => ExternalPort::Node(exposure.media_port),
+        };
         return Ok(External {
-            port: ExternalPort::Balancer(std::net::SocketAddr::new(addr, exposure.media_port)),
+            port,
             signaling: u16::try_from(SIGNALING_PORT).unwrap_or(7880),
-            balancer,
+            balancer: Some(host),
         });
     }
     Ok(External {
         port: ExternalPort::Node(media),
         signaling,
-        balancer: balancer.filter(|_| exposure.mode == ExposureMode::LoadBalancer),
+        balancer: None,
     })
 }
 
@@ -579,6 +632,7 @@ async fn publish<A: NodeAdmin>(
         type_,
         ("Reconcile", reason),
         text,
+        None,
     )
     .await;
 }

@@ -375,6 +375,7 @@ async fn publish<A: NodeAdmin>(
         type_,
         ("Place", reason),
         note,
+        None,
     )
     .await;
 }

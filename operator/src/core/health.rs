@@ -83,6 +83,15 @@ pub fn phase(
         PodState::Absent | PodState::Pending if has_run => NodePhase::Failed,
         PodState::Absent | PodState::Pending => NodePhase::Pending,
         PodState::Running { since } => match polls.last_ok {
+            // Served before this operator started (a restart): keep the phase the API shows
+            // until the first poll, or Failed if the node stays silent.
+            None if has_run => {
+                if now.saturating_duration_since(since) > policy.failure_timeout {
+                    NodePhase::Failed
+                } else {
+                    previous
+                }
+            }
             None if now.saturating_duration_since(since) > policy.startup_timeout => {
                 NodePhase::Failed
             }
@@ -100,6 +109,30 @@ pub fn phase(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restarted_operator_keeps_serving_nodes_until_their_first_poll() {
+        let t0 = Instant::now();
+        let policy = HealthPolicy::default();
+        let running = PodState::Running { since: t0 };
+        for previous in [NodePhase::Ready, NodePhase::Draining, NodePhase::Drained] {
+            assert_eq!(
+                phase(previous, running, Polls::default(), t0, policy),
+                previous
+            );
+            assert_eq!(
+                phase(
+                    previous,
+                    running,
+                    Polls::default(),
+                    t0 + policy.failure_timeout + Duration::from_secs(1),
+                    policy
+                ),
+                NodePhase::Failed,
+                "silent since the restart"
+            );
+        }
+    }
 
     fn at(t0: Instant, s: u64) -> Instant {
         t0 + Duration::from_secs(s)

@@ -55,7 +55,7 @@ pub fn fleet_status(
     MediaFleetStatus {
         observed_generation: generation,
         replicas,
-        ready_replicas: phases.ready,
+        ready_replicas: zones.iter().map(|z| z.ready_nodes).sum(),
         selector: Some(labels::fleet_selector(&fleet.name_any())),
         slots: zones.iter().map(|z| z.slots).sum(),
         used_slots: zones.iter().map(|z| z.used_slots).sum(),

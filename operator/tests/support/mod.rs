@@ -8,17 +8,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::client::Body;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource};
 use ruche_crds::{
-    MediaFleet, MediaNode, MediaNodeSpec, MediaNodeStatus, NodeAddresses, NodeCapacity, NodeLoad,
-    NodePhase, Room, RoomSpec, ZonePolicy,
+    ExposureMode, MediaFleet, MediaNode, MediaNodeSpec, MediaNodeStatus, NodeAddresses,
+    NodeCapacity, NodeLoad, NodePhase, Room, RoomPhase, RoomSpec, RoomStatus, ZonePolicy, ZoneSpec,
 };
-use ruche_operator::controller::admin::{AdminError, AdminTarget, NodeAdmin, NodeReport};
+use ruche_operator::build::node::INDEX;
+use ruche_operator::controller::admin::{
+    AdminError, AdminTarget, NodeAdmin, NodeReport, NodeStatusReport,
+};
 use ruche_operator::controller::context::{Context, Settings, Stores};
 use ruche_operator::metrics::Metrics;
 use serde_json::{Value, json};
@@ -31,9 +35,16 @@ pub struct FakeAdmin {
     pub calls: Arc<Mutex<Vec<String>>>,
     pub fail: Arc<Mutex<bool>>,
     pub report: Arc<Mutex<Option<NodeReport>>>,
+    /// The bearer token of every call, in order.
+    pub tokens: Arc<Mutex<Vec<String>>>,
 }
 
 impl FakeAdmin {
+    /// The calls made so far.
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
     fn record(&self, call: String) -> Result<(), AdminError> {
         self.calls.lock().unwrap().push(call);
         if *self.fail.lock().unwrap() {
@@ -52,6 +63,7 @@ impl NodeAdmin for FakeAdmin {
         target: &AdminTarget,
         rooms: &[(String, u32)],
     ) -> Result<(), AdminError> {
+        self.tokens.lock().unwrap().push(target.token.clone());
         self.calls
             .lock()
             .unwrap()
@@ -66,6 +78,7 @@ impl NodeAdmin for FakeAdmin {
     }
 
     async fn close_room(&self, target: &AdminTarget, room: &str) -> Result<(), AdminError> {
+        self.tokens.lock().unwrap().push(target.token.clone());
         self.calls
             .lock()
             .unwrap()
@@ -74,6 +87,7 @@ impl NodeAdmin for FakeAdmin {
     }
 
     async fn report(&self, target: &AdminTarget) -> Result<NodeReport, AdminError> {
+        self.tokens.lock().unwrap().push(target.token.clone());
         self.record(format!("report {}", target.url))?;
         self.report
             .lock()
@@ -90,6 +104,7 @@ impl NodeAdmin for FakeAdmin {
         target: &AdminTarget,
         deadline: Option<Duration>,
     ) -> Result<(), AdminError> {
+        self.tokens.lock().unwrap().push(target.token.clone());
         self.record(format!(
             "drain {} {:?}",
             target.url,
@@ -98,10 +113,12 @@ impl NodeAdmin for FakeAdmin {
     }
 
     async fn undrain(&self, target: &AdminTarget) -> Result<(), AdminError> {
+        self.tokens.lock().unwrap().push(target.token.clone());
         self.record(format!("undrain {}", target.url))
     }
 
     async fn advertise(&self, target: &AdminTarget, media: &str) -> Result<(), AdminError> {
+        self.tokens.lock().unwrap().push(target.token.clone());
         self.record(format!("advertise {} {media}", target.url))
     }
 }
@@ -173,6 +190,18 @@ pub fn context_with(
     pods: Vec<Pod>,
     admin: FakeAdmin,
 ) -> (Arc<Context<FakeAdmin>>, Handle) {
+    context_with_settings(fleets, nodes, rooms, pods, admin, Settings::default())
+}
+
+/// [`context_with`], with the given tunables (short health timeouts, say).
+pub fn context_with_settings(
+    fleets: Vec<MediaFleet>,
+    nodes: Vec<MediaNode>,
+    rooms: Vec<Room>,
+    pods: Vec<Pod>,
+    admin: FakeAdmin,
+    settings: Settings,
+) -> (Arc<Context<FakeAdmin>>, Handle) {
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, "ns");
     let recorder = Recorder::new(
@@ -193,7 +222,7 @@ pub fn context_with(
         recorder,
         admin,
         stores,
-        Settings::default(),
+        settings,
         Arc::new(Metrics::new()),
     );
     (Arc::new(ctx), handle)
@@ -213,22 +242,27 @@ pub async fn expect_no_request(handle: &mut Handle) {
     }
 }
 
+/// A request the mock API server received.
 pub struct Seen {
+    /// Its path.
+    pub path: String,
+    /// Its query parameters.
     pub query: BTreeMap<String, String>,
+    /// Its `content-type` header.
+    pub content_type: Option<String>,
+    /// Its body (`null` when empty).
     pub body: Value,
 }
 
-pub async fn expect(handle: &mut Handle, method: Method, path: &str, reply: Value) -> Seen {
+type Reply = tower_test::mock::SendResponse<Response<Body>>;
+
+/// The next request, read whole, and where to answer it.
+async fn receive(handle: &mut Handle) -> (Method, Seen, Reply) {
     let (request, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
         .await
         .expect("a request in time")
         .expect("a request");
     let (parts, body) = request.into_parts();
-    assert_eq!(
-        (&parts.method, parts.uri.path()),
-        (&method, path),
-        "unexpected request"
-    );
     let bytes = body.collect_bytes().await.unwrap();
     let body = if bytes.is_empty() {
         Value::Null
@@ -248,13 +282,118 @@ pub async fn expect(handle: &mut Handle, method: Method, path: &str, reply: Valu
                 })
         })
         .collect();
+    let content_type = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let seen = Seen {
+        path: parts.uri.path().to_string(),
+        query,
+        content_type,
+        body,
+    };
+    (parts.method, seen, send)
+}
+
+fn answer(send: Reply, status: StatusCode, reply: &Value) {
     let response = Response::builder()
-        .status(StatusCode::OK)
+        .status(status)
         .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+        .body(Body::from(serde_json::to_vec(reply).unwrap()))
         .unwrap();
     send.send_response(response);
-    Seen { query, body }
+}
+
+/// Checks that the next request is `method path`, and answers it with 200 and `reply`.
+pub async fn expect(handle: &mut Handle, method: Method, path: &str, reply: Value) -> Seen {
+    expect_status(handle, method, path, StatusCode::OK, reply).await
+}
+
+/// Checks that the next request is `method path`, and answers it with the object it sent, as
+/// the API server does for a creation.
+pub async fn expect_echo(handle: &mut Handle, method: Method, path: &str) -> Seen {
+    let (got, seen, send) = receive(handle).await;
+    assert_eq!(
+        (&got, seen.path.as_str()),
+        (&method, path),
+        "unexpected request"
+    );
+    answer(send, StatusCode::OK, &seen.body);
+    seen
+}
+
+/// Checks that the next request is `method path`, and answers it with `status` and `reply`.
+pub async fn expect_status(
+    handle: &mut Handle,
+    method: Method,
+    path: &str,
+    status: StatusCode,
+    reply: Value,
+) -> Seen {
+    let (got, seen, send) = receive(handle).await;
+    assert_eq!(
+        (&got, seen.path.as_str()),
+        (&method, path),
+        "unexpected request"
+    );
+    answer(send, status, &reply);
+    seen
+}
+
+/// Checks that the next request is `method path`, and answers it 404 Not Found, as the API
+/// server does for a missing object.
+pub async fn expect_not_found(handle: &mut Handle, method: Method, path: &str) -> Seen {
+    let name = path.rsplit('/').next().unwrap_or_default();
+    expect_status(
+        handle,
+        method,
+        path,
+        StatusCode::NOT_FOUND,
+        status_reply(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("\"{name}\" not found"),
+        ),
+    )
+    .await
+}
+
+/// A Kubernetes `Status` body of a failed call.
+pub fn status_reply(code: StatusCode, reason: &str, message: &str) -> Value {
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "reason": reason,
+        "code": code.as_u16(),
+        "message": message,
+    })
+}
+
+/// Checks that the next request records an event in namespace `ns`: a POST of a new one, or
+/// the PATCH with which the recorder counts a repeat of one it already wrote (same object,
+/// type, action and reason; the note is not compared). Returns the event written.
+pub async fn expect_event(handle: &mut Handle) -> Seen {
+    let (method, seen, send) = receive(handle).await;
+    let events = "/apis/events.k8s.io/v1/namespaces/ns/events";
+    let ok = match method {
+        Method::POST => seen.path == events,
+        Method::PATCH => seen
+            .path
+            .strip_prefix(events)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|name| !name.is_empty() && !name.contains('/')),
+        _ => false,
+    };
+    assert!(
+        ok,
+        "expected an event, got {method} {} {}",
+        seen.path, seen.body
+    );
+    answer(send, StatusCode::OK, &event_reply());
+    seen
 }
 
 pub fn event_reply() -> Value {
@@ -271,4 +410,151 @@ pub fn secret_reply() -> Value {
     // "admin-secret-token" in base64, as the API server returns Secret data.
     write!(b64, "YWRtaW4tc2VjcmV0LXRva2Vu").unwrap();
     json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "visio-admin-token", "namespace": "ns"}, "data": {"admin-token": String::from_utf8(b64).unwrap()}})
+}
+
+/// A found Secret of the fleet, as the API server returns it.
+pub fn secret_named(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "ns"}, "data": {"x": "eA=="}})
+}
+
+/// The `visio` fleet with these zones: name, minNodes, maxNodes.
+pub fn fleet_with_zones(zones: &[(&str, u32, u32)]) -> MediaFleet {
+    let mut f = fleet();
+    f.spec.zones = zones
+        .iter()
+        .map(|(name, min, max)| ZoneSpec {
+            name: (*name).to_string(),
+            min_nodes: *min,
+            max_nodes: *max,
+        })
+        .collect();
+    f
+}
+
+/// The `visio` fleet exposing media through host ports from 30000.
+pub fn host_port_fleet() -> MediaFleet {
+    let mut f = fleet();
+    f.spec.exposure.mode = ExposureMode::HostPort;
+    f.spec.exposure.host_port_base = Some(30000);
+    f
+}
+
+/// A node of the `visio` fleet as the fleet creates it: index label, uid, generation; no status.
+pub fn fleet_node(name: &str, zone: &str, index: u32) -> MediaNode {
+    let mut n = MediaNode::new(
+        name,
+        MediaNodeSpec {
+            fleet: "visio".into(),
+            zone: zone.into(),
+            revision: "r1".into(),
+            capacity: NodeCapacity { slots: 100 },
+            drain: None,
+        },
+    );
+    n.metadata.namespace = Some("ns".into());
+    n.metadata.uid = Some(format!("{name}-uid"));
+    n.metadata.generation = Some(1);
+    n.metadata.labels = Some(BTreeMap::from([(INDEX.to_string(), index.to_string())]));
+    n
+}
+
+/// [`fleet_node`] in a phase.
+pub fn node_in(name: &str, zone: &str, index: u32, phase: NodePhase) -> MediaNode {
+    let mut n = fleet_node(name, zone, index);
+    n.status = Some(MediaNodeStatus {
+        phase,
+        ..Default::default()
+    });
+    n
+}
+
+/// A drain request, as the fleet or a person writes it.
+pub fn drain_request(reason: &str) -> ruche_crds::DrainRequest {
+    ruche_crds::DrainRequest {
+        deadline: Some(Time(
+            k8s_openapi::jiff::Timestamp::now()
+                .checked_add(k8s_openapi::jiff::SignedDuration::from_hours(1))
+                .unwrap(),
+        )),
+        mode: ruche_crds::DrainMode::Migrate,
+        reason: Some(reason.into()),
+    }
+}
+
+/// A room of the `visio` fleet placed on `node`.
+pub fn placed_room(name: &str, slots: u32, node: &str, zone: &str) -> Room {
+    let mut r = room(name, slots);
+    r.status = Some(RoomStatus {
+        phase: RoomPhase::Active,
+        node: Some(node.into()),
+        zone: Some(zone.into()),
+        ..Default::default()
+    });
+    r
+}
+
+/// A media node's pod in a phase (`Pending`, `Running`...), with its pod and host IP.
+pub fn media_pod(name: &str, phase: &str, ip: Option<&str>) -> Pod {
+    let mut p = Pod::default();
+    p.metadata.name = Some(name.into());
+    p.metadata.namespace = Some("ns".into());
+    p.metadata.labels = Some(BTreeMap::from([(
+        "ruche.dev/node".to_string(),
+        name.to_string(),
+    )]));
+    p.status = Some(PodStatus {
+        phase: Some(phase.into()),
+        pod_ip: ip.map(String::from),
+        host_ip: ip.map(String::from),
+        ..Default::default()
+    });
+    p
+}
+
+/// What a node's admin API says: its phase, the media address it advertises, its load.
+pub fn node_report(phase: &str, advertise: &str) -> NodeReport {
+    NodeReport {
+        status: NodeStatusReport {
+            phase: phase.into(),
+            capacity_slots: 100,
+            advertise: Some(advertise.into()),
+            ..Default::default()
+        },
+        rooms: Vec::new(),
+    }
+}
+
+/// The `Ready` condition as the node controller writes it.
+pub fn ready_condition(status: bool, reason: &str, message: &str) -> Condition {
+    Condition {
+        type_: "Ready".into(),
+        status: if status { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: Some(1),
+        last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    }
+}
+
+/// The status of a Ready node (of generation 1) whose pod runs at `ip`, exposed on host port
+/// `port`, with no load: what the node controller writes and then finds unchanged.
+pub fn ready_status(name: &str, ip: &str, port: u16) -> MediaNodeStatus {
+    MediaNodeStatus {
+        observed_generation: Some(1),
+        phase: NodePhase::Ready,
+        pod: Some(name.into()),
+        addresses: Some(NodeAddresses {
+            signaling: Some(format!("ws://{ip}:{port}/ws")),
+            media: Some(format!("{ip}:{port}")),
+            admin: Some(format!("http://{ip}:7881")),
+        }),
+        load: NodeLoad::default(),
+        conditions: vec![ready_condition(true, "Ready", "taking rooms")],
+        ..Default::default()
+    }
+}
+
+/// Whatever object the API server returns, serialized.
+pub fn reply<T: serde::Serialize>(object: &T) -> Value {
+    serde_json::to_value(object).unwrap()
 }

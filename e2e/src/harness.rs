@@ -1,0 +1,781 @@
+//! One scenario's world: a fresh namespace, the operator's RBAC and identity, the pod runner
+//! and the operator, all torn down by a guard when the test ends, passed or failed.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt as _, TryStreamExt as _};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource, ResourceExt as _};
+use ruche_crds::{MediaFleet, MediaNode, NodePhase, Room, RoomPhase};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::cluster::{self, Cluster, Connection};
+use crate::crds::{self, MANAGER};
+use crate::error::{Error, Result, is_conflict};
+use crate::fixtures::{self, ADMIN_PORT, SLOTS_PER_NODE, ZONES};
+use crate::operator::{Operator, READY_TIMEOUT};
+use crate::process::{self, tail};
+use crate::rbac::{self, TEST_LABEL};
+use crate::runner::{POD_SELECTOR, PodRunner};
+use crate::wait;
+
+/// Scenarios running at once (each has its own operator and media nodes); the
+/// `RUCHE_E2E_PARALLEL` environment variable changes it.
+pub const DEFAULT_PARALLEL: usize = 3;
+/// How long the clean-up may take.
+pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(90);
+
+static SLOTS: OnceLock<Arc<Semaphore>> = OnceLock::new();
+
+fn slots() -> Arc<Semaphore> {
+    SLOTS
+        .get_or_init(|| {
+            let n = std::env::var("RUCHE_E2E_PARALLEL")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(DEFAULT_PARALLEL)
+                .max(1);
+            Arc::new(Semaphore::new(n))
+        })
+        .clone()
+}
+
+/// A fleet as the operator reports it, with its media nodes.
+#[derive(Clone, Debug)]
+pub struct FleetView {
+    /// The fleet.
+    pub fleet: MediaFleet,
+    /// Its media nodes.
+    pub nodes: Vec<MediaNode>,
+}
+
+/// One scenario's namespace, operator and media nodes. Dropping it kills the processes,
+/// prints their logs if the test failed, and deletes the namespace and the cluster-scoped
+/// RBAC objects, whatever happened.
+pub struct TestEnv {
+    /// The test's name.
+    pub test: String,
+    /// The test's namespace.
+    pub namespace: String,
+    /// A client with the harness's (administrator) credentials.
+    pub client: Client,
+    /// The test's temporary directory: kubeconfig, logs, media nodes' files.
+    pub dir: PathBuf,
+    /// The pod runner, when the operator runs.
+    pub runner: Option<PodRunner>,
+    /// The operator, while it runs.
+    pub operator: Option<Operator>,
+    cluster: Cluster,
+    kubeconfig: Option<PathBuf>,
+    operator_binary: Option<PathBuf>,
+    operator_starts: u32,
+    failed: bool,
+    started: Instant,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// A DNS-label-safe namespace name for `test`, with a random suffix.
+fn namespace_for(test: &str) -> Result<String> {
+    let mut slug: String = test
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    slug.truncate(36);
+    let slug = slug.trim_matches('-').to_string();
+    let mut random = [0u8; 4];
+    getrandom::fill(&mut random)
+        .map_err(|e| Error::Setup(format!("no randomness for a namespace name: {e}")))?;
+    let suffix = random.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    });
+    Ok(format!("ruche-e2e-{slug}-{suffix}"))
+}
+
+impl TestEnv {
+    /// The full set-up: namespace, CRDs, the operator's RBAC and token, the pod runner, and
+    /// the operator, ready. `None` (after printing why) when there is no cluster.
+    pub async fn start(test: &str) -> Result<Option<Self>> {
+        Self::setup(test, true).await
+    }
+
+    /// A namespace and the CRDs only: no operator, no pods.
+    pub async fn start_without_operator(test: &str) -> Result<Option<Self>> {
+        Self::setup(test, false).await
+    }
+
+    async fn setup(test: &str, with_operator: bool) -> Result<Option<Self>> {
+        let cluster = match cluster::connect().await? {
+            Connection::Ready(c) => *c,
+            Connection::Skip(why) => {
+                cluster::print_skip(test, &why);
+                return Ok(None);
+            }
+        };
+        // Binaries are looked for before anything is created on the cluster.
+        let binaries = if with_operator {
+            Some((
+                process::binary("RUCHE_OPERATOR_BIN", "ruche-operator")?,
+                process::binary("RUCHE_MEDIA_NODE_BIN", "ruche-media-node")?,
+            ))
+        } else {
+            None
+        };
+        let waited = Instant::now();
+        let slot = slots()
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::Setup(format!("scenario slots closed: {e}")))?;
+        let namespace = namespace_for(test)?;
+        let dir = std::env::temp_dir().join(&namespace);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+        eprintln!(
+            "e2e [{test}]: namespace {namespace}, files in {} (waited {:?} for a slot)",
+            dir.display(),
+            waited.elapsed()
+        );
+        let mut env = Self {
+            test: test.to_string(),
+            namespace,
+            client: cluster.client.clone(),
+            dir,
+            runner: None,
+            operator: None,
+            cluster,
+            kubeconfig: None,
+            operator_binary: None,
+            operator_starts: 0,
+            failed: false,
+            started: Instant::now(),
+            _slot: slot,
+        };
+        // From here on, the guard cleans up whatever was created, set-up failure included.
+        match env.prepare(binaries).await {
+            Ok(()) => Ok(Some(env)),
+            Err(e) => {
+                env.failed = true;
+                eprintln!("e2e [{test}]: set-up failed: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    async fn prepare(&mut self, binaries: Option<(PathBuf, PathBuf)>) -> Result<()> {
+        crds::install(&self.client).await?;
+        self.create_namespace().await?;
+        let Some((operator_binary, media_node_binary)) = binaries else {
+            return Ok(());
+        };
+        let rbac = rbac::load(&self.namespace)?;
+        rbac::create(&self.client, &self.namespace, &rbac).await?;
+        let token = rbac::token(&self.client, &self.namespace).await?;
+        let kubeconfig = self.dir.join("operator.kubeconfig");
+        rbac::write_kubeconfig(
+            &kubeconfig,
+            &self.cluster.cluster_entry,
+            &token,
+            &self.namespace,
+        )?;
+        eprintln!(
+            "e2e [{}]: operator identity: ServiceAccount {}/{} (manifests/rbac, namespace-scoped), kubeconfig {}",
+            self.test,
+            self.namespace,
+            rbac::SERVICE_ACCOUNT,
+            kubeconfig.display()
+        );
+        self.kubeconfig = Some(kubeconfig);
+        self.operator_binary = Some(operator_binary);
+        self.runner = Some(PodRunner::start(
+            self.client.clone(),
+            &self.namespace,
+            &self.dir,
+            &media_node_binary,
+        ));
+        self.start_operator().await
+    }
+
+    async fn create_namespace(&self) -> Result<()> {
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(self.namespace.clone()),
+                labels: Some(BTreeMap::from([
+                    (
+                        "app.kubernetes.io/part-of".to_string(),
+                        "ruche-e2e".to_string(),
+                    ),
+                    (TEST_LABEL.to_string(), self.namespace.clone()),
+                    // Media pods use host ports, which stricter Pod Security levels refuse.
+                    (
+                        "pod-security.kubernetes.io/enforce".to_string(),
+                        "privileged".to_string(),
+                    ),
+                ])),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &ns)
+            .await?;
+        // A bare API server runs no controller-manager, so nothing creates the namespace's
+        // `default` ServiceAccount, without which the ServiceAccount admission plugin refuses
+        // pods. On a full cluster the controller may win the race: either way one exists.
+        let default_sa = ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some("default".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        match self
+            .api::<ServiceAccount>()
+            .create(&PostParams::default(), &default_sa)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_conflict(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Starts an operator (again) and waits until it is ready.
+    pub async fn start_operator(&mut self) -> Result<()> {
+        let (Some(binary), Some(kubeconfig)) = (&self.operator_binary, &self.kubeconfig) else {
+            return Err(Error::Setup(
+                "this scenario was set up without an operator".into(),
+            ));
+        };
+        self.operator_starts += 1;
+        let log = self
+            .dir
+            .join(format!("operator-{}.log", self.operator_starts));
+        let operator = Operator::start(binary, kubeconfig, &self.namespace, &log)?;
+        let ready = operator.wait_ready(READY_TIMEOUT).await;
+        self.operator = Some(operator);
+        ready.map(|_| ())
+    }
+
+    /// Kills the operator (SIGKILL) and starts a new one, ready.
+    pub async fn restart_operator(&mut self) -> Result<()> {
+        if let Some(old) = self.operator.take() {
+            old.kill().await;
+        }
+        self.start_operator().await
+    }
+
+    /// The running operator.
+    pub fn operator(&self) -> Result<&Operator> {
+        self.operator
+            .as_ref()
+            .ok_or_else(|| Error::Setup("no operator runs".into()))
+    }
+
+    /// The pod runner.
+    pub fn runner(&self) -> Result<&PodRunner> {
+        self.runner
+            .as_ref()
+            .ok_or_else(|| Error::Setup("no pod runner in this scenario".into()))
+    }
+
+    /// An API of kind `K` in the test namespace, with the harness's credentials.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Creates or updates an object by server-side apply (it must carry apiVersion and kind).
+    pub async fn apply<K>(&self, name: &str, object: &serde_json::Value) -> Result<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        Ok(self
+            .api::<K>()
+            .patch(name, &PatchParams::apply(MANAGER), &Patch::Apply(object))
+            .await?)
+    }
+
+    /// Creates rooms, `parallel` requests at a time.
+    pub async fn create_rooms(&self, rooms: Vec<Room>, parallel: usize) -> Result<()> {
+        let api = self.api::<Room>();
+        futures::stream::iter(rooms)
+            .map(|room| {
+                let api = api.clone();
+                async move { api.create(&PostParams::default(), &room).await }
+            })
+            .buffer_unordered(parallel.max(1))
+            .try_for_each(|_| async { Ok(()) })
+            .await?;
+        Ok(())
+    }
+
+    /// The fleet's media nodes.
+    pub async fn nodes(&self, fleet: &str) -> Result<Vec<MediaNode>> {
+        let nodes = self.api::<MediaNode>().list(&ListParams::default()).await?;
+        Ok(nodes
+            .items
+            .into_iter()
+            .filter(|n| n.spec.fleet == fleet)
+            .collect())
+    }
+
+    /// Every room of the namespace.
+    pub async fn rooms(&self) -> Result<Vec<Room>> {
+        Ok(self.api::<Room>().list(&ListParams::default()).await?.items)
+    }
+
+    /// Waits until the fleet runs `per_zone` Ready nodes in each of the three zones: the
+    /// fleet's status counts them, and every node is Ready with the addresses its pod's
+    /// loopback address and host port give.
+    pub async fn wait_fleet_ready(
+        &self,
+        fleet: &str,
+        per_zone: u32,
+        timeout: Duration,
+    ) -> Result<FleetView> {
+        let started = Instant::now();
+        let view = wait::until(
+            &format!("fleet {fleet} to run {per_zone} Ready nodes in each zone"),
+            timeout,
+            || async { self.check_fleet(fleet, per_zone).await },
+        )
+        .await?;
+        eprintln!(
+            "e2e [{}]: fleet {fleet} ready with {} nodes after {:?}",
+            self.test,
+            view.nodes.len(),
+            started.elapsed()
+        );
+        Ok(view)
+    }
+
+    async fn check_fleet(&self, fleet: &str, per_zone: u32) -> Result<FleetView, String> {
+        let total = per_zone * ZONES.len() as u32;
+        let f = self
+            .api::<MediaFleet>()
+            .get(fleet)
+            .await
+            .map_err(|e| e.to_string())?;
+        let nodes = self.nodes(fleet).await.map_err(|e| e.to_string())?;
+        let mut problems = Vec::new();
+        let status = f.status.clone().unwrap_or_default();
+        if status.replicas != total
+            || status.ready_replicas != total
+            || status.phases.ready != total
+        {
+            problems.push(format!(
+                "fleet status: replicas {}, readyReplicas {}, phases.ready {} (want {total})",
+                status.replicas, status.ready_replicas, status.phases.ready
+            ));
+        }
+        for zone in ZONES {
+            match status.zones.iter().find(|z| z.name == zone) {
+                Some(z)
+                    if z.nodes == per_zone
+                        && z.ready_nodes == per_zone
+                        && z.slots == per_zone * SLOTS_PER_NODE => {}
+                other => problems.push(format!("zone {zone} status: {other:?}")),
+            }
+        }
+        if nodes.len() != total as usize {
+            problems.push(format!("{} MediaNodes (want {total})", nodes.len()));
+        }
+        let pods: BTreeMap<String, Pod> = self
+            .api::<Pod>()
+            .list(&ListParams::default().labels(POD_SELECTOR))
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .into_iter()
+            .map(|p| (p.name_any(), p))
+            .collect();
+        for node in &nodes {
+            if let Err(p) = self.check_node(node, &pods) {
+                problems.push(p);
+            }
+        }
+        if problems.is_empty() {
+            Ok(FleetView { fleet: f, nodes })
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    /// A node is Ready with the addresses its pod's loopback address and host port give.
+    fn check_node(&self, node: &MediaNode, pods: &BTreeMap<String, Pod>) -> Result<(), String> {
+        let name = node.name_any();
+        let status = node.status.clone().unwrap_or_default();
+        if status.phase != NodePhase::Ready {
+            return Err(format!("node {name} is {}", status.phase));
+        }
+        let pod_name = status.pod.clone().unwrap_or_else(|| name.clone());
+        let runner = self.runner().map_err(|e| e.to_string())?;
+        let ip = runner
+            .address_of(&pod_name)
+            .ok_or_else(|| format!("node {name}: the runner runs no pod {pod_name}"))?;
+        let host_port = pods
+            .get(&pod_name)
+            .and_then(|p| p.spec.as_ref())
+            .and_then(|s| s.containers.first())
+            .and_then(|c| c.ports.as_ref())
+            .and_then(|ports| {
+                ports
+                    .iter()
+                    .find(|p| p.protocol.as_deref() == Some("UDP"))
+                    .and_then(|p| p.host_port)
+            })
+            .ok_or_else(|| format!("node {name}: pod {pod_name} has no UDP host port"))?;
+        let want = (
+            Some(format!("ws://{ip}:{host_port}/ws")),
+            Some(format!("{ip}:{host_port}")),
+            Some(format!("http://{ip}:{ADMIN_PORT}")),
+        );
+        let addresses = status.addresses.unwrap_or_default();
+        let got = (addresses.signaling, addresses.media, addresses.admin);
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("node {name}: addresses {got:?}, want {want:?}"))
+        }
+    }
+
+    /// Waits until every room of `names` is placed (see [`fixtures::check_placed`]) with a
+    /// phase in `phases`; returns them.
+    pub async fn wait_rooms_placed(
+        &self,
+        names: &[String],
+        phases: &[RoomPhase],
+        timeout: Duration,
+    ) -> Result<Vec<Room>> {
+        wait::until_every(
+            &format!("{} rooms to be placed", names.len()),
+            timeout,
+            Duration::from_secs(1),
+            || async {
+                let rooms = self.rooms().await.map_err(|e| e.to_string())?;
+                let mut placed = Vec::new();
+                let mut missing = Vec::new();
+                for name in names {
+                    match rooms.iter().find(|r| r.name_any() == *name) {
+                        Some(r) => match fixtures::check_placed(r, phases) {
+                            Ok(()) => placed.push(r.clone()),
+                            Err(why) => missing.push(why),
+                        },
+                        None => missing.push(format!("{name}: not found")),
+                    }
+                }
+                if missing.is_empty() {
+                    Ok(placed)
+                } else {
+                    let shown: Vec<_> = missing.iter().take(5).cloned().collect();
+                    Err(format!(
+                        "{} of {} not placed, e.g. {}",
+                        missing.len(),
+                        names.len(),
+                        shown.join("; ")
+                    ))
+                }
+            },
+        )
+        .await
+    }
+
+    /// A join token for `identity` in `room`, signed with the fleet's key.
+    pub async fn token(&self, fleet: &str, room: &str, identity: &str) -> Result<String> {
+        let key = fixtures::join_key(&self.client, &self.namespace, fleet).await?;
+        fixtures::mint(&key, room, identity)
+    }
+
+    /// Marks the scenario failed (logs are printed and files kept even without a panic).
+    pub fn fail(&mut self) {
+        self.failed = true;
+    }
+
+    fn print_failure(&self) {
+        let mut out = format!(
+            "\n======== e2e [{}] FAILED after {:?}: namespace {}, files kept in {}\n",
+            self.test,
+            self.started.elapsed(),
+            self.namespace,
+            self.dir.display()
+        );
+        for n in 1..=self.operator_starts {
+            let log = self.dir.join(format!("operator-{n}.log"));
+            let _ = write!(
+                out,
+                "-------- operator log {} (last 300 lines):\n{}\n",
+                log.display(),
+                tail(&log, 300)
+            );
+        }
+        if let Some(runner) = &self.runner {
+            out.push_str("-------- media node processes (last 40 lines of each log):\n");
+            out.push_str(&runner.report(40));
+        }
+        eprintln!("{out}");
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let failed = self.failed || std::thread::panicking();
+        if let Some(operator) = &self.operator {
+            operator.kill_now();
+        }
+        if let Some(runner) = &self.runner {
+            runner.shutdown();
+        }
+        if failed {
+            self.print_failure();
+        }
+        // The test's runtime may be going away (a panic unwinds through it): clean up from a
+        // thread of our own, with its own runtime and client.
+        let (config, namespace, test) = (
+            self.cluster.config.clone(),
+            self.namespace.clone(),
+            self.test.clone(),
+        );
+        let cleaner = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                eprintln!(
+                    "e2e [{test}]: no runtime for clean-up: delete namespace {namespace} by hand"
+                );
+                return;
+            };
+            runtime.block_on(async {
+                match tokio::time::timeout(CLEANUP_TIMEOUT, clean_up(config, &namespace, failed))
+                    .await
+                {
+                    Ok(Ok(())) => eprintln!("e2e [{test}]: namespace {namespace} deleted"),
+                    Ok(Err(e)) => eprintln!(
+                        "e2e [{test}]: clean-up of {namespace} incomplete: {e} \
+                         (kubectl delete namespace {namespace}; kubectl delete clusterrole,clusterrolebinding -l {TEST_LABEL}={namespace})"
+                    ),
+                    Err(_) => eprintln!(
+                        "e2e [{test}]: clean-up of {namespace} timed out after {CLEANUP_TIMEOUT:?}"
+                    ),
+                }
+            });
+        });
+        let _ = cleaner.join();
+        if failed {
+            eprintln!("e2e [{}]: files kept in {}", self.test, self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Deletes what a scenario created: its objects (finalizers removed first, since no operator
+/// is left to remove them), the namespace, and the cluster-scoped RBAC objects. On failure,
+/// prints the namespace's Ruche objects and events first.
+async fn clean_up(config: kube::Config, namespace: &str, failed: bool) -> Result<()> {
+    let client = Client::try_from(config)?;
+    if failed {
+        dump(&client, namespace).await;
+    }
+    let mut errors = Vec::new();
+    if let Err(e) = strip_finalizers::<Room>(&client, namespace).await {
+        errors.push(e.to_string());
+    }
+    if let Err(e) = strip_finalizers::<MediaNode>(&client, namespace).await {
+        errors.push(e.to_string());
+    }
+    if let Err(e) = strip_finalizers::<MediaFleet>(&client, namespace).await {
+        errors.push(e.to_string());
+    }
+    let dp = DeleteParams::default();
+    let lp = ListParams::default();
+    // A bare API server has no namespace controller or garbage collector: delete the
+    // objects themselves, then the namespace.
+    let deletions = [
+        Api::<Room>::namespaced(client.clone(), namespace)
+            .delete_collection(&dp, &lp)
+            .await
+            .map(|_| ()),
+        Api::<MediaNode>::namespaced(client.clone(), namespace)
+            .delete_collection(&dp, &lp)
+            .await
+            .map(|_| ()),
+        Api::<MediaFleet>::namespaced(client.clone(), namespace)
+            .delete_collection(&dp, &lp)
+            .await
+            .map(|_| ()),
+        Api::<Pod>::namespaced(client.clone(), namespace)
+            .delete_collection(&dp, &lp)
+            .await
+            .map(|_| ()),
+    ];
+    errors.extend(
+        deletions
+            .into_iter()
+            .filter_map(std::result::Result::err)
+            .filter(|e| !crate::error::is_not_found(e))
+            .map(|e| e.to_string()),
+    );
+    match Api::<Namespace>::all(client.clone())
+        .delete(namespace, &dp)
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if crate::error::is_not_found(&e) => {}
+        Err(e) => errors.push(format!("namespace: {e}")),
+    }
+    if let Err(e) = rbac::delete_cluster_scoped(&client, namespace).await {
+        errors.push(format!("cluster-scoped RBAC: {e}"));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Setup(errors.join("; ")))
+    }
+}
+
+async fn strip_finalizers<K>(client: &Client, namespace: &str) -> Result<()>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let list = match api.list(&ListParams::default()).await {
+        Ok(l) => l,
+        Err(e) if crate::error::is_not_found(&e) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    for object in list.items {
+        if object.finalizers().is_empty() {
+            continue;
+        }
+        let patch = json!({ "metadata": { "finalizers": null } });
+        match api
+            .patch(
+                &object.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if crate::error::is_not_found(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Prints the namespace's fleets, nodes, rooms (a few) and events, for a failed scenario.
+async fn dump(client: &Client, namespace: &str) {
+    let mut out = format!("-------- objects in {namespace}:\n");
+    if let Ok(fleets) = Api::<MediaFleet>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+    {
+        for f in fleets.items {
+            let _ = writeln!(
+                out,
+                "MediaFleet {}: {}",
+                f.name_any(),
+                serde_json::to_string(&f.status).unwrap_or_default()
+            );
+        }
+    }
+    if let Ok(nodes) = Api::<MediaNode>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+    {
+        for n in nodes.items {
+            let _ = writeln!(
+                out,
+                "MediaNode {} zone {}: {}",
+                n.name_any(),
+                n.spec.zone,
+                serde_json::to_string(&n.status).unwrap_or_default()
+            );
+        }
+    }
+    if let Ok(rooms) = Api::<Room>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+    {
+        let _ = writeln!(out, "{} Rooms; the first 20:", rooms.items.len());
+        for r in rooms.items.iter().take(20) {
+            let _ = writeln!(
+                out,
+                "Room {}: {}",
+                r.name_any(),
+                serde_json::to_string(&r.status).unwrap_or_default()
+            );
+        }
+    }
+    if let Ok(pods) = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+    {
+        for p in pods.items {
+            let s = p.status.clone().unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "Pod {}: phase {:?} podIP {:?} deleting {}",
+                p.name_any(),
+                s.phase,
+                s.pod_ip,
+                p.metadata.deletion_timestamp.is_some()
+            );
+        }
+    }
+    if let Ok(events) = Api::<Event>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+    {
+        let _ = writeln!(out, "-------- {} events; the last 60:", events.items.len());
+        let start = events.items.len().saturating_sub(60);
+        for e in &events.items[start..] {
+            let _ = writeln!(
+                out,
+                "{} {} {}/{}: {}",
+                e.type_.as_deref().unwrap_or_default(),
+                e.reason.as_deref().unwrap_or_default(),
+                e.regarding
+                    .as_ref()
+                    .and_then(|r| r.kind.as_deref())
+                    .unwrap_or_default(),
+                e.regarding
+                    .as_ref()
+                    .and_then(|r| r.name.as_deref())
+                    .unwrap_or_default(),
+                e.note.as_deref().unwrap_or_default()
+            );
+        }
+    }
+    eprintln!("{out}");
+}

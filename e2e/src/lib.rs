@@ -1,0 +1,33 @@
+//! Ruche's end-to-end suite: the operator and real media node processes against the cluster
+//! `KUBECONFIG` names (a kind cluster, or a bare API server), one fresh namespace per
+//! scenario.
+//!
+//! - [`cluster`]: finding the cluster, or saying loudly why the suite is skipped;
+//! - [`crds`]: installing the CRDs from `crds/yaml/`;
+//! - [`rbac`]: the operator's identity, exactly the RBAC of `manifests/rbac/`;
+//! - [`operator`]: the `ruche-operator run` process;
+//! - [`runner`]: the pod runner, a stand-in kubelet that runs media node pods as local
+//!   processes on loopback addresses;
+//! - [`harness`]: one scenario's world, cleaned up by a guard;
+//! - [`fixtures`]: the fleets and rooms the scenarios create, and how to read their status.
+
+pub mod cluster;
+pub mod crds;
+pub mod error;
+pub mod fixtures;
+pub mod harness;
+pub mod http;
+pub mod operator;
+pub mod process;
+pub mod rbac;
+pub mod runner;
+pub mod wait;
+
+pub use error::{Error, Result};
+pub use harness::{FleetView, TestEnv};
+
+/// The workspace's root directory (where `crds/`, `manifests/` and `target/` are).
+pub fn workspace() -> std::path::PathBuf {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent().unwrap_or(here).to_path_buf()
+}

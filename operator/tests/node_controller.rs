@@ -1,0 +1,764 @@
+//! The media node controller against a mock API server: the pod it creates, the exposure, what
+//! it tells the node's admin API, its status writes (only on change) and events, and what it
+//! does with nodes it cannot serve.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::Method;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+use ruche_crds::{MediaFleet, MediaNode, MediaNodeStatus, NodePhase};
+use ruche_operator::controller::admin::NodeReport;
+use ruche_operator::controller::context::{Context, Settings};
+use ruche_operator::controller::{Error, node};
+use ruche_operator::core::health::{HealthPolicy, Reported};
+use serde_json::{Value, json};
+use support::{
+    FakeAdmin, Handle, context_with, context_with_settings, drain_request, expect, expect_echo,
+    expect_event, expect_no_request, fleet, fleet_node, host_port_fleet, media_pod, node_report,
+    ready_condition, ready_status, reply, secret_reply,
+};
+
+const PODS: &str = "/api/v1/namespaces/ns/pods";
+const ADMIN_SECRET: &str = "/api/v1/namespaces/ns/secrets/visio-admin-token";
+const NAME: &str = "visio-a-2";
+const KEY: &str = "ns/visio-a-2";
+
+fn status_path(name: &str) -> String {
+    format!("/apis/ruche.dev/v1alpha1/namespaces/ns/medianodes/{name}/status")
+}
+
+fn spawn_reconcile(
+    ctx: &Arc<Context<FakeAdmin>>,
+    n: &MediaNode,
+) -> tokio::task::JoinHandle<Result<Action, Error>> {
+    let ctx = ctx.clone();
+    let n = Arc::new(n.clone());
+    tokio::spawn(async move { node::reconcile(n, ctx).await })
+}
+
+/// Node number 2 of the fleet, in zone a, with the given status.
+fn node_two(status: Option<MediaNodeStatus>) -> MediaNode {
+    let mut n = fleet_node(NAME, "a", 2);
+    n.status = status;
+    n
+}
+
+/// The status write: server-side apply through the status subresource. Returns the status.
+async fn expect_node_status(api: &mut Handle, n: &MediaNode) -> Value {
+    let seen = expect(api, Method::PATCH, &status_path(&n.name_any()), reply(n)).await;
+    assert_eq!(
+        seen.query.get("fieldManager").map(String::as_str),
+        Some("ruche-operator")
+    );
+    assert_eq!(seen.query.get("force").map(String::as_str), Some("true"));
+    assert_eq!(
+        seen.content_type.as_deref(),
+        Some("application/apply-patch+yaml")
+    );
+    assert_eq!(
+        (&seen.body["apiVersion"], &seen.body["kind"]),
+        (
+            &Value::from("ruche.dev/v1alpha1"),
+            &Value::from("MediaNode")
+        ),
+        "server-side apply needs apiVersion and kind"
+    );
+    let status = seen.body["status"].clone();
+    assert!(status["lastHeartbeat"].is_string(), "{status}");
+    status
+}
+
+fn ready_of(status: &Value) -> (&str, &str, &str) {
+    let c = status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .unwrap_or_else(|| panic!("no Ready condition in {status}"));
+    (
+        c["status"].as_str().unwrap(),
+        c["reason"].as_str().unwrap(),
+        c["message"].as_str().unwrap(),
+    )
+}
+
+fn port<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    pod["spec"]["containers"][0]["ports"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+        .unwrap_or_else(|| panic!("no {name} port in {pod}"))
+}
+
+fn env<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    pod["spec"]["containers"][0]["env"]
+        .as_array()
+        .and_then(|es| es.iter().find(|e| e["name"] == name))
+        .map_or(&Value::Null, |e| &e["value"])
+}
+
+/// Records an answer of the node's admin API, as the poller does.
+fn answered(ctx: &Context<FakeAdmin>, report: NodeReport, phase: Reported) {
+    ctx.live()
+        .answered(KEY, "ns", report, phase, Instant::now());
+}
+
+#[tokio::test]
+async fn a_host_port_node_gets_its_pod_then_a_pending_status() {
+    let n = node_two(None);
+    let (ctx, mut api) = context_with(
+        vec![host_port_fleet()],
+        vec![n.clone()],
+        vec![],
+        vec![],
+        FakeAdmin::default(),
+    );
+    let task = spawn_reconcile(&ctx, &n);
+
+    let created = expect_echo(&mut api, Method::POST, PODS).await;
+    let pod = &created.body;
+    assert_eq!(pod["metadata"]["name"], NAME);
+    assert_eq!(pod["metadata"]["namespace"], "ns");
+    assert_eq!(pod["metadata"]["labels"]["ruche.dev/node"], NAME);
+    let media = port(pod, "media");
+    assert_eq!(
+        (
+            &media["containerPort"],
+            &media["protocol"],
+            &media["hostPort"]
+        ),
+        (&json!(7882), &json!("UDP"), &json!(30002))
+    );
+    let signaling = port(pod, "signaling");
+    assert_eq!(
+        (
+            &signaling["containerPort"],
+            &signaling["protocol"],
+            &signaling["hostPort"]
+        ),
+        (&json!(7880), &json!("TCP"), &json!(30002))
+    );
+    assert!(port(pod, "admin").get("hostPort").is_none(), "{pod}");
+    assert!(pod["spec"].get("hostNetwork").is_none(), "{pod}");
+    assert_eq!(
+        pod["spec"]["nodeSelector"]["topology.kubernetes.io/zone"],
+        "a"
+    );
+    assert_eq!(env(pod, "RUCHE_ADVERTISE"), "$(RUCHE_HOST_IP):30002");
+    let owner = &pod["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (
+            &owner["apiVersion"],
+            &owner["kind"],
+            &owner["name"],
+            &owner["uid"],
+            &owner["controller"]
+        ),
+        (
+            &json!("ruche.dev/v1alpha1"),
+            &json!("MediaNode"),
+            &json!(NAME),
+            &json!("visio-a-2-uid"),
+            &json!(true)
+        )
+    );
+    let event = expect_event(&mut api).await;
+    assert_eq!(event.body["reason"], "PodCreated");
+    assert_eq!(event.body["note"], "created pod visio-a-2 in zone a");
+    assert_eq!(event.body["regarding"]["kind"], "MediaNode");
+    assert_eq!(event.body["regarding"]["name"], NAME);
+
+    let status = expect_node_status(&mut api, &n).await;
+    assert_eq!(status["phase"], "Pending");
+    assert_eq!(status["observedGeneration"], 1);
+    assert_eq!(
+        ready_of(&status),
+        ("False", "PodPending", "waiting for its pod to run")
+    );
+    expect_no_request(&mut api).await;
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(ctx.settings.poll_interval),
+        "a pending node is looked at again soon"
+    );
+}
+
+#[tokio::test]
+async fn a_running_node_is_told_its_address_written_ready_then_left_alone() {
+    let starting = node_two(Some(MediaNodeStatus {
+        phase: NodePhase::Starting,
+        pod: Some(NAME.into()),
+        observed_generation: Some(1),
+        ..Default::default()
+    }));
+    let admin = FakeAdmin::default();
+    let (ctx, mut api) = context_with(
+        vec![host_port_fleet()],
+        vec![starting.clone()],
+        vec![],
+        vec![media_pod(NAME, "Running", Some("10.0.0.5"))],
+        admin.clone(),
+    );
+    let mut report = node_report("Ready", "10.0.0.5:7882");
+    report.status.rooms = 3;
+    report.status.participants = 7;
+    report.status.reserved_slots = 20;
+    report.status.used_slots = 25;
+    report.status.bitrate_in_bps = 1000;
+    report.status.bitrate_out_bps = 2000;
+    answered(&ctx, report.clone(), Reported::Ready);
+
+    let task = spawn_reconcile(&ctx, &starting);
+    expect(&mut api, Method::GET, ADMIN_SECRET, secret_reply()).await;
+    let status = expect_node_status(&mut api, &starting).await;
+    assert_eq!(
+        admin.calls(),
+        ["advertise http://10.0.0.5:7881 10.0.0.5:30002"],
+        "the node learns its address before its status says where it is"
+    );
+    assert_eq!(*admin.tokens.lock().unwrap(), ["admin-secret-token"]);
+    assert_eq!(status["phase"], "Ready");
+    assert_eq!(status["pod"], NAME);
+    assert_eq!(
+        status["addresses"],
+        json!({
+            "signaling": "ws://10.0.0.5:30002/ws",
+            "media": "10.0.0.5:30002",
+            "admin": "http://10.0.0.5:7881",
+        })
+    );
+    assert_eq!(
+        status["load"],
+        json!({
+            "rooms": 3,
+            "participants": 7,
+            "reservedSlots": 20,
+            "usedSlots": 25,
+            "bitrateInBps": 1000,
+            "bitrateOutBps": 2000,
+        })
+    );
+    assert_eq!(ready_of(&status), ("True", "Ready", "taking rooms"));
+    let event = expect_event(&mut api).await;
+    assert_eq!(
+        (
+            &event.body["type"],
+            &event.body["reason"],
+            &event.body["note"]
+        ),
+        (
+            &json!("Normal"),
+            &json!("Ready"),
+            &json!("media node is Ready")
+        )
+    );
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(60))
+    );
+
+    // The status is written; the next poll shows the address taken and other bitrates.
+    let mut ready = starting.clone();
+    ready.status = Some(serde_json::from_value(status).unwrap());
+    report.status.advertise = Some("10.0.0.5:30002".into());
+    report.status.bitrate_in_bps = 9999;
+    answered(&ctx, report, Reported::Ready);
+    let task = spawn_reconcile(&ctx, &ready);
+    expect_no_request(&mut api).await;
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(60))
+    );
+    assert_eq!(
+        admin.calls().len(),
+        1,
+        "no second advertise, no Secret read, no status write for bitrates alone, no event"
+    );
+}
+
+#[tokio::test]
+async fn a_node_port_node_applies_its_service_then_gets_a_pod_advertising_the_node_port() {
+    let n = fleet_node("visio-a-0", "a", 0);
+    let (ctx, mut api) = context_with(
+        vec![fleet()],
+        vec![n.clone()],
+        vec![],
+        vec![],
+        FakeAdmin::default(),
+    );
+    let task = spawn_reconcile(&ctx, &n);
+    let applied = expect(
+        &mut api,
+        Method::PATCH,
+        "/api/v1/namespaces/ns/services/visio-a-0-media",
+        service_reply(31000, 31001),
+    )
+    .await;
+    assert_eq!(
+        applied.query.get("fieldManager").map(String::as_str),
+        Some("ruche-operator")
+    );
+    assert_eq!(applied.query.get("force").map(String::as_str), Some("true"));
+    let svc = &applied.body;
+    assert_eq!(svc["kind"], "Service");
+    assert_eq!(svc["spec"]["type"], "NodePort");
+    assert_eq!(svc["spec"]["externalTrafficPolicy"], "Local");
+    assert_eq!(svc["spec"]["selector"]["ruche.dev/node"], "visio-a-0");
+    assert_eq!(svc["metadata"]["ownerReferences"][0]["kind"], "MediaNode");
+
+    let created = expect_echo(&mut api, Method::POST, PODS).await;
+    let pod = &created.body;
+    assert!(port(pod, "media").get("hostPort").is_none(), "{pod}");
+    assert_eq!(env(pod, "RUCHE_ADVERTISE"), "$(RUCHE_HOST_IP):31000");
+    assert_eq!(expect_event(&mut api).await.body["reason"], "PodCreated");
+    let status = expect_node_status(&mut api, &n).await;
+    assert_eq!(status["phase"], "Pending");
+    expect_no_request(&mut api).await;
+    assert!(task.await.unwrap().is_ok());
+}
+
+fn service_reply(media: u16, signaling: u16) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "visio-a-0-media", "namespace": "ns"},
+        "spec": {
+            "type": "NodePort",
+            "ports": [
+                {"name": "media", "protocol": "UDP", "port": 7882, "nodePort": media},
+                {"name": "signaling", "protocol": "TCP", "port": 7880, "nodePort": signaling},
+            ],
+        },
+    })
+}
+
+#[tokio::test]
+async fn a_node_port_node_advertises_its_kubernetes_nodes_external_address() {
+    let n = node_two(None);
+    let mut pod = media_pod(NAME, "Running", Some("10.1.0.7"));
+    pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+        node_name: Some("k8s-1".into()),
+        ..Default::default()
+    });
+    pod.status.as_mut().unwrap().host_ip = Some("10.0.0.5".into());
+    let (ctx, mut api) = context_with(
+        vec![fleet()],
+        vec![n.clone()],
+        vec![],
+        vec![pod],
+        FakeAdmin::default(),
+    );
+    let task = spawn_reconcile(&ctx, &n);
+    expect(
+        &mut api,
+        Method::PATCH,
+        &format!("/api/v1/namespaces/ns/services/{NAME}-media"),
+        service_reply(31000, 31001),
+    )
+    .await;
+    expect(
+        &mut api,
+        Method::GET,
+        "/api/v1/nodes/k8s-1",
+        json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": "k8s-1"},
+            "status": {"addresses": [
+                {"type": "InternalIP", "address": "10.0.0.5"},
+                {"type": "ExternalIP", "address": "203.0.113.9"},
+            ]},
+        }),
+    )
+    .await;
+    let status = expect_node_status(&mut api, &n).await;
+    assert_eq!(
+        status["phase"], "Starting",
+        "running, but its admin API has not answered yet"
+    );
+    assert_eq!(
+        status["addresses"],
+        json!({
+            "signaling": "ws://203.0.113.9:31001/ws",
+            "media": "203.0.113.9:31000",
+            "admin": "http://10.1.0.7:7881",
+        })
+    );
+    assert_eq!(expect_event(&mut api).await.body["reason"], "Starting");
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(ctx.settings.poll_interval)
+    );
+}
+
+fn impatient() -> Settings {
+    Settings {
+        health: HealthPolicy {
+            failure_timeout: Duration::from_millis(1),
+            ..HealthPolicy::default()
+        },
+        ..Settings::default()
+    }
+}
+
+#[tokio::test]
+async fn a_node_silent_past_the_failure_timeout_fails_and_loses_its_pod() {
+    let n = node_two(Some(ready_status(NAME, "10.0.0.5", 30002)));
+    let admin = FakeAdmin::default();
+    let (ctx, mut api) = context_with_settings(
+        vec![host_port_fleet()],
+        vec![n.clone()],
+        vec![],
+        vec![media_pod(NAME, "Running", Some("10.0.0.5"))],
+        admin.clone(),
+        impatient(),
+    );
+    answered(
+        &ctx,
+        node_report("Ready", "10.0.0.5:30002"),
+        Reported::Ready,
+    );
+    ctx.live()
+        .failed(KEY, "http://10.0.0.5:7881: connection refused".into());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let task = spawn_reconcile(&ctx, &n);
+    expect(
+        &mut api,
+        Method::DELETE,
+        &format!("{PODS}/{NAME}"),
+        reply(&media_pod(NAME, "Running", Some("10.0.0.5"))),
+    )
+    .await;
+    let status = expect_node_status(&mut api, &n).await;
+    assert_eq!(status["phase"], "Failed");
+    let why = "its admin API has not answered for 1ms: http://10.0.0.5:7881: connection refused";
+    assert_eq!(ready_of(&status), ("False", "Failed", why));
+    let event = expect_event(&mut api).await;
+    assert_eq!(
+        (
+            &event.body["type"],
+            &event.body["reason"],
+            &event.body["note"]
+        ),
+        (&json!("Warning"), &json!("Failed"), &json!(why))
+    );
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(30))
+    );
+    assert!(admin.calls().is_empty(), "a failed node is told nothing");
+    expect_no_request(&mut api).await;
+}
+
+#[tokio::test]
+async fn a_ready_node_whose_pod_vanished_fails_and_gets_no_new_pod() {
+    let n = node_two(Some(ready_status(NAME, "10.0.0.5", 30002)));
+    let (ctx, mut api) = context_with(
+        vec![host_port_fleet()],
+        vec![n.clone()],
+        vec![],
+        vec![],
+        FakeAdmin::default(),
+    );
+    let task = spawn_reconcile(&ctx, &n);
+    let status = expect_node_status(&mut api, &n).await;
+    assert_eq!(status["phase"], "Failed");
+    assert_eq!(
+        ready_of(&status),
+        ("False", "Failed", "its pod disappeared")
+    );
+    assert_eq!(expect_event(&mut api).await.body["type"], "Warning");
+    expect_no_request(&mut api).await;
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(30))
+    );
+}
+
+#[tokio::test]
+async fn a_failed_node_keeps_the_reason_it_failed() {
+    let mut status = ready_status(NAME, "10.0.0.5", 30002);
+    status.phase = NodePhase::Failed;
+    status.conditions = vec![ready_condition(
+        false,
+        "Failed",
+        "its admin API has not answered for 10s: connection refused",
+    )];
+    status.last_heartbeat = Some(Time(Timestamp::now()));
+    let n = node_two(Some(status));
+    let (ctx, mut api) = context_with(
+        vec![host_port_fleet()],
+        vec![n.clone()],
+        vec![],
+        vec![],
+        FakeAdmin::default(),
+    );
+    let task = spawn_reconcile(&ctx, &n);
+    expect_no_request(&mut api).await;
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(30))
+    );
+}
+
+/// A Ready node with a running pod whose admin API answered `phase`.
+fn serving(
+    drain: Option<&str>,
+    reported: (&str, Reported),
+    pod_leaving: bool,
+) -> (Arc<Context<FakeAdmin>>, Handle, FakeAdmin, MediaNode) {
+    let mut n = node_two(Some(ready_status(NAME, "10.0.0.5", 30002)));
+    n.spec.drain = drain.map(drain_request);
+    let mut pod = media_pod(NAME, "Running", Some("10.0.0.5"));
+    if pod_leaving {
+        pod.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+    }
+    let admin = FakeAdmin::default();
+    let (ctx, api) = context_with(
+        vec![host_port_fleet()],
+        vec![n.clone()],
+        vec![],
+        vec![pod],
+        admin.clone(),
+    );
+    answered(&ctx, node_report(reported.0, "10.0.0.5:30002"), reported.1);
+    (ctx, api, admin, n)
+}
+
+#[tokio::test]
+async fn a_drain_request_reaches_a_node_that_still_reports_ready() {
+    let (ctx, mut api, admin, n) = serving(Some("Manual"), ("Ready", Reported::Ready), false);
+    let task = spawn_reconcile(&ctx, &n);
+    expect(&mut api, Method::GET, ADMIN_SECRET, secret_reply()).await;
+    expect_no_request(&mut api).await;
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(60))
+    );
+    assert_eq!(
+        admin.calls(),
+        ["drain http://10.0.0.5:7881 Some(true)"],
+        "drained with the time left before the deadline"
+    );
+}
+
+#[tokio::test]
+async fn a_node_draining_without_a_drain_request_is_undrained() {
+    let (ctx, mut api, admin, n) = serving(None, ("Draining", Reported::Draining), false);
+    let task = spawn_reconcile(&ctx, &n);
+    expect(&mut api, Method::GET, ADMIN_SECRET, secret_reply()).await;
+    let status = expect_node_status(&mut api, &n).await;
+    assert_eq!(admin.calls(), ["undrain http://10.0.0.5:7881"]);
+    assert_eq!(status["phase"], "Draining", "what the node last said");
+    assert!(status["drainStartedAt"].is_string(), "{status}");
+    assert_eq!(
+        ready_of(&status),
+        ("False", "Draining", "draining: no new room")
+    );
+    assert_eq!(expect_event(&mut api).await.body["reason"], "Draining");
+    assert!(task.await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn a_node_whose_pod_is_being_deleted_is_left_draining() {
+    let (ctx, mut api, admin, n) = serving(None, ("Draining", Reported::Draining), true);
+    let task = spawn_reconcile(&ctx, &n);
+    expect(&mut api, Method::GET, ADMIN_SECRET, secret_reply()).await;
+    let status = expect_node_status(&mut api, &n).await;
+    assert_eq!(status["phase"], "Draining");
+    assert_eq!(expect_event(&mut api).await.body["reason"], "Draining");
+    assert!(task.await.unwrap().is_ok());
+    assert!(
+        admin.calls().is_empty(),
+        "a pod being deleted drains on SIGTERM: not cancelled"
+    );
+}
+
+#[tokio::test]
+async fn a_node_of_a_missing_fleet_gets_a_clear_condition_and_is_retried() {
+    let n = node_two(None);
+    let (ctx, mut api) = context_with(
+        vec![],
+        vec![n.clone()],
+        vec![],
+        vec![],
+        FakeAdmin::default(),
+    );
+    let task = spawn_reconcile(&ctx, &n);
+    let status = expect_node_status(&mut api, &n).await;
+    assert_eq!(
+        ready_of(&status),
+        (
+            "False",
+            "FleetNotFound",
+            "no MediaFleet visio in namespace ns"
+        )
+    );
+    expect_no_request(&mut api).await;
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(30))
+    );
+
+    // Said once: reconciling again with that status writes nothing.
+    let mut again = n.clone();
+    again.status = Some(serde_json::from_value(status).unwrap());
+    let task = spawn_reconcile(&ctx, &again);
+    expect_no_request(&mut api).await;
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(30))
+    );
+}
+
+fn in_unknown_zone() -> MediaNode {
+    fleet_node("visio-zz-2", "zz", 2)
+}
+
+#[tokio::test]
+async fn a_node_in_a_zone_its_fleet_lacks_is_refused_without_a_pod() {
+    let n = in_unknown_zone();
+    let (ctx, mut api) = context_with(
+        vec![host_port_fleet()],
+        vec![n.clone()],
+        vec![],
+        vec![],
+        FakeAdmin::default(),
+    );
+    let task = spawn_reconcile(&ctx, &n);
+    unknown_zone_condition(&mut api).await;
+    let result = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the reconcile ends")
+        .unwrap();
+    assert_eq!(
+        result.unwrap(),
+        Action::await_change(),
+        "not retried: the zone of a node cannot change"
+    );
+}
+
+/// The one request a node in an unknown zone gets: its status, saying why it cannot run.
+async fn unknown_zone_condition(api: &mut Handle) {
+    let status = expect(
+        api,
+        Method::PATCH,
+        "/apis/ruche.dev/v1alpha1/namespaces/ns/medianodes/visio-zz-2/status",
+        json!({"apiVersion": "ruche.dev/v1alpha1", "kind": "MediaNode", "metadata": {"name": "visio-zz-2", "namespace": "ns"}, "spec": {"fleet": "visio", "zone": "zz", "revision": "r1", "capacity": {"slots": 100}}}),
+    )
+    .await;
+    let condition = &status.body["status"]["conditions"][0];
+    assert_eq!(condition["reason"], "UnknownZone");
+    assert!(
+        condition["message"].as_str().unwrap().contains("zone zz"),
+        "{condition}"
+    );
+    expect_no_request(api).await;
+}
+
+#[tokio::test]
+async fn a_bad_object_error_is_counted_and_retried() {
+    let n = in_unknown_zone();
+    let (ctx, _api) = context_with(
+        vec![host_port_fleet()],
+        vec![n.clone()],
+        vec![],
+        vec![],
+        FakeAdmin::default(),
+    );
+    let error = Error::Invalid("MediaNode visio-zz-2 has no numeric ruche.dev/index label".into());
+    assert_eq!(
+        node::error_policy(Arc::new(n), &error, ctx.clone()),
+        Action::requeue(Duration::from_secs(5))
+    );
+    let metrics = ctx.metrics.encode();
+    assert!(
+        metrics.contains(
+            "ruche_operator_reconcile_errors_total{controller=\"node\",error=\"invalid\"} 1"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_node_in_a_zone_its_fleet_lacks_gets_no_service_either() {
+    let n = in_unknown_zone();
+    let (ctx, mut api) = context_with(
+        vec![fleet()],
+        vec![n.clone()],
+        vec![],
+        vec![],
+        FakeAdmin::default(),
+    );
+    let task = spawn_reconcile(&ctx, &n);
+    unknown_zone_condition(&mut api).await;
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+}
+
+fn balancer_fleet() -> MediaFleet {
+    let mut f = fleet();
+    f.spec.exposure.mode = ruche_crds::ExposureMode::LoadBalancer;
+    f
+}
+
+/// A running node (no poll yet) of a LoadBalancer fleet whose balancer has this ingress:
+/// reconciled once, returns the status written.
+async fn behind_a_balancer(ingress: Value) -> Value {
+    let n = node_two(None);
+    let (ctx, mut api) = context_with(
+        vec![balancer_fleet()],
+        vec![n.clone()],
+        vec![],
+        vec![media_pod(NAME, "Running", Some("10.1.0.7"))],
+        FakeAdmin::default(),
+    );
+    let task = spawn_reconcile(&ctx, &n);
+    let mut svc = service_reply(31000, 31001);
+    svc["spec"]["type"] = json!("LoadBalancer");
+    svc["status"] = json!({"loadBalancer": {"ingress": [ingress]}});
+    let applied = expect(
+        &mut api,
+        Method::PATCH,
+        &format!("/api/v1/namespaces/ns/services/{NAME}-media"),
+        svc,
+    )
+    .await;
+    assert_eq!(applied.body["spec"]["type"], "LoadBalancer");
+    let status = expect_node_status(&mut api, &n).await;
+    assert_eq!(expect_event(&mut api).await.body["reason"], "Starting");
+    expect_no_request(&mut api).await;
+    assert!(task.await.unwrap().is_ok());
+    status
+}
+
+#[tokio::test]
+async fn a_load_balancer_node_advertises_the_balancer_address_and_service_ports() {
+    let status = behind_a_balancer(json!({"ip": "203.0.113.10"})).await;
+    assert_eq!(
+        status["addresses"],
+        json!({
+            "signaling": "ws://203.0.113.10:7880/ws",
+            "media": "203.0.113.10:7882",
+            "admin": "http://10.1.0.7:7881",
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_load_balancer_with_a_hostname_is_advertised_with_its_own_ports() {
+    let status = behind_a_balancer(json!({"hostname": "lb.example.com"})).await;
+    assert_eq!(
+        status["addresses"],
+        json!({
+            "signaling": "ws://lb.example.com:7880/ws",
+            "media": "lb.example.com:7882",
+            "admin": "http://10.1.0.7:7881",
+        })
+    );
+}
