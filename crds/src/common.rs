@@ -1,6 +1,7 @@
 //! Types shared by the three kinds: capacity, strategies, drain modes and conditions.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
 use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -48,6 +49,30 @@ pub mod condition_status {
     pub const FALSE: &str = "False";
     /// The operator cannot tell.
     pub const UNKNOWN: &str = "Unknown";
+}
+
+/// A condition of `type_`, `True` when it `holds`, stamped now. Pass it to
+/// [`ConditionsExt::set_condition`], which keeps the old stamp when the status is unchanged.
+pub fn new_condition(
+    type_: &str,
+    holds: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if holds {
+            condition_status::TRUE
+        } else {
+            condition_status::FALSE
+        }
+        .into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time: Time(Timestamp::now()),
+    }
 }
 
 /// Reading and writing a list of standard `metav1.Condition`s, one per `type`.

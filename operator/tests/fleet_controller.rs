@@ -20,9 +20,9 @@ use ruche_operator::state::fleet_status::fleet_status;
 use ruche_operator::state::placements::Placements;
 use serde_json::Value;
 use support::{
-    FakeAdmin, Handle, context_with, drain_request, expect, expect_echo, expect_event,
-    expect_no_request, expect_not_found, expect_status, fleet_with_zones, node_in, placed_room,
-    reply, secret_named, status_reply,
+    FakeAdmin, Handle, assert_status_apply, context_with, drain_request, expect, expect_echo,
+    expect_event, expect_no_request, expect_not_found, expect_status, fleet_with_zones, node_in,
+    placed_room, reply, secret_named, status_reply,
 };
 
 const SECRETS: &str = "/api/v1/namespaces/ns/secrets";
@@ -54,23 +54,7 @@ async fn secrets_exist(api: &mut Handle) {
 /// The status write: server-side apply through the status subresource. Returns the status.
 async fn expect_fleet_status(api: &mut Handle, f: &MediaFleet) -> Value {
     let seen = expect(api, Method::PATCH, FLEET_STATUS, reply(f)).await;
-    assert_eq!(
-        seen.query.get("fieldManager").map(String::as_str),
-        Some("ruche-operator")
-    );
-    assert_eq!(seen.query.get("force").map(String::as_str), Some("true"));
-    assert_eq!(
-        seen.content_type.as_deref(),
-        Some("application/apply-patch+yaml")
-    );
-    assert_eq!(
-        (&seen.body["apiVersion"], &seen.body["kind"]),
-        (
-            &Value::from("ruche.dev/v1alpha1"),
-            &Value::from("MediaFleet")
-        ),
-        "server-side apply needs apiVersion and kind"
-    );
+    assert_status_apply(&seen, "MediaFleet");
     seen.body["status"].clone()
 }
 

@@ -21,9 +21,9 @@ use ruche_operator::controller::{Error, node};
 use ruche_operator::core::health::{HealthPolicy, Reported};
 use serde_json::{Value, json};
 use support::{
-    FakeAdmin, Handle, context_with, context_with_settings, drain_request, expect, expect_echo,
-    expect_event, expect_no_request, fleet, fleet_node, host_port_fleet, media_pod, node_report,
-    ready_condition, ready_status, reply, secret_reply,
+    FakeAdmin, Handle, assert_status_apply, context_with, context_with_settings, drain_request,
+    expect, expect_echo, expect_event, expect_no_request, fleet, fleet_node, host_port_fleet,
+    media_pod, node_report, ready_condition, ready_status, reply, secret_reply,
 };
 
 const PODS: &str = "/api/v1/namespaces/ns/pods";
@@ -54,23 +54,7 @@ fn node_two(status: Option<MediaNodeStatus>) -> MediaNode {
 /// The status write: server-side apply through the status subresource. Returns the status.
 async fn expect_node_status(api: &mut Handle, n: &MediaNode) -> Value {
     let seen = expect(api, Method::PATCH, &status_path(&n.name_any()), reply(n)).await;
-    assert_eq!(
-        seen.query.get("fieldManager").map(String::as_str),
-        Some("ruche-operator")
-    );
-    assert_eq!(seen.query.get("force").map(String::as_str), Some("true"));
-    assert_eq!(
-        seen.content_type.as_deref(),
-        Some("application/apply-patch+yaml")
-    );
-    assert_eq!(
-        (&seen.body["apiVersion"], &seen.body["kind"]),
-        (
-            &Value::from("ruche.dev/v1alpha1"),
-            &Value::from("MediaNode")
-        ),
-        "server-side apply needs apiVersion and kind"
-    );
+    assert_status_apply(&seen, "MediaNode");
     let status = seen.body["status"].clone();
     assert!(status["lastHeartbeat"].is_string(), "{status}");
     status

@@ -21,7 +21,7 @@ use super::Error;
 use super::admin::NodeAdmin;
 use super::context::Context;
 use super::node::delete_pod;
-use crate::build::labels::{self, MANAGER};
+use crate::build::labels;
 use crate::build::node::{free_index, index_of, media_node};
 use crate::build::secrets::{self, random_text};
 use crate::core::fleet_plan::{DrainCause, FleetAction, NodeView, plan};
@@ -297,19 +297,7 @@ async fn write_status<A: NodeAdmin>(
     if fleet.status.as_ref() == Some(&status) {
         return Ok(());
     }
-    let api: Api<MediaFleet> =
-        Api::namespaced(ctx.client.clone(), &fleet.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": "ruche.dev/v1alpha1",
-        "kind": "MediaFleet",
-        "status": status,
-    });
-    api.patch_status(
-        &fleet.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    super::apply_status(&ctx.client, fleet, &status).await?;
     Ok(())
 }
 

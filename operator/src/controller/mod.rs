@@ -16,12 +16,17 @@ pub mod node;
 pub mod poll;
 pub mod room;
 
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::ResourceExt;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer;
+use kube::{Api, Client, Resource, ResourceExt};
 use ruche_crds::MediaFleet;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
+use crate::build::labels::MANAGER;
 use crate::state::placements::Synced;
 
 /// Records an event on an object. An event that cannot be written is not worth failing a
@@ -46,6 +51,34 @@ pub async fn publish(
     if let Err(e) = recorder.publish(&event, object).await {
         tracing::debug!(error = %e, "event not recorded");
     }
+}
+
+/// Writes an object's status with server-side apply through the status subresource, as the
+/// operator's field manager. The patch names its apiVersion and kind, as apply requires.
+pub async fn apply_status<K>(
+    client: &Client,
+    object: &K,
+    status: &impl Serialize,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &object.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Logs what a placement sync did besides catching up.

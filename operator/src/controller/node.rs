@@ -19,7 +19,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
-use ruche_crds::common::condition_status;
+use ruche_crds::common::new_condition;
 use ruche_crds::{
     ConditionsExt, ExposureMode, MediaFleet, MediaNode, MediaNodeStatus, NodeAddressType,
     NodeAddresses, NodeLoad, NodePhase,
@@ -344,19 +344,7 @@ fn ready_condition(
     message: String,
     generation: Option<i64>,
 ) -> Condition {
-    Condition {
-        type_: READY.into(),
-        status: if ready {
-            condition_status::TRUE
-        } else {
-            condition_status::FALSE
-        }
-        .into(),
-        reason: reason.into(),
-        message,
-        observed_generation: generation,
-        last_transition_time: Time(Timestamp::now()),
-    }
+    new_condition(READY, ready, reason, message, generation)
 }
 
 /// The media port seen from outside, with the Service it comes from (if any).
@@ -588,19 +576,7 @@ async fn write_status<A: NodeAdmin>(
         return Ok(false);
     }
     status.last_heartbeat = Some(Time(Timestamp::now()));
-    let api: Api<MediaNode> =
-        Api::namespaced(ctx.client.clone(), &node.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": "ruche.dev/v1alpha1",
-        "kind": "MediaNode",
-        "status": status,
-    });
-    api.patch_status(
-        &node.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    super::apply_status(&ctx.client, node, &status).await?;
     Ok(true)
 }
 

@@ -11,19 +11,17 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
-use ruche_crds::common::condition_status;
+use ruche_crds::common::new_condition;
 use ruche_crds::{ConditionsExt, MediaFleet, Room, RoomPhase, RoomStatus};
 
 use super::Error;
 use super::admin::{AdminTarget, NodeAdmin};
 use super::context::Context;
-use crate::build::labels::MANAGER;
 use crate::core::room_lifecycle::{self, RoomView};
 use crate::state::placements::Decision;
 use crate::state::world::room_key;
@@ -69,19 +67,12 @@ fn now() -> Time {
 }
 
 fn condition(
-    status: &str,
+    holds: bool,
     reason: &str,
     message: impl Into<String>,
     generation: Option<i64>,
 ) -> Condition {
-    Condition {
-        type_: SCHEDULED.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
-        observed_generation: generation,
-        last_transition_time: now(),
-    }
+    new_condition(SCHEDULED, holds, reason, message, generation)
 }
 
 /// Places the room (or confirms where it is) and writes its status.
@@ -100,12 +91,7 @@ pub async fn apply<A: NodeAdmin>(room: &Room, ctx: &Context<A>) -> Result<Action
             room,
             ctx,
             &current,
-            condition(
-                condition_status::FALSE,
-                "FleetNotFound",
-                message,
-                room.meta().generation,
-            ),
+            condition(false, "FleetNotFound", message, room.meta().generation),
         )
         .await?;
         return Ok(Action::requeue(RETRY_UNSCHEDULABLE));
@@ -129,12 +115,7 @@ pub async fn apply<A: NodeAdmin>(room: &Room, ctx: &Context<A>) -> Result<Action
             placed(room, ctx, &fleet, &current, &node, &zone, fresh).await
         }
         Decision::Unschedulable(why) => {
-            let c = condition(
-                condition_status::FALSE,
-                why.reason(),
-                why.to_string(),
-                room.meta().generation,
-            );
+            let c = condition(false, why.reason(), why.to_string(), room.meta().generation);
             let changed = current
                 .conditions
                 .condition(SCHEDULED)
@@ -150,12 +131,7 @@ pub async fn apply<A: NodeAdmin>(room: &Room, ctx: &Context<A>) -> Result<Action
                 room,
                 ctx,
                 &current,
-                condition(
-                    condition_status::FALSE,
-                    "UnknownZone",
-                    e.to_string(),
-                    room.meta().generation,
-                ),
+                condition(false, "UnknownZone", e.to_string(), room.meta().generation),
             )
             .await?;
             Ok(Action::await_change())
@@ -236,7 +212,7 @@ async fn placed<A: NodeAdmin>(
         return close(room, ctx, fleet, node, &admin_url, status).await;
     }
     status.conditions.set_condition(condition(
-        condition_status::TRUE,
+        true,
         "Placed",
         format!("on media node {node} in zone {zone}"),
         room.meta().generation,
@@ -315,7 +291,7 @@ async fn close<A: NodeAdmin>(
     status.participants = 0;
     let message = format!("closed: nobody for {}", room.spec.empty_timeout.clone());
     status.conditions.set_condition(condition(
-        condition_status::FALSE,
+        false,
         "Closed",
         message.clone(),
         room.meta().generation,
@@ -350,15 +326,7 @@ async fn write_status<A: NodeAdmin>(
     if room.status.as_ref() == Some(status) {
         return Ok(());
     }
-    let api: Api<Room> = Api::namespaced(ctx.client.clone(), &room.namespace().unwrap_or_default());
-    let patch =
-        serde_json::json!({ "apiVersion": "ruche.dev/v1alpha1", "kind": "Room", "status": status });
-    api.patch_status(
-        &room.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    super::apply_status(&ctx.client, room, status).await?;
     Ok(())
 }
 

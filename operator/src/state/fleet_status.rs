@@ -4,10 +4,9 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{Resource, ResourceExt};
-use ruche_crds::common::condition_status;
+use ruche_crds::common::new_condition;
 use ruche_crds::{
     ConditionsExt, MediaFleet, MediaFleetStatus, MediaNode, NodePhase, PhaseCounts, RevisionStatus,
     ZoneStatus,
@@ -188,21 +187,9 @@ fn set_conditions(
 
 fn condition(
     type_: &str,
-    status: bool,
+    holds: bool,
     (reason, message): (&str, String),
     generation: Option<i64>,
 ) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status: if status {
-            condition_status::TRUE
-        } else {
-            condition_status::FALSE
-        }
-        .into(),
-        reason: reason.into(),
-        message,
-        observed_generation: generation,
-        last_transition_time: Time(Timestamp::now()),
-    }
+    new_condition(type_, holds, reason, message, generation)
 }

@@ -558,3 +558,22 @@ pub fn ready_status(name: &str, ip: &str, port: u16) -> MediaNodeStatus {
 pub fn reply<T: serde::Serialize>(object: &T) -> Value {
     serde_json::to_value(object).unwrap()
 }
+
+/// Checks a status write is a forced server-side apply by the operator's field manager,
+/// through the status subresource, naming its apiVersion and kind as apply requires.
+pub fn assert_status_apply(seen: &Seen, kind: &str) {
+    assert_eq!(
+        seen.query.get("fieldManager").map(String::as_str),
+        Some("ruche-operator")
+    );
+    assert_eq!(seen.query.get("force").map(String::as_str), Some("true"));
+    assert_eq!(
+        seen.content_type.as_deref(),
+        Some("application/apply-patch+yaml")
+    );
+    assert_eq!(seen.body["apiVersion"], "ruche.dev/v1alpha1");
+    assert_eq!(
+        seen.body["kind"], kind,
+        "server-side apply needs apiVersion and kind"
+    );
+}
