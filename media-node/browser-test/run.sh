@@ -75,9 +75,12 @@ else
 fi
 
 # 4. The node, in the debug profile the workspace's other tests share.
-say "cargo build -p ruche-media-node"
+# The same build as `cargo test --workspace --all-targets` (one feature resolution), so after
+# `make unit` this compiles nothing: building the package alone would build its dependency
+# tree a second time with other features.
+say "cargo test --workspace --all-targets --no-run (builds ruche-media-node)"
 build_started="$(now)"
-(cd "$root" && "$CARGO" build -p ruche-media-node --locked)
+(cd "$root" && "$CARGO" test --workspace --all-targets --locked --no-run)
 say "built in $(( $(now) - build_started )) s"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
