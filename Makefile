@@ -9,8 +9,9 @@ VENV := $(TOOLS)/venv
 K8S_VERSION ?= 1.32.0
 OUT := out
 KUBECTL := $(TOOLS)/bin/kubectl
+RELEASE := $(abspath $(or $(CARGO_TARGET_DIR),target))/release
 
-.PHONY: help demo test lint fmt clippy unit objects-check browser-test crds crds-check bench bench-media e2e build toolchain tools clean
+.PHONY: help demo test lint fmt clippy unit objects-check browser-test crds crds-check bench bench-media bench-operator e2e build toolchain tools clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -63,6 +64,17 @@ bench: toolchain ## Placement throughput (2,000 nodes, 50,000 rooms); operator s
 
 bench-media: toolchain ## Forwarding, ruche-media-node vs Janus under one load: packets per CPU-second, latency, memory (installs janus)
 	CARGO=$(CARGO) media-node/benches/run-forward.sh
+
+bench-operator: toolchain ## On the cluster KUBECONFIG names: Room created->scheduled p50/p99 at 100 rooms/s, operator memory with 1,000 nodes and 20,000 rooms
+	@mkdir -p $(OUT)
+	@# Release builds of what is measured; the media nodes are admin API stand-ins.
+	$(CARGO) build --release --locked -p ruche-operator -p ruche-e2e --bins
+	{ RUCHE_OPERATOR_BIN=$(RELEASE)/ruche-operator RUCHE_ADMIN_STAND_IN_BIN=$(RELEASE)/ruche-admin-stand-in \
+		$(CARGO) bench --locked -p ruche-e2e --bench operator; echo $$? > $(OUT)/bench-operator.rc; } 2>&1 | tee $(OUT)/bench-operator.log
+	@test "$$(cat $(OUT)/bench-operator.rc)" = 0 || { echo "make bench-operator: FAILED (see $(OUT)/bench-operator.log)" >&2; exit 1; }
+	@if grep -q 'SKIPPED (no cluster)' $(OUT)/bench-operator.log; then \
+		echo "make bench-operator: SKIPPED (no cluster): $$(grep -m1 -o 'SKIPPED (no cluster): .*' $(OUT)/bench-operator.log | sed 's/^SKIPPED (no cluster): //')"; \
+	fi
 
 e2e: toolchain ## End-to-end suite on the cluster KUBECONFIG names (kind, any API server); says SKIPPED and why without one
 	@mkdir -p $(OUT)

@@ -33,9 +33,21 @@ pub const JOIN_KEY: &str = "token-key";
 /// A test fleet: three zones of 2 to 4 nodes of 100 slots, HostPort exposure from
 /// `host_port_base`. A full object for server-side apply (apiVersion and kind included).
 pub fn fleet(name: &str, host_port_base: u16) -> Value {
-    let zones: Vec<Value> = ZONES
+    let zones: Vec<_> = ZONES.iter().map(|z| (*z, MIN_NODES, MAX_NODES)).collect();
+    fleet_with(name, host_port_base, &zones, SLOTS_PER_NODE)
+}
+
+/// A fleet over `zones` (name, minNodes, maxNodes) of nodes of `slots` slots, HostPort
+/// exposure from `host_port_base`, an image that is never pulled.
+pub fn fleet_with(
+    name: &str,
+    host_port_base: u16,
+    zones: &[(&str, u32, u32)],
+    slots: u32,
+) -> Value {
+    let zones: Vec<Value> = zones
         .iter()
-        .map(|z| json!({ "name": z, "minNodes": MIN_NODES, "maxNodes": MAX_NODES }))
+        .map(|(z, min, max)| json!({ "name": z, "minNodes": min, "maxNodes": max }))
         .collect();
     json!({
         "apiVersion": "ruche.dev/v1alpha1",
@@ -43,7 +55,7 @@ pub fn fleet(name: &str, host_port_base: u16) -> Value {
         "metadata": { "name": name },
         "spec": {
             "template": { "image": IMAGE, "imagePullPolicy": "Never" },
-            "capacity": { "slots": SLOTS_PER_NODE },
+            "capacity": { "slots": slots },
             "zones": zones,
             "exposure": { "mode": "HostPort", "hostPortBase": host_port_base },
         },

@@ -48,6 +48,28 @@ fn slots() -> Arc<Semaphore> {
         .clone()
 }
 
+/// What the pod runner starts for each media node pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeProgram {
+    /// `ruche-media-node`, the real one (`RUCHE_MEDIA_NODE_BIN` overrides where it is).
+    MediaNode,
+    /// `ruche-admin-stand-in`: the admin API only, for scale runs of the operator
+    /// (`RUCHE_ADMIN_STAND_IN_BIN` overrides where it is).
+    AdminStandIn,
+}
+
+impl NodeProgram {
+    /// Where the program's binary is.
+    pub fn binary(self) -> Result<PathBuf> {
+        match self {
+            Self::MediaNode => process::binary("RUCHE_MEDIA_NODE_BIN", "ruche-media-node"),
+            Self::AdminStandIn => {
+                process::binary("RUCHE_ADMIN_STAND_IN_BIN", "ruche-admin-stand-in")
+            }
+        }
+    }
+}
+
 /// A fleet as the operator reports it, with its media nodes.
 #[derive(Clone, Debug)]
 pub struct FleetView {
@@ -110,15 +132,20 @@ impl TestEnv {
     /// The full set-up: namespace, CRDs, the operator's RBAC and token, the pod runner, and
     /// the operator, ready. `None` (after printing why) when there is no cluster.
     pub async fn start(test: &str) -> Result<Option<Self>> {
-        Self::setup(test, true).await
+        Self::setup(test, Some(NodeProgram::MediaNode)).await
+    }
+
+    /// [`TestEnv::start`], with the pod runner starting `nodes` for media node pods.
+    pub async fn start_with(test: &str, nodes: NodeProgram) -> Result<Option<Self>> {
+        Self::setup(test, Some(nodes)).await
     }
 
     /// A namespace and the CRDs only: no operator, no pods.
     pub async fn start_without_operator(test: &str) -> Result<Option<Self>> {
-        Self::setup(test, false).await
+        Self::setup(test, None).await
     }
 
-    async fn setup(test: &str, with_operator: bool) -> Result<Option<Self>> {
+    async fn setup(test: &str, nodes: Option<NodeProgram>) -> Result<Option<Self>> {
         let cluster = match cluster::connect().await? {
             Connection::Ready(c) => *c,
             Connection::Skip(why) => {
@@ -127,13 +154,12 @@ impl TestEnv {
             }
         };
         // Binaries are looked for before anything is created on the cluster.
-        let binaries = if with_operator {
-            Some((
+        let binaries = match nodes {
+            Some(program) => Some((
                 process::binary("RUCHE_OPERATOR_BIN", "ruche-operator")?,
-                process::binary("RUCHE_MEDIA_NODE_BIN", "ruche-media-node")?,
-            ))
-        } else {
-            None
+                program.binary()?,
+            )),
+            None => None,
         };
         let waited = Instant::now();
         let slot = slots()
@@ -283,6 +309,11 @@ impl TestEnv {
         self.operator
             .as_ref()
             .ok_or_else(|| Error::Setup("no operator runs".into()))
+    }
+
+    /// The API server's address, as the harness's kubeconfig gives it.
+    pub fn server(&self) -> &str {
+        &self.cluster.server
     }
 
     /// The pod runner.

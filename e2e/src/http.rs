@@ -1,4 +1,5 @@
-//! A minimal HTTP/1.1 GET, enough for the operator's probes and metrics.
+//! A minimal HTTP/1.1 GET, enough for the operator's probes and metrics and the media nodes'
+//! admin API.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,12 +21,33 @@ pub struct Response {
 
 /// `GET path` on `addr`, within `timeout` for the whole exchange.
 pub async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Response> {
+    get_as(addr, path, None, timeout).await
+}
+
+/// [`get`] with `Authorization: Bearer <token>`.
+pub async fn get_authorized(
+    addr: SocketAddr,
+    path: &str,
+    token: &str,
+    timeout: Duration,
+) -> Result<Response> {
+    get_as(addr, path, Some(token), timeout).await
+}
+
+async fn get_as(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<Response> {
+    let authorization =
+        token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| Error::io(format!("connect to {addr}"), e))?;
         let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n{authorization}Connection: close\r\n\r\n"
         );
         stream
             .write_all(request.as_bytes())

@@ -8,6 +8,7 @@
 //! - [`operator`]: the `ruche-operator run` process;
 //! - [`runner`]: the pod runner, a stand-in kubelet that runs media node pods as local
 //!   processes on loopback addresses;
+//! - [`stand_in`]: an admin API stand-in for media nodes, for scale runs of the operator;
 //! - [`harness`]: one scenario's world, cleaned up by a guard;
 //! - [`fixtures`]: the fleets and rooms the scenarios create, and how to read their status.
 
@@ -21,10 +22,11 @@ pub mod operator;
 pub mod process;
 pub mod rbac;
 pub mod runner;
+pub mod stand_in;
 pub mod wait;
 
 pub use error::{Error, Result};
-pub use harness::{FleetView, TestEnv};
+pub use harness::{FleetView, NodeProgram, TestEnv};
 
 /// The workspace's root directory (where `crds/`, `manifests/` and `target/` are).
 pub fn workspace() -> std::path::PathBuf {

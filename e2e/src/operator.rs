@@ -137,6 +137,11 @@ impl Operator {
         self.process.kill();
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// Whether the process is still running.
     pub fn running(&self) -> bool {
         self.process.exit_status().is_none()

@@ -161,7 +161,7 @@ pub fn binary(env: &str, name: &str) -> Result<PathBuf> {
     } else {
         Err(Error::Setup(format!(
             "{name} not found at {} (set {env}, or build it first: \
-             cargo build --locked -p ruche-operator -p ruche-media-node; `make e2e` does)",
+             cargo test --workspace --all-targets --locked --no-run; `make e2e` does)",
             path.display()
         )))
     }

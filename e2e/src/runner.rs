@@ -4,7 +4,8 @@
 //! by the operator to zones its nodes do not have, would never schedule them anyway). So the
 //! runner watches the test namespace's media node pods and, for each new one:
 //!
-//! - allocates a loopback address 127.0.0.N (N from 10 upward, never reused in a process);
+//! - allocates a loopback address 127.0.0.N (N from 10 upward, then 127.0.1.x and on, never
+//!   reused in a process);
 //! - fetches the Secrets and ConfigMaps the pod refers to (with the harness's credentials),
 //!   writes its volumes to a temporary directory, and resolves its container's environment
 //!   the Kubernetes way (`valueFrom`, `$(VAR)` expansion), with `status.hostIP` and
@@ -49,6 +50,8 @@ use crate::process::{Supervised, exit_code, tail};
 pub const POD_SELECTOR: &str = "app.kubernetes.io/name=ruche-media-node";
 /// The first loopback host number handed out (127.0.0.10).
 pub const FIRST_HOST: u32 = 10;
+/// The last one (127.0.255.254): room for the thousand nodes of a scale run.
+const LAST_HOST: u32 = 0xFFFE;
 /// How long a pod's Secrets may take to appear before the runner gives up on it.
 pub const SECRET_WAIT: Duration = Duration::from_secs(120);
 /// Between SIGTERM (pod deleted) and SIGKILL.
@@ -705,16 +708,25 @@ impl Desired {
     }
 }
 
+/// The loopback address of host number `n`: 127.0.0.10 upward, past 127.0.0.254 into
+/// 127.0.1.x and on (all of 127/8 reaches the loopback interface), skipping .0 and .255.
+fn host_address(n: u32) -> Option<Ipv4Addr> {
+    let [_, _, high, low] = n.to_be_bytes();
+    (n <= LAST_HOST && low != 0 && low != 255).then(|| Ipv4Addr::new(127, 0, high, low))
+}
+
 /// The next loopback address on which every port of the container can be bound.
 fn allocate_address(ports: &[ContainerPort]) -> Result<Ipv4Addr> {
     loop {
         let n = NEXT_HOST.fetch_add(1, Ordering::SeqCst);
-        if n > 254 {
+        if n > LAST_HOST {
             return Err(Error::Setup(
-                "out of loopback addresses 127.0.0.10-254 for media nodes".into(),
+                "out of loopback addresses 127.0.0.10-127.0.255.254 for media nodes".into(),
             ));
         }
-        let ip = Ipv4Addr::new(127, 0, 0, n as u8);
+        let Some(ip) = host_address(n) else {
+            continue;
+        };
         let free = ports.iter().all(|p| {
             let port = exposed_port(p);
             if p.protocol.as_deref() == Some("UDP") {
@@ -1146,6 +1158,21 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
             .collect()
+    }
+
+    #[test]
+    fn host_numbers_map_to_loopback_addresses_past_254() {
+        assert_eq!(host_address(10), Some(Ipv4Addr::new(127, 0, 0, 10)));
+        assert_eq!(host_address(254), Some(Ipv4Addr::new(127, 0, 0, 254)));
+        assert_eq!(host_address(255), None);
+        assert_eq!(host_address(256), None);
+        assert_eq!(host_address(257), Some(Ipv4Addr::new(127, 0, 1, 1)));
+        assert_eq!(host_address(1010), Some(Ipv4Addr::new(127, 0, 3, 242)));
+        assert_eq!(
+            host_address(LAST_HOST),
+            Some(Ipv4Addr::new(127, 0, 255, 254))
+        );
+        assert_eq!(host_address(LAST_HOST + 1), None);
     }
 
     #[test]

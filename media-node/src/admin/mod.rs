@@ -6,7 +6,6 @@
 //! secret and they reveal nothing. Everything else needs `Authorization: Bearer <token>` with
 //! the token from the admin token file; comparison is constant-time.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,10 +18,13 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 
+pub mod wire;
+
 use crate::drain::DrainReason;
 use crate::media::{Command, MediaHandle};
 use crate::metrics::Metrics;
 use crate::token::{Claims, TokenKey};
+use wire::{AdvertiseBody, Assignments, DrainBody, advertised_addr};
 
 /// What the admin handlers share.
 pub struct AdminState {
@@ -55,31 +57,15 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .with_state(state)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn authorize(
     State(state): State<Arc<AdminState>>,
     headers: HeaderMap,
     request: axum::extract::Request,
     next: Next,
 ) -> Response {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(token) if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) => {
-            next.run(request).await
-        }
-        Some(_) => (StatusCode::UNAUTHORIZED, "admin token refused").into_response(),
-        None => (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "admin token required: Authorization: Bearer <token>",
-        )
-            .into_response(),
+    match wire::bearer_refusal(&headers, &state.admin_token) {
+        None => next.run(request).await,
+        Some(refusal) => refusal,
     }
 }
 
@@ -128,13 +114,6 @@ async fn rooms(State(state): State<Arc<AdminState>>) -> Response {
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct DrainBody {
-    /// Seconds from now until live rooms must be gone.
-    deadline_seconds: Option<u64>,
-}
-
 async fn start_drain(
     State(state): State<Arc<AdminState>>,
     body: Option<Json<DrainBody>>,
@@ -153,46 +132,12 @@ async fn cancel_drain(State(state): State<Arc<AdminState>>) -> Response {
     status(State(state)).await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Assignment {
-    room: String,
-    #[serde(default)]
-    slots: u32,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Assignments {
-    rooms: Vec<Assignment>,
-}
-
 async fn assign(State(state): State<Arc<AdminState>>, Json(body): Json<Assignments>) -> Response {
     let count = body.rooms.len();
     state.media.send(Command::Assign(
         body.rooms.into_iter().map(|a| (a.room, a.slots)).collect(),
     ));
     Json(serde_json::json!({ "assigned": count })).into_response()
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AdvertiseBody {
-    /// `IP:port` clients send media to.
-    media: String,
-}
-
-/// The address in an advertise body, or why it cannot be advertised.
-fn advertised_addr(raw: &str) -> Result<SocketAddr, String> {
-    let addr: SocketAddr = raw
-        .parse()
-        .map_err(|_| format!("media: `{raw}` is not an IP:port address"))?;
-    if addr.ip().is_unspecified() || addr.ip().is_multicast() || addr.port() == 0 {
-        return Err(format!(
-            "media: `{raw}` is not an address clients can send media to"
-        ));
-    }
-    Ok(addr)
 }
 
 /// Sets the media address new peer connections advertise; existing ones keep theirs.
@@ -299,46 +244,5 @@ async fn close_room(State(state): State<Arc<AdminState>>, Path(room): Path<Strin
             Json(serde_json::json!({ "room": room, "participantsClosed": closed })).into_response()
         }
         None => (StatusCode::SERVICE_UNAVAILABLE, "media loop stopped").into_response(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_advertised_address_is_an_ip_and_port_clients_can_reach() {
-        assert_eq!(
-            advertised_addr("203.0.113.7:30882"),
-            Ok(SocketAddr::from(([203, 0, 113, 7], 30882)))
-        );
-        assert_eq!(
-            advertised_addr("[2001:db8::7]:30882").map(|a| a.to_string()),
-            Ok("[2001:db8::7]:30882".to_string())
-        );
-        for (raw, why) in [
-            ("203.0.113.7", "is not an IP:port address"),
-            ("node-a:30882", "is not an IP:port address"),
-            ("", "is not an IP:port address"),
-            (
-                "0.0.0.0:30882",
-                "is not an address clients can send media to",
-            ),
-            ("[::]:30882", "is not an address clients can send media to"),
-            (
-                "203.0.113.7:0",
-                "is not an address clients can send media to",
-            ),
-            (
-                "239.1.2.3:30882",
-                "is not an address clients can send media to",
-            ),
-        ] {
-            assert_eq!(
-                advertised_addr(raw),
-                Err(format!("media: `{raw}` {why}")),
-                "{raw}"
-            );
-        }
     }
 }

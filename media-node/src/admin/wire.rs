@@ -1,0 +1,124 @@
+//! The admin API's wire contract: the bearer-token check and the request bodies, as the
+//! operator sends them. Public so that anything answering the same API (the end-to-end suite's
+//! admin stand-in) checks and parses them the same way.
+
+use std::net::SocketAddr;
+
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse as _, Response};
+use serde::Deserialize;
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `None` if `headers` carry `Authorization: Bearer <expected>` (compared in constant time),
+/// else the 401 to answer: "refused" for a wrong token, "required" with a `WWW-Authenticate`
+/// challenge for none.
+pub fn bearer_refusal(headers: &HeaderMap, expected: &str) -> Option<Response> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => None,
+        Some(_) => Some((StatusCode::UNAUTHORIZED, "admin token refused").into_response()),
+        None => Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "admin token required: Authorization: Bearer <token>",
+            )
+                .into_response(),
+        ),
+    }
+}
+
+/// `POST /v1/drain`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DrainBody {
+    /// Seconds from now until live rooms must be gone.
+    pub deadline_seconds: Option<u64>,
+}
+
+/// One room of an assignment list.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assignment {
+    /// Room name.
+    pub room: String,
+    /// Slots reserved for it.
+    #[serde(default)]
+    pub slots: u32,
+}
+
+/// `PUT /v1/assignments`: the whole list of rooms the node may host.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assignments {
+    /// The rooms.
+    pub rooms: Vec<Assignment>,
+}
+
+/// `PUT /v1/advertise`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdvertiseBody {
+    /// `IP:port` clients send media to.
+    pub media: String,
+}
+
+/// The address in an advertise body, or why it cannot be advertised.
+pub fn advertised_addr(raw: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = raw
+        .parse()
+        .map_err(|_| format!("media: `{raw}` is not an IP:port address"))?;
+    if addr.ip().is_unspecified() || addr.ip().is_multicast() || addr.port() == 0 {
+        return Err(format!(
+            "media: `{raw}` is not an address clients can send media to"
+        ));
+    }
+    Ok(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_advertised_address_is_an_ip_and_port_clients_can_reach() {
+        assert_eq!(
+            advertised_addr("203.0.113.7:30882"),
+            Ok(SocketAddr::from(([203, 0, 113, 7], 30882)))
+        );
+        assert_eq!(
+            advertised_addr("[2001:db8::7]:30882").map(|a| a.to_string()),
+            Ok("[2001:db8::7]:30882".to_string())
+        );
+        for (raw, why) in [
+            ("203.0.113.7", "is not an IP:port address"),
+            ("node-a:30882", "is not an IP:port address"),
+            ("", "is not an IP:port address"),
+            (
+                "0.0.0.0:30882",
+                "is not an address clients can send media to",
+            ),
+            ("[::]:30882", "is not an address clients can send media to"),
+            (
+                "203.0.113.7:0",
+                "is not an address clients can send media to",
+            ),
+            (
+                "239.1.2.3:30882",
+                "is not an address clients can send media to",
+            ),
+        ] {
+            assert_eq!(
+                advertised_addr(raw),
+                Err(format!("media: `{raw}` {why}")),
+                "{raw}"
+            );
+        }
+    }
+}
