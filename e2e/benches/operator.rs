@@ -103,6 +103,10 @@ fn main() -> ExitCode {
         println!("bench-operator: built; run it against a cluster with `make bench-operator`");
         return ExitCode::SUCCESS;
     }
+    // A thousand stand-in processes and their connections: as many open files as allowed.
+    if let Err(e) = ruche_operator::run::limits::raise_open_files() {
+        eprintln!("bench-operator: cannot raise the open-files limit: {e}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

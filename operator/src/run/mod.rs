@@ -10,10 +10,12 @@
 //! - [`lease`]: leader election over a `coordination.k8s.io/v1` Lease.
 //! - [`http`]: `/metrics`, `/livez` and `/readyz`.
 //! - [`gauges`]: rooms, nodes and slots, refreshed from the caches.
+//! - [`limits`]: the open-files limit, raised for a connection per media node.
 
 pub mod gauges;
 pub mod http;
 pub mod lease;
+pub mod limits;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -108,6 +110,13 @@ pub enum RunError {
 
 /// Runs the operator until SIGTERM or SIGINT (clean exit) or the loss of the Lease (error).
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    match limits::raise_open_files() {
+        Ok(limits::OpenFiles::Raised(from, to)) => {
+            tracing::info!(from, to, "raised the open-files limit");
+        }
+        Ok(limits::OpenFiles::Unchanged(n)) => tracing::debug!(limit = n, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
     let client = Client::try_default().await.map_err(RunError::Client)?;
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
