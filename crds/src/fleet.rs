@@ -31,6 +31,8 @@ use crate::node::NodePhase;
     shortname = "mf",
     category = "ruche",
     cel,
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("a fleet's name must start with a lowercase letter and hold only lowercase letters, digits and '-': its media nodes' Services are named after it"),
+    validation = Rule::new("self.spec.zones.all(z, size(self.metadata.name) + size(z.name) <= 50)").message("the fleet's name and each zone's name must be at most 50 characters together: media nodes are named <fleet>-<zone>-<index> and their Services <node>-media, which Kubernetes caps at 63"),
     scale(
         spec_replicas_path = ".spec.replicas",
         status_replicas_path = ".status.replicas",
@@ -228,7 +230,7 @@ pub struct MediaNodeTemplate {
 #[x_kube(validation = Rule::new("self.minNodes <= self.maxNodes").message("minNodes must not exceed maxNodes in a zone"))]
 pub struct ZoneSpec {
     /// Zone name, matching the `topology.kubernetes.io/zone` label of the Kubernetes nodes.
-    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("zone name must be lowercase letters, digits, '-' or '.', starting and ending with a letter or digit"))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("zone name must be lowercase letters, digits or '-', starting and ending with a letter or digit"))]
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
 
@@ -262,10 +264,12 @@ pub struct AutoscalingSpec {
     /// How long capacity must be surplus before the fleet shrinks (by draining nodes).
     #[serde(default = "default_scale_down_delay")]
     #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message("scaleDownDelay must be a duration such as 10m or 1h30m"))]
+    #[schemars(length(max = 32))]
     pub scale_down_delay: Duration,
 
     /// Time windows with a different buffer, such as weekday mornings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub schedules: Vec<ScheduleWindow>,
 }
@@ -285,18 +289,22 @@ pub struct ScheduleWindow {
 
     /// Days the window applies; empty means every day.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 7))]
     pub days: Vec<Weekday>,
 
     /// Local start time, `HH:MM`.
     #[x_kube(validation = Rule::new("self.matches('^([01][0-9]|2[0-3]):[0-5][0-9]$')").message("start must be a local time HH:MM such as 07:30"))]
+    #[schemars(length(max = 5))]
     pub start: String,
 
     /// Local end time, `HH:MM`; before `start` means the window runs past midnight.
     #[x_kube(validation = Rule::new("self.matches('^([01][0-9]|2[0-3]):[0-5][0-9]$')").message("end must be a local time HH:MM such as 10:00"))]
+    #[schemars(length(max = 5))]
     pub end: String,
 
     /// IANA time zone of `start` and `end`.
     #[serde(default = "default_time_zone")]
+    #[schemars(length(max = 64))]
     pub time_zone: String,
 
     /// Free slots per zone during the window: a count or a percentage.
@@ -339,6 +347,7 @@ pub struct RolloutSpec {
     /// How long an old node may keep its live rooms once it drains.
     #[serde(default = "default_drain_deadline")]
     #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message("drainDeadline must be a duration such as 30m, 2h or 1h30m"))]
+    #[schemars(length(max = 32))]
     pub drain_deadline: Duration,
 
     /// What to do with rooms still live at the deadline.

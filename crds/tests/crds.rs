@@ -452,3 +452,102 @@ fn the_structural_check_catches_what_an_api_server_refuses() {
         );
     }
 }
+
+/// Where a CEL rule's cost could grow without bound, as the API server estimates it: a rule
+/// is checked once per element of every list or map above it, and a string it reads is
+/// costed at its `maxLength` (or the whole request size without one). An unbounded list above
+/// a rule, or an unbounded string under it, makes the server refuse the CRD ("estimated rule
+/// cost exceeds budget").
+fn unbounded_rule_costs(schema: &Value, path: &str, repeats: u64, out: &mut Vec<String>) {
+    let Some(map) = schema.as_object() else {
+        return;
+    };
+    let has_rules = map
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+        .is_some_and(|r| !r.is_empty());
+    let bounded_string = |s: &Value| {
+        s.get("type").and_then(Value::as_str) != Some("string")
+            || s.get("maxLength").is_some()
+            || s.get("enum").is_some()
+    };
+    if has_rules {
+        if repeats == u64::MAX {
+            out.push(format!(
+                "{path}: a rule under a list or map with no maxItems/maxProperties"
+            ));
+        } else if repeats > 16 {
+            out.push(format!("{path}: a rule checked up to {repeats} times"));
+        }
+        if !bounded_string(schema) {
+            out.push(format!("{path}: a rule on a string with no maxLength"));
+        }
+        for (name, property) in map
+            .get("properties")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            if !bounded_string(property) {
+                out.push(format!(
+                    "{path}.{name}: a string with no maxLength read by its parent's rule"
+                ));
+            }
+        }
+    }
+    for (name, property) in map
+        .get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        unbounded_rule_costs(property, &format!("{path}.{name}"), repeats, out);
+    }
+    let bound = |key: &str| {
+        map.get(key)
+            .and_then(Value::as_u64)
+            .map_or(u64::MAX, |n| repeats.saturating_mul(n))
+    };
+    if let Some(items) = map.get("items") {
+        unbounded_rule_costs(items, &format!("{path}[]"), bound("maxItems"), out);
+    }
+    if let Some(values) = map.get("additionalProperties").filter(|v| v.is_object()) {
+        unbounded_rule_costs(values, &format!("{path}{{}}"), bound("maxProperties"), out);
+    }
+}
+
+#[test]
+fn every_rule_has_a_bounded_cost() {
+    for (file, crd) in crds() {
+        let schema = crd
+            .pointer("/spec/versions/0/schema/openAPIV3Schema")
+            .unwrap_or_else(|| panic!("{file}: no schema"));
+        let mut problems = Vec::new();
+        unbounded_rule_costs(schema, "", 1, &mut problems);
+        assert!(problems.is_empty(), "{file}:\n{}", problems.join("\n"));
+    }
+}
+
+#[test]
+fn the_cost_check_catches_an_unbounded_list_above_a_rule() {
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": { "windows": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "x-kubernetes-validations": [{ "rule": "self.start != self.end" }],
+                "properties": { "start": { "type": "string" }, "end": { "type": "string", "maxLength": 5 } },
+            },
+        }},
+    });
+    let mut problems = Vec::new();
+    unbounded_rule_costs(&schema, "", 1, &mut problems);
+    assert_eq!(
+        problems,
+        [
+            ".windows[]: a rule under a list or map with no maxItems/maxProperties",
+            ".windows[].start: a string with no maxLength read by its parent's rule",
+        ]
+    );
+}

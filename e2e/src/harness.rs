@@ -209,6 +209,17 @@ impl TestEnv {
         };
         let rbac = rbac::load(&self.namespace)?;
         rbac::create(&self.client, &self.namespace, &rbac).await?;
+        if !rbac::enforced(&self.client, &self.namespace).await? {
+            eprintln!(
+                "\n**********************************************************************\n\
+                 WARNING: this API server does not enforce RBAC (is it running with\n\
+                 --authorization-mode=AlwaysAllow?): the operator's ServiceAccount may delete\n\
+                 a MediaFleet, which manifests/rbac does not grant. The scenarios still run,\n\
+                 but they prove nothing about the RBAC. Start it with\n\
+                 --authorization-mode=Node,RBAC to check it.\n\
+                 **********************************************************************\n"
+            );
+        }
         let token = rbac::token(&self.client, &self.namespace).await?;
         let kubeconfig = self.dir.join("operator.kubeconfig");
         rbac::write_kubeconfig(

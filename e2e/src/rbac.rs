@@ -11,6 +11,9 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{DeleteParams, ListParams, PostParams};
@@ -274,6 +277,39 @@ pub async fn delete_cluster_scoped(client: &Client, namespace: &str) -> Result<(
         .delete_collection(&dp, &lp)
         .await?;
     Ok(())
+}
+
+/// Whether the API server enforces RBAC on the operator's ServiceAccount: a
+/// SubjectAccessReview for something `manifests/rbac/` does not grant (deleting a
+/// MediaFleet) must be denied. A bare API server runs with `--authorization-mode=AlwaysAllow`
+/// unless told otherwise, and then the suite proves nothing about the RBAC: `false` says so.
+pub async fn enforced(client: &Client, namespace: &str) -> Result<bool> {
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(format!(
+                "system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}"
+            )),
+            groups: Some(vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{namespace}"),
+                "system:authenticated".into(),
+            ]),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some("ruche.dev".into()),
+                resource: Some("mediafleets".into()),
+                verb: Some("delete".into()),
+                namespace: Some(namespace.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let answer = Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(|e| Error::Setup(format!("SubjectAccessReview: {e}")))?;
+    Ok(!answer.status.is_some_and(|s| s.allowed))
 }
 
 /// A bearer token for the operator's ServiceAccount, from the TokenRequest API.

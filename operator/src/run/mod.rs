@@ -119,7 +119,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     }
     let client = Client::try_default().await.map_err(RunError::Client)?;
     let metrics = Arc::new(Metrics::new());
-    let ready = Arc::new(AtomicBool::new(false));
+    let probes = http::Probes::default();
+    let ready = probes.ready.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopping = move || {
         let mut rx = stop_rx.clone();
@@ -133,7 +134,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         let _ = stop_tx.send(true);
     });
 
-    let server = http::serve(args.http_bind, metrics.clone(), ready.clone(), stopping())
+    let server = http::serve(args.http_bind, metrics.clone(), probes.clone(), stopping())
         .await
         .map_err(|source| RunError::Http {
             addr: args.http_bind,
@@ -164,11 +165,13 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     );
     lease_config.check()?;
     let leader = lease::spawn(client.clone(), lease_config);
+    probes.standby.store(true, Ordering::SeqCst);
     tracing::info!(%identity, lease = %format!("{lease_namespace}/{}", args.lease_name), "waiting for the leader Lease");
     let won = tokio::select! {
         won = leader.acquired() => won,
         () = stopping() => false,
     };
+    probes.standby.store(false, Ordering::SeqCst);
     if !won {
         leader.release().await;
         let _ = server.await;
