@@ -746,3 +746,56 @@ async fn a_load_balancer_with_a_hostname_is_advertised_with_its_own_ports() {
         })
     );
 }
+
+#[tokio::test]
+async fn a_pod_left_by_a_previous_node_of_the_same_name_is_not_adopted() {
+    let node = node_two(Some(MediaNodeStatus {
+        phase: NodePhase::Starting,
+        observed_generation: Some(1),
+        ..Default::default()
+    }));
+    // The pod of the node this name belonged to before: still running, another owner.
+    let mut leftover = media_pod(NAME, "Running", Some("10.0.0.9"));
+    if let Some(owners) = leftover.metadata.owner_references.as_mut() {
+        owners[0].uid = "an-earlier-node-uid".into();
+    }
+    let admin = FakeAdmin::default();
+    let (ctx, mut api) = context_with(
+        vec![host_port_fleet()],
+        vec![node.clone()],
+        vec![],
+        vec![leftover.clone()],
+        admin.clone(),
+    );
+    let task = spawn_reconcile(&ctx, &node);
+    expect(
+        &mut api,
+        Method::DELETE,
+        &format!("{PODS}/{NAME}"),
+        reply(&leftover),
+    )
+    .await;
+    expect_no_request(&mut api).await;
+    let action = task.await.unwrap().unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(2)));
+    assert!(
+        admin.calls().is_empty(),
+        "no admin call to someone else's pod"
+    );
+
+    // Already terminating: nothing to do but wait.
+    leftover.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+    let (ctx, mut api) = context_with(
+        vec![host_port_fleet()],
+        vec![node.clone()],
+        vec![],
+        vec![leftover],
+        admin.clone(),
+    );
+    let task = spawn_reconcile(&ctx, &node);
+    expect_no_request(&mut api).await;
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(2))
+    );
+}

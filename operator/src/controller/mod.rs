@@ -44,13 +44,29 @@ pub async fn publish(
     let event = Event {
         type_,
         reason: reason.into(),
-        note: Some(note.into()),
+        note: Some(event_note(note)),
         action: action.into(),
         secondary,
     };
     if let Err(e) = recorder.publish(&event, object).await {
         tracing::debug!(error = %e, "event not recorded");
     }
+}
+
+/// The API server refuses an event whose note exceeds this many bytes.
+pub const EVENT_NOTE_MAX: usize = 1024;
+
+/// `note`, cut at a character boundary to fit [`EVENT_NOTE_MAX`] (a media node's error can be
+/// long), marked with an ellipsis when cut.
+fn event_note(note: &str) -> String {
+    if note.len() <= EVENT_NOTE_MAX {
+        return note.to_string();
+    }
+    let mut end = EVENT_NOTE_MAX - '…'.len_utf8();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &note[..end])
 }
 
 /// Writes an object's status with server-side apply through the status subresource, as the
@@ -121,5 +137,20 @@ impl Error {
             Self::Finalizer(_) => "finalizer",
             Self::Invalid(_) => "invalid",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_event_notes_are_cut_to_what_the_api_server_takes() {
+        assert_eq!(event_note("node failed"), "node failed");
+        let long = "é".repeat(800);
+        let cut = event_note(&long);
+        assert!(cut.len() <= EVENT_NOTE_MAX, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert!(cut.starts_with("éé"));
     }
 }

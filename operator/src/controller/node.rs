@@ -66,6 +66,18 @@ pub async fn reconcile<A: NodeAdmin>(
     let now = Instant::now();
     let key = node_key(&node);
     let pod = ctx.pods.get(&ObjectRef::new(&node.name_any()).within(&ns));
+    // A pod of this name that another node owns is the leftover of a deleted node whose name
+    // was reused (its pod may take the drain deadline to terminate): never adopt its address
+    // or status. Wait until it is gone, then create ours.
+    if let Some(p) = pod.as_deref()
+        && !owned_by(p, &node)
+    {
+        if p.meta().deletion_timestamp.is_none() {
+            delete_pod(&ctx, &ns, &p.name_any()).await?;
+        }
+        tracing::info!(node = %key, "waiting for the pod of a previous node of this name to go");
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
 
     // The phase first: a Failed node gets no new pod, and loses the one it has.
     let pod_state = match pod.as_deref() {
@@ -462,6 +474,14 @@ async fn create_pod<A: NodeAdmin>(
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether `node` is the pod's controlling owner (by uid: a name can be reused).
+fn owned_by(pod: &Pod, node: &MediaNode) -> bool {
+    let uid = node.meta().uid.as_deref();
+    pod.owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && o.kind == "MediaNode" && Some(o.uid.as_str()) == uid)
 }
 
 /// Deletes a pod; one already gone is fine.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use kube::client::Body;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
@@ -502,6 +502,15 @@ pub fn media_pod(name: &str, phase: &str, ip: Option<&str>) -> Pod {
         "ruche.dev/node".to_string(),
         name.to_string(),
     )]));
+    // Owned by the node of that name, as `fleet_node` builds it.
+    p.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "ruche.dev/v1alpha1".into(),
+        kind: "MediaNode".into(),
+        name: name.into(),
+        uid: format!("{name}-uid"),
+        controller: Some(true),
+        block_owner_deletion: None,
+    }]);
     p.status = Some(PodStatus {
         phase: Some(phase.into()),
         pod_ip: ip.map(String::from),
