@@ -70,6 +70,23 @@ impl NodeProgram {
     }
 }
 
+/// A namespaced kind the harness reads and writes: any of Kubernetes' or Ruche's.
+pub trait Namespaced:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> Namespaced for K where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+{
+}
+
 /// A fleet as the operator reports it, with its media nodes.
 #[derive(Clone, Debug)]
 pub struct FleetView {
@@ -337,11 +354,7 @@ impl TestEnv {
     /// An API of kind `K` in the test namespace, with the harness's credentials.
     pub fn api<K>(&self) -> Api<K>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
-        K::DynamicType: Default,
+        K: Namespaced,
     {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
@@ -349,11 +362,7 @@ impl TestEnv {
     /// Creates or updates an object by server-side apply (it must carry apiVersion and kind).
     pub async fn apply<K>(&self, name: &str, object: &serde_json::Value) -> Result<K>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
-        K::DynamicType: Default,
+        K: Namespaced,
     {
         Ok(self
             .api::<K>()
@@ -644,46 +653,22 @@ async fn clean_up(config: kube::Config, namespace: &str, failed: bool) -> Result
         dump(&client, namespace).await;
     }
     let mut errors = Vec::new();
-    if let Err(e) = strip_finalizers::<Room>(&client, namespace).await {
-        errors.push(e.to_string());
-    }
-    if let Err(e) = strip_finalizers::<MediaNode>(&client, namespace).await {
-        errors.push(e.to_string());
-    }
-    if let Err(e) = strip_finalizers::<MediaFleet>(&client, namespace).await {
-        errors.push(e.to_string());
-    }
-    let dp = DeleteParams::default();
-    let lp = ListParams::default();
+    let mut note = |outcome: Result<()>| {
+        if let Err(e) = outcome {
+            errors.push(e.to_string());
+        }
+    };
+    note(strip_finalizers::<Room>(&client, namespace).await);
+    note(strip_finalizers::<MediaNode>(&client, namespace).await);
+    note(strip_finalizers::<MediaFleet>(&client, namespace).await);
     // A bare API server has no namespace controller or garbage collector: delete the
     // objects themselves, then the namespace.
-    let deletions = [
-        Api::<Room>::namespaced(client.clone(), namespace)
-            .delete_collection(&dp, &lp)
-            .await
-            .map(|_| ()),
-        Api::<MediaNode>::namespaced(client.clone(), namespace)
-            .delete_collection(&dp, &lp)
-            .await
-            .map(|_| ()),
-        Api::<MediaFleet>::namespaced(client.clone(), namespace)
-            .delete_collection(&dp, &lp)
-            .await
-            .map(|_| ()),
-        Api::<Pod>::namespaced(client.clone(), namespace)
-            .delete_collection(&dp, &lp)
-            .await
-            .map(|_| ()),
-    ];
-    errors.extend(
-        deletions
-            .into_iter()
-            .filter_map(std::result::Result::err)
-            .filter(|e| !crate::error::is_not_found(e))
-            .map(|e| e.to_string()),
-    );
+    note(delete_all::<Room>(&client, namespace).await);
+    note(delete_all::<MediaNode>(&client, namespace).await);
+    note(delete_all::<MediaFleet>(&client, namespace).await);
+    note(delete_all::<Pod>(&client, namespace).await);
     match Api::<Namespace>::all(client.clone())
-        .delete(namespace, &dp)
+        .delete(namespace, &DeleteParams::default())
         .await
     {
         Ok(_) => {}
@@ -700,25 +685,46 @@ async fn clean_up(config: kube::Config, namespace: &str, failed: bool) -> Result
     }
 }
 
+/// Every object of kind `K` in `namespace` (none if the namespace is gone).
+async fn list<K>(client: &Client, namespace: &str) -> Result<Vec<K>>
+where
+    K: Namespaced,
+{
+    match Api::<K>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => Ok(list.items),
+        Err(e) if crate::error::is_not_found(&e) => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes every object of kind `K` in `namespace`.
+async fn delete_all<K>(client: &Client, namespace: &str) -> Result<()>
+where
+    K: Namespaced,
+{
+    match Api::<K>::namespaced(client.clone(), namespace)
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if crate::error::is_not_found(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn strip_finalizers<K>(client: &Client, namespace: &str) -> Result<()>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-    K::DynamicType: Default,
+    K: Namespaced,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let list = match api.list(&ListParams::default()).await {
-        Ok(l) => l,
-        Err(e) if crate::error::is_not_found(&e) => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    for object in list.items {
+    let patch = json!({ "metadata": { "finalizers": null } });
+    for object in list::<K>(client, namespace).await? {
         if object.finalizers().is_empty() {
             continue;
         }
-        let patch = json!({ "metadata": { "finalizers": null } });
         match api
             .patch(
                 &object.name_any(),
@@ -735,89 +741,72 @@ where
     Ok(())
 }
 
-/// Prints the namespace's fleets, nodes, rooms (a few) and events, for a failed scenario.
+/// Prints the namespace's fleets, nodes, rooms (a few), pods and events, for a failed
+/// scenario. What cannot be listed is left out: this is a report, not a check.
 async fn dump(client: &Client, namespace: &str) {
     let mut out = format!("-------- objects in {namespace}:\n");
-    if let Ok(fleets) = Api::<MediaFleet>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default())
+    for f in list::<MediaFleet>(client, namespace)
         .await
+        .unwrap_or_default()
     {
-        for f in fleets.items {
-            let _ = writeln!(
-                out,
-                "MediaFleet {}: {}",
-                f.name_any(),
-                serde_json::to_string(&f.status).unwrap_or_default()
-            );
-        }
+        let _ = writeln!(
+            out,
+            "MediaFleet {}: {}",
+            f.name_any(),
+            serde_json::to_string(&f.status).unwrap_or_default()
+        );
     }
-    if let Ok(nodes) = Api::<MediaNode>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default())
+    for n in list::<MediaNode>(client, namespace)
         .await
+        .unwrap_or_default()
     {
-        for n in nodes.items {
-            let _ = writeln!(
-                out,
-                "MediaNode {} zone {}: {}",
-                n.name_any(),
-                n.spec.zone,
-                serde_json::to_string(&n.status).unwrap_or_default()
-            );
-        }
+        let _ = writeln!(
+            out,
+            "MediaNode {} zone {}: {}",
+            n.name_any(),
+            n.spec.zone,
+            serde_json::to_string(&n.status).unwrap_or_default()
+        );
     }
-    if let Ok(rooms) = Api::<Room>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default())
-        .await
-    {
-        let _ = writeln!(out, "{} Rooms; the first 20:", rooms.items.len());
-        for r in rooms.items.iter().take(20) {
-            let _ = writeln!(
-                out,
-                "Room {}: {}",
-                r.name_any(),
-                serde_json::to_string(&r.status).unwrap_or_default()
-            );
-        }
+    let rooms = list::<Room>(client, namespace).await.unwrap_or_default();
+    let _ = writeln!(out, "{} Rooms; the first 20:", rooms.len());
+    for r in rooms.iter().take(20) {
+        let _ = writeln!(
+            out,
+            "Room {}: {}",
+            r.name_any(),
+            serde_json::to_string(&r.status).unwrap_or_default()
+        );
     }
-    if let Ok(pods) = Api::<Pod>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default())
-        .await
-    {
-        for p in pods.items {
-            let s = p.status.clone().unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "Pod {}: phase {:?} podIP {:?} deleting {}",
-                p.name_any(),
-                s.phase,
-                s.pod_ip,
-                p.metadata.deletion_timestamp.is_some()
-            );
-        }
+    for p in list::<Pod>(client, namespace).await.unwrap_or_default() {
+        let s = p.status.clone().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "Pod {}: phase {:?} podIP {:?} deleting {}",
+            p.name_any(),
+            s.phase,
+            s.pod_ip,
+            p.metadata.deletion_timestamp.is_some()
+        );
     }
-    if let Ok(events) = Api::<Event>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default())
-        .await
-    {
-        let _ = writeln!(out, "-------- {} events; the last 60:", events.items.len());
-        let start = events.items.len().saturating_sub(60);
-        for e in &events.items[start..] {
-            let _ = writeln!(
-                out,
-                "{} {} {}/{}: {}",
-                e.type_.as_deref().unwrap_or_default(),
-                e.reason.as_deref().unwrap_or_default(),
-                e.regarding
-                    .as_ref()
-                    .and_then(|r| r.kind.as_deref())
-                    .unwrap_or_default(),
-                e.regarding
-                    .as_ref()
-                    .and_then(|r| r.name.as_deref())
-                    .unwrap_or_default(),
-                e.note.as_deref().unwrap_or_default()
-            );
-        }
+    let events = list::<Event>(client, namespace).await.unwrap_or_default();
+    let _ = writeln!(out, "-------- {} events; the last 60:", events.len());
+    for e in &events[events.len().saturating_sub(60)..] {
+        let _ = writeln!(
+            out,
+            "{} {} {}/{}: {}",
+            e.type_.as_deref().unwrap_or_default(),
+            e.reason.as_deref().unwrap_or_default(),
+            e.regarding
+                .as_ref()
+                .and_then(|r| r.kind.as_deref())
+                .unwrap_or_default(),
+            e.regarding
+                .as_ref()
+                .and_then(|r| r.name.as_deref())
+                .unwrap_or_default(),
+            e.note.as_deref().unwrap_or_default()
+        );
     }
     eprintln!("{out}");
 }

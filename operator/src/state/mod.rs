@@ -11,3 +11,6 @@ pub mod fleet_status;
 pub mod live;
 pub mod placements;
 pub mod world;
+
+#[cfg(test)]
+mod test_objects;

@@ -317,54 +317,13 @@ fn sync_nodes<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ruche_crds::{
-        MediaNodeSpec, MediaNodeStatus, NodeCapacity, RoomPhase, RoomSpec, RoomStatus, ZonePolicy,
-    };
+    use crate::state::test_objects::{self, node, room};
+    use ruche_crds::{RoomPhase, RoomStatus};
 
     fn fleet(generation: i64) -> MediaFleet {
-        let text = "apiVersion: ruche.dev/v1alpha1\nkind: MediaFleet\nmetadata: {name: visio, namespace: ns}\nspec:\n  template: {image: x}\n  capacity: {slots: 100}\n  zones:\n    - {name: a, maxNodes: 5}\n    - {name: b, maxNodes: 5}\n";
-        let mut f: MediaFleet = serde_saphyr::from_str(text).unwrap();
+        let mut f = test_objects::fleet();
         f.metadata.generation = Some(generation);
         f
-    }
-
-    fn node(name: &str, zone: &str, phase: NodePhase) -> MediaNode {
-        let mut n = MediaNode::new(
-            name,
-            MediaNodeSpec {
-                fleet: "visio".into(),
-                zone: zone.into(),
-                revision: "r1".into(),
-                capacity: NodeCapacity { slots: 100 },
-                drain: None,
-            },
-        );
-        n.metadata.namespace = Some("ns".into());
-        n.status = Some(MediaNodeStatus {
-            phase,
-            ..Default::default()
-        });
-        n
-    }
-
-    fn room(name: &str, slots: u32, allowed: &[&str]) -> Room {
-        let zones = ZonePolicy {
-            allowed: allowed.iter().map(|z| (*z).to_string()).collect(),
-            preferred: Vec::new(),
-        };
-        let mut r = Room::new(
-            name,
-            RoomSpec {
-                fleet: "visio".into(),
-                slots,
-                zones,
-                tenant: None,
-                profile: ruche_crds::room::MediaProfile::default(),
-                empty_timeout: std::time::Duration::from_secs(300).into(),
-            },
-        );
-        r.metadata.namespace = Some("ns".into());
-        r
     }
 
     #[test]

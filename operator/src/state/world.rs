@@ -127,51 +127,19 @@ pub fn rebuild<'a>(
 mod tests {
     use super::*;
     use crate::core::place;
-    use ruche_crds::{
-        MediaNodeSpec, MediaNodeStatus, NodeCapacity, RoomSpec, RoomStatus, ZonePolicy,
-    };
-
-    fn fleet() -> MediaFleet {
-        let text = "apiVersion: ruche.dev/v1alpha1\nkind: MediaFleet\nmetadata: {name: visio, namespace: ns}\nspec:\n  template: {image: x}\n  capacity: {slots: 100}\n  zones:\n    - {name: a, maxNodes: 5}\n    - {name: b, maxNodes: 5}\n";
-        serde_saphyr::from_str(text).unwrap()
-    }
+    use crate::state::test_objects::{self, fleet};
+    use ruche_crds::RoomStatus;
 
     fn node(name: &str, zone: &str, phase: NodePhase, participants: u32) -> MediaNode {
-        let mut n = MediaNode::new(
-            name,
-            MediaNodeSpec {
-                fleet: "visio".into(),
-                zone: zone.into(),
-                revision: "r1".into(),
-                capacity: NodeCapacity { slots: 100 },
-                drain: None,
-            },
-        );
-        n.metadata.namespace = Some("ns".into());
-        n.status = Some(MediaNodeStatus {
-            phase,
-            load: ruche_crds::node::NodeLoad {
-                participants,
-                ..Default::default()
-            },
-            ..Default::default()
-        });
+        let mut n = test_objects::node(name, zone, phase);
+        if let Some(status) = n.status.as_mut() {
+            status.load.participants = participants;
+        }
         n
     }
 
     fn room(name: &str, slots: u32, node: Option<&str>, phase: RoomPhase) -> Room {
-        let mut r = Room::new(
-            name,
-            RoomSpec {
-                fleet: "visio".into(),
-                slots,
-                zones: ZonePolicy::default(),
-                tenant: None,
-                profile: ruche_crds::room::MediaProfile::default(),
-                empty_timeout: std::time::Duration::from_secs(300).into(),
-            },
-        );
-        r.metadata.namespace = Some("ns".into());
+        let mut r = test_objects::room(name, slots, &[]);
         r.status = Some(RoomStatus {
             phase,
             node: node.map(String::from),
