@@ -259,6 +259,8 @@ pub struct AutoscalingSpec {
     /// Free slots each zone keeps ready for new rooms: a count (`400`) or a share of the
     /// zone's slots (`"20%"`).
     #[x_kube(validation = Rule::new("string(self).matches('^[0-9]+%?$')").message("bufferSlots must be a non-negative number of slots or a percentage such as \"20%\""))]
+    // CEL costs an int-or-string as a string: unbounded, its rule would exceed the budget.
+    #[schemars(extend("maxLength" = 10))]
     pub buffer_slots: IntOrString,
 
     /// How long capacity must be surplus before the fleet shrinks (by draining nodes).
@@ -309,6 +311,7 @@ pub struct ScheduleWindow {
 
     /// Free slots per zone during the window: a count or a percentage.
     #[x_kube(validation = Rule::new("string(self).matches('^[0-9]+%?$')").message("bufferSlots must be a non-negative number of slots or a percentage such as \"20%\""))]
+    #[schemars(extend("maxLength" = 10))]
     pub buffer_slots: IntOrString,
 }
 
@@ -337,11 +340,13 @@ pub struct RolloutSpec {
     /// Extra nodes per zone that may run during a rollout: a count or a percentage.
     #[serde(default = "default_max_surge")]
     #[x_kube(validation = Rule::new("string(self).matches('^[0-9]+%?$')").message("maxSurge must be a non-negative count or a percentage such as \"25%\""))]
+    #[schemars(extend("maxLength" = 10))]
     pub max_surge: IntOrString,
 
     /// Nodes per zone that may be unavailable (draining) at once: a count or a percentage.
     #[serde(default = "default_max_unavailable")]
     #[x_kube(validation = Rule::new("string(self).matches('^[0-9]+%?$')").message("maxUnavailable must be a non-negative count or a percentage such as \"10%\""))]
+    #[schemars(extend("maxLength" = 10))]
     pub max_unavailable: IntOrString,
 
     /// How long an old node may keep its live rooms once it drains.

@@ -466,8 +466,10 @@ fn unbounded_rule_costs(schema: &Value, path: &str, repeats: u64, out: &mut Vec<
         .get("x-kubernetes-validations")
         .and_then(Value::as_array)
         .is_some_and(|r| !r.is_empty());
+    // An int-or-string is costed as a string of its maxLength, or of the whole request.
     let bounded_string = |s: &Value| {
-        s.get("type").and_then(Value::as_str) != Some("string")
+        (s.get("type").and_then(Value::as_str) != Some("string")
+            && s.get("x-kubernetes-int-or-string") != Some(&Value::Bool(true)))
             || s.get("maxLength").is_some()
             || s.get("enum").is_some()
     };
@@ -537,7 +539,14 @@ fn the_cost_check_catches_an_unbounded_list_above_a_rule() {
             "items": {
                 "type": "object",
                 "x-kubernetes-validations": [{ "rule": "self.start != self.end" }],
-                "properties": { "start": { "type": "string" }, "end": { "type": "string", "maxLength": 5 } },
+                "properties": {
+                    "start": { "type": "string" },
+                    "end": { "type": "string", "maxLength": 5 },
+                    "buffer": {
+                        "x-kubernetes-int-or-string": true,
+                        "x-kubernetes-validations": [{ "rule": "string(self).matches('^[0-9]+%?$')" }],
+                    },
+                },
             },
         }},
     });
@@ -547,7 +556,10 @@ fn the_cost_check_catches_an_unbounded_list_above_a_rule() {
         problems,
         [
             ".windows[]: a rule under a list or map with no maxItems/maxProperties",
+            ".windows[].buffer: a string with no maxLength read by its parent's rule",
             ".windows[].start: a string with no maxLength read by its parent's rule",
+            ".windows[].buffer: a rule under a list or map with no maxItems/maxProperties",
+            ".windows[].buffer: a rule on a string with no maxLength",
         ]
     );
 }

@@ -1,4 +1,4 @@
-//! Finding the cluster `KUBECONFIG` names, or saying loudly why the suite is skipped.
+//! Finding the cluster `RUCHE_E2E_KUBECONFIG` names, or saying loudly why the suite is skipped.
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the reachability probe (`GET /version`) may take in all.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Set (to anything) to skip the suite even when `KUBECONFIG` is set.
+/// Set (to anything) to skip the suite even when [`KUBECONFIG_ENV`] is set.
 pub const SKIP_ENV: &str = "RUCHE_E2E_SKIP";
 
 /// A reachable cluster, with the harness's own (administrator) credentials.
@@ -38,43 +38,54 @@ pub enum Connection {
     Skip(String),
 }
 
-/// Connects to the cluster `KUBECONFIG` names.
+/// The environment variable naming the kubeconfig of the cluster the suite may use. The
+/// suite never falls back to `KUBECONFIG`: a developer's shell often points it at a real
+/// cluster, and the suite creates CRDs, namespaces and ClusterRoles.
+pub const KUBECONFIG_ENV: &str = "RUCHE_E2E_KUBECONFIG";
+
+/// Connects to the cluster [`KUBECONFIG_ENV`] names.
 ///
-/// Returns [`Connection::Skip`] when `KUBECONFIG` is unset, unreadable, or names a server that
-/// cannot be reached within [`PROBE_TIMEOUT`]. A server that answers but refuses the
-/// harness's credentials is an error, not a skip: someone meant to run the suite.
+/// Returns [`Connection::Skip`] when it is unset (even if `KUBECONFIG` is set), unreadable,
+/// or names a server that cannot be reached within [`PROBE_TIMEOUT`]. A server that answers
+/// but refuses the harness's credentials is an error, not a skip: someone meant to run the
+/// suite.
 pub async fn connect() -> Result<Connection> {
     if std::env::var_os(SKIP_ENV).is_some_and(|v| !v.is_empty()) {
         return Ok(Connection::Skip(format!("{SKIP_ENV} is set")));
     }
-    let path = match std::env::var("KUBECONFIG") {
+    let path = match std::env::var(KUBECONFIG_ENV) {
         Ok(p) if !p.trim().is_empty() => p,
         _ => {
-            return Ok(Connection::Skip(
-                "KUBECONFIG is not set (point it at a kind cluster or any API server to run \
-                 the end-to-end suite)"
-                    .into(),
-            ));
+            let ignored = if std::env::var_os("KUBECONFIG").is_some() {
+                " (KUBECONFIG is set but never used by the suite)"
+            } else {
+                ""
+            };
+            return Ok(Connection::Skip(format!(
+                "{KUBECONFIG_ENV} is not set{ignored}: name the kubeconfig of a cluster the \
+                 suite may create namespaces, CRDs and ClusterRoles in, such as the one \
+                 ../shared/k8s/up prints"
+            )));
         }
     };
-    let kubeconfig = match Kubeconfig::read() {
+    let kubeconfig = match Kubeconfig::read_from(&path) {
         Ok(k) => k,
         Err(e) => {
             return Ok(Connection::Skip(format!(
-                "KUBECONFIG={path} cannot be read: {e}"
+                "{KUBECONFIG_ENV}={path} cannot be read: {e}"
             )));
         }
     };
     let cluster_entry = match current_cluster(&kubeconfig) {
         Ok(c) => c,
-        Err(why) => return Ok(Connection::Skip(format!("KUBECONFIG={path}: {why}"))),
+        Err(why) => return Ok(Connection::Skip(format!("{KUBECONFIG_ENV}={path}: {why}"))),
     };
     let mut config =
         match Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await {
             Ok(c) => c,
             Err(e) => {
                 return Ok(Connection::Skip(format!(
-                    "KUBECONFIG={path} is not usable: {e}"
+                    "{KUBECONFIG_ENV}={path} is not usable: {e}"
                 )));
             }
         };
@@ -84,21 +95,21 @@ pub async fn connect() -> Result<Connection> {
         Ok(c) => c,
         Err(e) => {
             return Ok(Connection::Skip(format!(
-                "KUBECONFIG={path}: cannot build a client for {server}: {e}"
+                "{KUBECONFIG_ENV}={path}: cannot build a client for {server}: {e}"
             )));
         }
     };
     match tokio::time::timeout(PROBE_TIMEOUT, client.apiserver_version()).await {
         Err(_) => Ok(Connection::Skip(format!(
-            "the API server {server} (KUBECONFIG={path}) did not answer within {PROBE_TIMEOUT:?}"
+            "the API server {server} ({KUBECONFIG_ENV}={path}) did not answer within {PROBE_TIMEOUT:?}"
         ))),
         Ok(Err(kube::Error::Api(status))) => Err(Error::Setup(format!(
-            "the API server {server} (KUBECONFIG={path}) answered but refused the harness: \
+            "the API server {server} ({KUBECONFIG_ENV}={path}) answered but refused the harness: \
              HTTP {} {}: {}",
             status.code, status.reason, status.message
         ))),
         Ok(Err(e)) => Ok(Connection::Skip(format!(
-            "the API server {server} (KUBECONFIG={path}) is unreachable: {e}"
+            "the API server {server} ({KUBECONFIG_ENV}={path}) is unreachable: {e}"
         ))),
         Ok(Ok(version)) => {
             eprintln!(
