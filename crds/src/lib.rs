@@ -1,6 +1,7 @@
 //! Ruche's API, group `ruche.dev`, version `v1alpha1`.
 //!
-//! Join tokens (the contract between a meeting app and the media nodes) are in [`token`].
+//! Join tokens (the contract between a meeting app and the media nodes) are in [`token`]; the
+//! assignment lists the operator writes to each media node's admin API, in [`admin`].
 //!
 //! Three namespaced kinds: [`MediaFleet`] (a pool of SFUs over zones), [`MediaNode`] (one SFU
 //! pod) and [`Room`] (one meeting). The CRD YAML under `crds/yaml/` is generated from these
@@ -10,6 +11,7 @@
 // duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod admin;
 pub mod common;
 pub mod crdgen;
 pub mod fleet;

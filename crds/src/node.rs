@@ -198,6 +198,32 @@ pub struct MediaNodeStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// The type of a media node's condition, and the reasons the operator gives it.
+pub mod condition {
+    /// Whether the node serves rooms, and why not.
+    pub const READY: &str = "Ready";
+    /// Reason: the operator cannot reach the node's admin API, though its pod reports ready.
+    /// The node keeps its rooms and takes no new one.
+    pub const UNREACHABLE: &str = "Unreachable";
+    /// Reason: the API server refused the node's pod (Pod Security, quota, a bad template).
+    pub const POD_REFUSED: &str = "PodRefused";
+}
+
+impl MediaNodeStatus {
+    /// The reason of the `Ready` condition when it is not True.
+    pub fn not_ready_reason(&self) -> Option<&str> {
+        self.conditions
+            .iter()
+            .find(|c| c.type_ == condition::READY && c.status != "True")
+            .map(|c| c.reason.as_str())
+    }
+
+    /// Whether the operator cannot reach the node (it then takes no new room).
+    pub fn unreachable(&self) -> bool {
+        self.not_ready_reason() == Some(condition::UNREACHABLE)
+    }
+}
+
 /// Addresses of a media node.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -33,9 +33,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
-use ruche_media_node::admin::wire::{
-    AdvertiseBody, Assignments, DrainBody, advertised_addr, bearer_refusal,
-};
+use ruche_crds::admin::{Accepted, AssignmentList, ListVersion, StaleList};
+use ruche_media_node::admin::wire::{AdvertiseBody, DrainBody, advertised_addr, bearer_refusal};
 use serde_json::json;
 
 /// What the stand-in is configured with, from the media node's environment.
@@ -132,6 +131,7 @@ enum Drain {
 #[derive(Debug, Default)]
 struct Told {
     assigned: BTreeMap<String, u32>,
+    version: ListVersion,
     drain: Drain,
     advertise: String,
 }
@@ -189,6 +189,7 @@ impl StandIn {
             "bitrateInBps": 0,
             "bitrateOutBps": 0,
             "advertise": told.advertise,
+            "assignmentsVersion": told.version,
             "roomList": [],
         })
     }
@@ -200,7 +201,7 @@ pub fn router(state: Arc<StandIn>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/rooms", get(rooms))
         .route("/v1/drain", axum::routing::post(drain).delete(undrain))
-        .route("/v1/assignments", put(assign))
+        .route(ruche_crds::admin::ASSIGNMENTS_PATH, put(assign))
         .route("/v1/advertise", put(advertise))
         .route("/v1/rooms/{room}", axum::routing::delete(close_room))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
@@ -253,10 +254,37 @@ async fn undrain(State(state): State<Arc<StandIn>>) -> Response {
     status(State(state)).await
 }
 
-async fn assign(State(state): State<Arc<StandIn>>, Json(body): Json<Assignments>) -> Response {
-    let count = body.rooms.len();
-    state.told().assigned = body.rooms.into_iter().map(|a| (a.room, a.slots)).collect();
-    Json(json!({ "assigned": count })).into_response()
+/// Takes the list unless it is older than the one held, as the media node does.
+async fn assign(
+    State(state): State<Arc<StandIn>>,
+    body: Result<Json<AssignmentList>, JsonRejection>,
+) -> Response {
+    let list = match body {
+        Ok(Json(list)) => list,
+        Err(rejection) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("invalid assignment list: {}", rejection.body_text()),
+            )
+                .into_response();
+        }
+    };
+    let mut told = state.told();
+    if StaleList::refuses(told.version, list.version) {
+        let stale = StaleList {
+            current: told.version,
+            refused: list.version,
+        };
+        return (StatusCode::CONFLICT, Json(stale)).into_response();
+    }
+    told.version = list.version;
+    told.assigned = list.rooms.into_iter().map(|a| (a.room, a.slots)).collect();
+    Json(Accepted {
+        version: told.version,
+        assigned: told.assigned.len(),
+        ended: Vec::new(),
+    })
+    .into_response()
 }
 
 async fn advertise(

@@ -11,12 +11,15 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ObjectMeta;
+use ruche_crds::admin::{Assignment, AssignmentList, ListVersion};
 use ruche_crds::{MediaFleet, MediaNode, MediaNodeSpec, NodeCapacity};
 use ruche_e2e::process::{self, Supervised, exit_code, tail};
 use ruche_e2e::runner::{self, Objects};
 use ruche_e2e::{fixtures, http, wait};
 use ruche_operator::build::pod::{ExternalPort, pod};
-use ruche_operator::controller::admin::{AdminTarget, HttpAdmin, NodeAdmin as _, NodeReport};
+use ruche_operator::controller::admin::{
+    AdminError, AdminTarget, HttpAdmin, NodeAdmin as _, NodeReport,
+};
 
 const HOST_PORT: u16 = 21_901;
 const ADMIN_TOKEN: &str = "e2e-admin-token-for-the-runner-test";
@@ -216,16 +219,40 @@ async fn drive(node: &Started) {
         "{label}: no participant, so no live room"
     );
 
-    admin
-        .assign(&target, &[("a".into(), 4), ("b".into(), 6)])
+    let list = |seq: u32, rooms: &[(&str, u32)]| AssignmentList {
+        version: ListVersion::new(3, seq),
+        rooms: rooms
+            .iter()
+            .map(|(room, slots)| Assignment {
+                room: (*room).to_string(),
+                slots: *slots,
+            })
+            .collect(),
+    };
+    let accepted = admin
+        .assign(&target, &list(2, &[("a", 4), ("b", 6)]))
         .await
         .unwrap_or_else(|e| panic!("{label}: {e}"));
+    assert_eq!(accepted.version, ListVersion::new(3, 2), "{label}");
     let r = report_of(&admin, &target, label).await;
     assert_eq!(
         (r.status.reserved_slots, r.status.used_slots),
         (10, 10),
         "{label}"
     );
+    assert_eq!(
+        r.status.assignments_version,
+        ListVersion::new(3, 2),
+        "{label}"
+    );
+    match admin.assign(&target, &list(1, &[])).await {
+        Err(AdminError::Stale { stale, .. }) => assert_eq!(
+            (stale.current, stale.refused),
+            (ListVersion::new(3, 2), ListVersion::new(3, 1)),
+            "{label}"
+        ),
+        other => panic!("{label}: an older list must be refused, got {other:?}"),
+    }
 
     admin
         .advertise(&target, "127.0.0.9:4000")
@@ -243,9 +270,11 @@ async fn drive(node: &Started) {
     );
 
     admin
-        .close_room(&target, "a")
+        .assign(&target, &list(3, &[("b", 6)]))
         .await
         .unwrap_or_else(|e| panic!("{label}: {e}"));
+    let r = report_of(&admin, &target, label).await;
+    assert_eq!(r.status.reserved_slots, 6, "{label}: room a left the list");
 
     admin
         .drain(&target, Some(Duration::from_secs(60)))

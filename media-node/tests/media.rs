@@ -416,7 +416,7 @@ async fn a_managed_node_takes_only_assigned_rooms_and_limits_hold() {
         .err()
         .expect("unassigned room refused");
     assert_eq!(refused["code"], "not_assigned", "{refused}");
-    let (status, _) = node.admin("PUT", "/v1/assignments", Some(serde_json::json!({"rooms": [{"room": "r1", "slots": 2}, {"room": "r2", "slots": 1}]})), None).await;
+    let (status, _) = node.admin("PUT", "/v1/assignments", Some(serde_json::json!({"version": 1, "rooms": [{"room": "r1", "slots": 2}, {"room": "r2", "slots": 1}]})), None).await;
     assert_eq!(status, 200);
     let _a = node.join("r1", "alice").await;
     let _b = node.join("r1", "bob").await;
@@ -861,6 +861,87 @@ async fn closing_a_room_ends_its_sessions_and_only_its_own() {
         carol.messages_of("error").is_empty(),
         "another room is untouched"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_assignment_list_is_versioned_and_the_whole_truth() {
+    let node = Node::start(NodeOptions {
+        mode: ruche_media_node::admission::NodeMode::Managed,
+        ..NodeOptions::default()
+    })
+    .await;
+    let list = |version: u64, rooms: &[&str]| {
+        let rooms: Vec<serde_json::Value> = rooms
+            .iter()
+            .map(|r| serde_json::json!({"room": r, "slots": 2}))
+            .collect();
+        Some(serde_json::json!({"version": version, "rooms": rooms}))
+    };
+    let (status, body) = node
+        .admin("PUT", "/v1/assignments", list(10, &["r1", "r2"]), None)
+        .await;
+    assert_eq!(
+        (status, body["version"].as_u64()),
+        (200, Some(10)),
+        "{body}"
+    );
+    let alice = node.join("r1", "alice").await;
+    let carol = node.join("r2", "carol").await;
+    // A list older than the one held (a late retry, a deposed leader) changes nothing.
+    let (status, body) = node
+        .admin("PUT", "/v1/assignments", list(9, &[]), None)
+        .await;
+    assert_eq!(
+        (status, body["current"].as_u64(), body["refused"].as_u64()),
+        (409, Some(10), Some(9)),
+        "{body}"
+    );
+    let (_, s) = node.admin("GET", "/v1/status", None, None).await;
+    assert_eq!(
+        (s["assignmentsVersion"].as_u64(), s["participants"].as_u64()),
+        (Some(10), Some(2)),
+        "{s}"
+    );
+    // The same version again is a retry: accepted, nothing changes.
+    let (status, _) = node
+        .admin("PUT", "/v1/assignments", list(10, &["r1", "r2"]), None)
+        .await;
+    assert_eq!(status, 200);
+    // A newer list without r1: r1's sessions end, r2's go on.
+    let (status, body) = node
+        .admin("PUT", "/v1/assignments", list(11, &["r2"]), None)
+        .await;
+    assert_eq!(
+        (status, body["ended"].clone()),
+        (200, serde_json::json!(["r1"])),
+        "{body}"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || alice
+            .messages_of("error")
+            .iter()
+            .any(|e| e["code"] == "closed"
+                && e["message"]
+                    == "room r1 is no longer hosted on this media node"))
+        .await,
+        "{:?}",
+        alice.messages.lock().unwrap()
+    );
+    assert!(carol.messages_of("error").is_empty(), "r2 is untouched");
+    let refused = Client::join(&node.ws_url(), "r1", &node.token("r1", "bob"))
+        .await
+        .err()
+        .expect("r1 left the list");
+    assert_eq!(refused["code"], "not_assigned", "{refused}");
+    let (status, body) = node
+        .admin(
+            "PUT",
+            "/v1/assignments",
+            Some(serde_json::json!({"rooms": []})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "a list without a version is refused: {body}");
 }
 
 /// Whether `sdp` carries a host candidate for `addr`.

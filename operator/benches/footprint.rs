@@ -1,7 +1,8 @@
 //! Memory of the operator's in-process state at the design's scale: 1,000 media nodes and
 //! 20,000 live rooms, as its caches hold them (the objects as the API server returns them,
-//! with status), plus their pods, the fleet's placement snapshot rebuilt from the rooms'
-//! status, and the live view of every node's last poll.
+//! with status, trimmed as the watches trim them), plus their pods, the registry with the
+//! fleet's placements rebuilt from the rooms' status, and the live view of every node's last
+//! poll.
 //!
 //! This is measured without an API server: it counts what the operator keeps, not the watch
 //! streams' buffers or the HTTP client. The full process against a real API server is
@@ -21,8 +22,10 @@ use ruche_operator::build::node::media_node;
 use ruche_operator::build::pod::{ExternalPort, pod};
 use ruche_operator::controller::admin::{NodeReport, NodeStatusReport, RoomReport};
 use ruche_operator::core::health::Reported;
+use ruche_operator::state::keys::{FleetKey, NodeKey};
 use ruche_operator::state::live::Live;
-use ruche_operator::state::placements::Placements;
+use ruche_operator::state::registry::Registry;
+use ruche_operator::state::trim;
 
 const ZONES: [&str; 3] = ["fr-par-1", "fr-par-2", "fr-par-3"];
 const NODES: u32 = 1_000;
@@ -131,30 +134,35 @@ fn main() {
         )
         .sum();
 
+    for n in &mut nodes {
+        trim::metadata(n);
+    }
+    for r in &mut rooms {
+        trim::metadata(r);
+    }
+    for p in &mut pods {
+        trim::pod(p);
+    }
     let node_store = fill(nodes);
     let room_store = fill(rooms);
     let pod_store: Store<Pod> = fill(pods);
     let cached = rss_bytes();
 
-    let mut placements = Placements::default();
-    let nodes_now = node_store.state();
-    let rooms_now = room_store.state();
-    let synced = placements
-        .sync(
-            &fleet,
-            nodes_now.iter().map(AsRef::as_ref),
-            rooms_now.iter().map(AsRef::as_ref),
-        )
-        .expect("the fleet's rules are valid");
-    drop((nodes_now, rooms_now));
-    let placed = placements
-        .snapshot(&fleet)
+    // The registry shares the caches' objects, as the watches fold them in.
+    let mut registry = Registry::new(1);
+    registry.apply_fleet(std::sync::Arc::new(fleet.clone()));
+    registry.replace_nodes(node_store.state());
+    registry.replace_rooms(room_store.state());
+    let key = FleetKey::of(&fleet);
+    let built = registry.ensure(&key).expect("the fleet's rules are valid");
+    let placed = registry
+        .snapshot(&key)
         .map_or(0, ruche_operator::core::Snapshot::room_count);
 
     let mut live = Live::default();
     let t0 = Instant::now();
     for n in node_store.state() {
-        let key = format!("ministere/{}", n.name_any());
+        let key = NodeKey::of(&n);
         live.running(&key, t0);
         let rooms_here: Vec<RoomReport> = (0..ROOMS / NODES)
             .map(|k| RoomReport {
@@ -172,13 +180,7 @@ fn main() {
             },
             rooms: rooms_here,
         };
-        live.answered(
-            &key,
-            "ministere",
-            report,
-            Reported::Ready,
-            t0 + Duration::from_millis(1),
-        );
+        live.answered(&key, report, Reported::Ready, t0 + Duration::from_millis(1));
     }
     let after = rss_bytes();
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
@@ -199,18 +201,18 @@ fn main() {
         mib(cached.saturating_sub(before))
     );
     println!(
-        "  RSS with placements and live view    {:>8.1} MiB (+{:.1})",
+        "  RSS with registry and live view      {:>8.1} MiB (+{:.1})",
         mib(after),
         mib(after.saturating_sub(cached))
     );
     println!(
         "  rooms placed in the rebuilt snapshot {placed} (problems: {})",
-        synced.problems.len()
+        built.problems.len()
     );
     println!(
         "  built in {:?}; goal for the whole process: under 150 MB",
         started.elapsed()
     );
     // Keep everything alive until measured.
-    std::hint::black_box((&node_store, &room_store, &pod_store, &placements, &live));
+    std::hint::black_box((&node_store, &room_store, &pod_store, &registry, &live));
 }

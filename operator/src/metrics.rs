@@ -72,6 +72,7 @@ pub struct Metrics {
     durations: Family<ControllerLabel, Histogram>,
     schedule_seconds: Histogram,
     polls: Family<ResultLabel, Counter>,
+    pushes: Family<ResultLabel, Counter>,
     /// Rooms by phase.
     pub rooms: Family<RoomPhaseLabel, Gauge>,
     /// Nodes by fleet, zone and phase.
@@ -123,6 +124,12 @@ impl Metrics {
             "Admin API polls of media nodes",
             polls.clone(),
         );
+        let pushes = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "assignment_pushes",
+            "Assignment lists sent to media nodes: ok, stale (the node held a newer one) or error",
+            pushes.clone(),
+        );
         let rooms = Family::<RoomPhaseLabel, Gauge>::default();
         registry.register("rooms", "Rooms by phase", rooms.clone());
         let nodes = Family::<NodePhaseLabel, Gauge>::default();
@@ -156,6 +163,7 @@ impl Metrics {
             durations,
             schedule_seconds,
             polls,
+            pushes,
             rooms,
             nodes,
             zone_slots,
@@ -195,6 +203,15 @@ impl Metrics {
         self.polls
             .get_or_create(&ResultLabel {
                 result: if ok { "ok" } else { "error" }.into(),
+            })
+            .inc();
+    }
+
+    /// Counts an assignment list sent to a node: `ok`, `stale` or `error`.
+    pub fn pushed(&self, result: &str) {
+        self.pushes
+            .get_or_create(&ResultLabel {
+                result: result.into(),
             })
             .inc();
     }

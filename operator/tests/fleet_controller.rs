@@ -17,7 +17,8 @@ use ruche_operator::build::node::revision;
 use ruche_operator::controller::context::Context;
 use ruche_operator::controller::{Error, fleet};
 use ruche_operator::state::fleet_status::fleet_status;
-use ruche_operator::state::placements::Placements;
+use ruche_operator::state::keys::NodeKey;
+use ruche_operator::state::placements::FleetPlacement;
 use serde_json::Value;
 use support::{
     FakeAdmin, Handle, assert_status_apply, context_with, drain_request, expect, expect_echo,
@@ -376,7 +377,7 @@ async fn a_drained_node_loses_its_pod_service_and_object_and_is_replaced() {
         FakeAdmin::default(),
     );
     ctx.live()
-        .running("ns/visio-a-0", std::time::Instant::now());
+        .running(&NodeKey::new("ns", "visio-a-0"), std::time::Instant::now());
     let task = spawn_reconcile(&ctx, &f);
     secrets_exist(&mut api).await;
 
@@ -414,7 +415,7 @@ async fn a_drained_node_loses_its_pod_service_and_object_and_is_replaced() {
     assert_eq!(status["phases"]["drained"], 1);
     assert_eq!(task.await.unwrap().unwrap(), Action::requeue(fleet::RESYNC));
     assert!(
-        ctx.live().node("ns/visio-a-0").is_none(),
+        ctx.live().node(&NodeKey::new("ns", "visio-a-0")).is_none(),
         "the live view forgets the deleted node"
     );
 
@@ -455,13 +456,17 @@ async fn a_failed_pod_deletion_fails_the_reconcile_before_the_node_goes() {
     assert!(matches!(result, Err(Error::Kube(_))), "{result:?}");
     expect_no_request(&mut api).await;
     let error = result.unwrap_err();
-    assert_eq!(
-        fleet::error_policy(Arc::new(f), &error, ctx.clone()),
-        Action::requeue(std::time::Duration::from_secs(5))
-    );
+    let f = Arc::new(f);
+    // A transient error: retried after a second, then two, then four.
+    for secs in [1, 2, 4] {
+        assert_eq!(
+            fleet::error_policy(f.clone(), &error, ctx.clone()),
+            Action::requeue(std::time::Duration::from_secs(secs))
+        );
+    }
     assert!(
         ctx.metrics.encode().contains(
-            "ruche_operator_reconcile_errors_total{controller=\"fleet\",error=\"kube\"} 1"
+            "ruche_operator_reconcile_errors_total{controller=\"fleet\",error=\"kube\"} 3"
         )
     );
 }
@@ -539,9 +544,8 @@ fn status_of(
     rooms: &[ruche_crds::Room],
     desired: &[u32],
 ) -> MediaFleetStatus {
-    let mut placements = Placements::default();
-    placements.sync(f, nodes, rooms).unwrap();
-    fleet_status(f, &arcs(nodes), placements.snapshot(f), desired)
+    let (placement, _) = FleetPlacement::build(f, nodes, rooms).unwrap();
+    fleet_status(f, &arcs(nodes), Some(placement.snapshot()), desired)
 }
 
 fn cond(status: &MediaFleetStatus, type_: &str) -> (String, String, String) {

@@ -9,7 +9,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::Method;
+use http::{Method, StatusCode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -17,19 +17,24 @@ use kube::runtime::controller::Action;
 use ruche_crds::{MediaFleet, MediaNode, MediaNodeStatus, NodePhase};
 use ruche_operator::controller::admin::NodeReport;
 use ruche_operator::controller::context::{Context, Settings};
-use ruche_operator::controller::{Error, node};
+use ruche_operator::controller::{Error, ErrorClass, node};
 use ruche_operator::core::health::{HealthPolicy, Reported};
+use ruche_operator::state::keys::NodeKey;
 use serde_json::{Value, json};
 use support::{
     FakeAdmin, Handle, assert_status_apply, context_with, context_with_settings, drain_request,
-    expect, expect_echo, expect_event, expect_no_request, fleet, fleet_node, host_port_fleet,
-    media_pod, node_report, ready_condition, ready_status, reply, secret_reply,
+    expect, expect_echo, expect_event, expect_no_request, expect_status, fleet, fleet_node,
+    host_port_fleet, media_pod, node_report, ready_condition, ready_status, reply, secret_reply,
+    set_pod_ready, status_reply, test_settings,
 };
 
 const PODS: &str = "/api/v1/namespaces/ns/pods";
 const ADMIN_SECRET: &str = "/api/v1/namespaces/ns/secrets/visio-admin-token";
 const NAME: &str = "visio-a-2";
-const KEY: &str = "ns/visio-a-2";
+
+fn key() -> NodeKey {
+    NodeKey::new("ns", NAME)
+}
 
 fn status_path(name: &str) -> String {
     format!("/apis/ruche.dev/v1alpha1/namespaces/ns/medianodes/{name}/status")
@@ -88,8 +93,7 @@ fn env<'a>(pod: &'a Value, name: &str) -> &'a Value {
 
 /// Records an answer of the node's admin API, as the poller does.
 fn answered(ctx: &Context<FakeAdmin>, report: NodeReport, phase: Reported) {
-    ctx.live()
-        .answered(KEY, "ns", report, phase, Instant::now());
+    ctx.live().answered(&key(), report, phase, Instant::now());
 }
 
 #[tokio::test]
@@ -386,7 +390,16 @@ fn impatient() -> Settings {
             failure_timeout: Duration::from_millis(1),
             ..HealthPolicy::default()
         },
-        ..Settings::default()
+        ..test_settings()
+    }
+}
+
+/// The node answered once, then missed `missed` polls in a row.
+fn silent(ctx: &Context<FakeAdmin>, missed: u32) {
+    answered(ctx, node_report("Ready", "10.0.0.5:30002"), Reported::Ready);
+    for _ in 0..missed {
+        ctx.live()
+            .failed(&key(), "http://10.0.0.5:7881: connection refused".into());
     }
 }
 
@@ -402,15 +415,10 @@ async fn a_node_silent_past_the_failure_timeout_fails_and_loses_its_pod() {
         admin.clone(),
         impatient(),
     );
-    answered(
-        &ctx,
-        node_report("Ready", "10.0.0.5:30002"),
-        Reported::Ready,
-    );
-    ctx.live()
-        .failed(KEY, "http://10.0.0.5:7881: connection refused".into());
+    silent(&ctx, 3);
     tokio::time::sleep(Duration::from_millis(20)).await;
 
+    // Silent for three polls, and its pod is not ready either: the two witnesses agree.
     let task = spawn_reconcile(&ctx, &n);
     expect(
         &mut api,
@@ -421,7 +429,7 @@ async fn a_node_silent_past_the_failure_timeout_fails_and_loses_its_pod() {
     .await;
     let status = expect_node_status(&mut api, &n).await;
     assert_eq!(status["phase"], "Failed");
-    let why = "its admin API has not answered for 1ms: http://10.0.0.5:7881: connection refused";
+    let why = "its admin API has not answered for 1ms (3 polls missed): http://10.0.0.5:7881: connection refused";
     assert_eq!(ready_of(&status), ("False", "Failed", why));
     let event = expect_event(&mut api).await;
     assert_eq!(
@@ -657,9 +665,10 @@ async fn a_bad_object_error_is_counted_and_retried() {
         FakeAdmin::default(),
     );
     let error = Error::Invalid("MediaNode visio-zz-2 has no numeric ruche.dev/index label".into());
+    assert_eq!(error.class(), ErrorClass::Permanent);
     assert_eq!(
         node::error_policy(Arc::new(n), &error, ctx.clone()),
-        Action::requeue(Duration::from_secs(5))
+        Action::requeue(Duration::from_secs(1))
     );
     let metrics = ctx.metrics.encode();
     assert!(
@@ -797,5 +806,92 @@ async fn a_pod_left_by_a_previous_node_of_the_same_name_is_not_adopted() {
     assert_eq!(
         task.await.unwrap().unwrap(),
         Action::requeue(Duration::from_secs(2))
+    );
+}
+
+#[tokio::test]
+async fn a_silent_node_whose_pod_is_ready_is_unreachable_not_failed() {
+    let n = node_two(Some(ready_status(NAME, "10.0.0.5", 30002)));
+    let mut pod = media_pod(NAME, "Running", Some("10.0.0.5"));
+    set_pod_ready(&mut pod);
+    let (ctx, mut api) = context_with_settings(
+        vec![host_port_fleet()],
+        vec![n.clone()],
+        vec![],
+        vec![pod],
+        FakeAdmin::default(),
+        impatient(),
+    );
+    silent(&ctx, 3);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    // The kubelet says the node is ready; the operator cannot reach it: no pod deletion,
+    // the node keeps its phase and its rooms, and says why it takes no new room.
+    let task = spawn_reconcile(&ctx, &n);
+    let status = expect_node_status(&mut api, &n).await;
+    assert_eq!(status["phase"], "Ready");
+    let (ready, reason, message) = ready_of(&status);
+    assert_eq!((ready, reason), ("False", "Unreachable"));
+    assert!(message.contains("but its pod is ready"), "{message}");
+    let event = expect_event(&mut api).await;
+    assert_eq!(
+        (&event.body["type"], &event.body["reason"]),
+        (&json!("Warning"), &json!("Unreachable"))
+    );
+    task.await.unwrap().unwrap();
+    let mut written = n.clone();
+    written.status = Some(serde_json::from_value(status).unwrap());
+    assert!(
+        ruche_operator::state::world::node_info(&written).cordoned,
+        "an unreachable node takes no new room"
+    );
+}
+
+#[tokio::test]
+async fn a_pod_the_api_server_refuses_is_a_condition_and_an_event_on_the_node() {
+    let n = node_two(None);
+    let (ctx, mut api) = context_with(
+        vec![host_port_fleet()],
+        vec![n.clone()],
+        vec![],
+        vec![],
+        FakeAdmin::default(),
+    );
+    let task = spawn_reconcile(&ctx, &n);
+    let refusal = "pods \"visio-a-2\" is forbidden: violates PodSecurity \"baseline:latest\": hostPort (container \"media\" uses hostPorts 30002)";
+    expect_status(
+        &mut api,
+        Method::POST,
+        PODS,
+        StatusCode::FORBIDDEN,
+        status_reply(StatusCode::FORBIDDEN, "Forbidden", refusal),
+    )
+    .await;
+    let status = expect_node_status(&mut api, &n).await;
+    let (ready, reason, message) = ready_of(&status);
+    assert_eq!((ready, reason), ("False", "PodRefused"));
+    assert_eq!(
+        message,
+        format!("the API server refused its pod (HTTP 403): {refusal}")
+    );
+    let event = expect_event(&mut api).await;
+    assert_eq!(
+        (
+            &event.body["type"],
+            &event.body["reason"],
+            &event.body["note"]
+        ),
+        (&json!("Warning"), &json!("PodRefused"), &json!(message))
+    );
+    let error = task.await.unwrap().unwrap_err();
+    assert_eq!(error.class(), ErrorClass::Permanent);
+    // Retried with a growing backoff, not every few seconds.
+    let n = Arc::new(n);
+    let delays: Vec<_> = (0..4)
+        .map(|_| node::error_policy(n.clone(), &error, ctx.clone()))
+        .collect();
+    assert_eq!(
+        delays,
+        [1, 2, 4, 8].map(|s| Action::requeue(Duration::from_secs(s)))
     );
 }

@@ -150,7 +150,7 @@ fn ok<T, E: Display>(r: Result<T, E>, what: &str) -> Result<T, TestCaseError> {
 
 // Independent helpers: they read the node's raw fields, not its methods.
 fn is_schedulable(n: &NodeState) -> bool {
-    n.phase == NodePhase::Ready && !n.draining
+    n.phase == NodePhase::Ready && !n.cordoned
 }
 
 fn used_of(n: &NodeState) -> u32 {
@@ -254,7 +254,7 @@ fn check_place(
                 req.slots,
                 n.name,
                 n.phase,
-                n.draining
+                n.cordoned
             );
             prop_assert!(
                 n.free() >= req.slots && free_of(n) >= req.slots,
@@ -361,7 +361,7 @@ impl<'a> Run<'a> {
                 revision: "r1".into(),
                 capacity: spec.capacity,
                 phase: spec.phase,
-                draining: spec.draining,
+                cordoned: spec.draining,
             };
             let id = ok(snap.add_node(info), "add_node")?;
             ok(snap.observe(id, spec.measured), "observe")?;
@@ -400,7 +400,7 @@ impl<'a> Run<'a> {
                 }
                 Op::Drain(i, d) => {
                     if let Some(id) = self.node_at(*i) {
-                        ok(self.snap.set_draining(id, *d), "set_draining")?;
+                        ok(self.snap.set_cordoned(id, *d), "set_draining")?;
                     }
                 }
                 Op::Phase(i, p) => {

@@ -1,5 +1,5 @@
 //! The room controller against a mock API server: the requests each reconcile makes, in
-//! order, and what it tells the media nodes.
+//! order, and what the nodes' agents tell the media nodes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -9,10 +9,13 @@ use http::Method;
 use kube::runtime::controller::Action;
 use ruche_crds::NodePhase;
 use ruche_operator::controller::room;
+use ruche_operator::state::keys::NodeKey;
 use support::{
-    FakeAdmin, context, context_with, event_reply, expect, expect_no_request, fleet, node, room,
-    room_reply, secret_reply,
+    FakeAdmin, context, context_with, event_reply, expect, expect_after_token, expect_no_request,
+    fleet, node, room, room_reply, secret_reply,
 };
+
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/ns/events";
 
 #[tokio::test]
 async fn a_new_room_is_placed_its_node_told_then_its_status_written_with_an_event() {
@@ -30,14 +33,8 @@ async fn a_new_room_is_placed_its_node_told_then_its_status_written_with_an_even
         let r = r.clone();
         async move { room::apply(&r, &ctx).await }
     });
-    expect(
-        &mut api,
-        Method::GET,
-        "/api/v1/namespaces/ns/secrets/visio-admin-token",
-        secret_reply(),
-    )
-    .await;
-    let status = expect(
+    // The node's agent reads the admin token, then pushes the list; only then the status.
+    let status = expect_after_token(
         &mut api,
         Method::PATCH,
         "/apis/ruche.dev/v1alpha1/namespaces/ns/rooms/weekly/status",
@@ -73,10 +70,21 @@ async fn a_new_room_is_placed_its_node_told_then_its_status_written_with_an_even
     assert_eq!(event.body["reason"], "Scheduled");
     assert_eq!(event.body["note"], "placed on media node a1 in zone a");
     assert_eq!(task.await.unwrap().unwrap(), Action::requeue(room::RESYNC));
+    let mut assigns = admin.wait_assigns(2).await;
+    assigns.sort();
     assert_eq!(
-        *admin.calls.lock().unwrap(),
-        vec![r#"assign http://10.0.0.1:7881 admin-secret-token [("weekly", 12)]"#.to_string()],
+        assigns,
+        [
+            r#"assign http://10.0.0.1:7881 admin-secret-token [("weekly", 12)]"#,
+            // The first placement gives every node of the fleet this leader's list.
+            "assign http://10.0.0.2:7881 admin-secret-token []",
+        ],
         "the node learns of the room before its status is written"
+    );
+    assert_eq!(
+        admin.versions.lock().unwrap().first().map(|v| v.epoch()),
+        Some(1),
+        "the list carries the leader's epoch"
     );
     // Reconciling again changes nothing on the node and does not place twice.
     let task = tokio::spawn({
@@ -88,8 +96,8 @@ async fn a_new_room_is_placed_its_node_told_then_its_status_written_with_an_even
     expect_no_request(&mut api).await;
     assert_eq!(task.await.unwrap().unwrap(), Action::requeue(room::RESYNC));
     assert_eq!(
-        admin.calls.lock().unwrap().len(),
-        1,
+        admin.assigns().len(),
+        2,
         "no second assignment push, no status write, no event"
     );
 }
@@ -120,7 +128,9 @@ async fn an_unschedulable_room_says_why_and_is_retried() {
         s["conditions"][0]["message"],
         "no node can take 40 slots: a: no Ready node (1 starting, 0 draining, 0 failed)"
     );
-    let event = expect(
+    // (The first placement in the fleet gives every node this leader's list: the starting
+    // node's agent reads the token to send it an empty one.)
+    let event = expect_after_token(
         &mut api,
         Method::POST,
         "/apis/events.k8s.io/v1/namespaces/ns/events",
@@ -132,11 +142,15 @@ async fn an_unschedulable_room_says_why_and_is_retried() {
         task.await.unwrap().unwrap(),
         Action::requeue(room::RETRY_UNSCHEDULABLE)
     );
-    assert!(admin.calls.lock().unwrap().is_empty());
+    assert_eq!(
+        admin.wait_assigns(1).await,
+        ["assign http://10.0.0.1:7881 admin-secret-token []"],
+        "no room for the starting node"
+    );
 }
 
 #[tokio::test]
-async fn an_unreachable_node_releases_the_placement_and_fails_the_reconcile() {
+async fn a_node_that_does_not_take_the_room_releases_the_placement_and_fails_the_reconcile() {
     let admin = FakeAdmin::default();
     *admin.fail.lock().unwrap() = true;
     let (ctx, mut api) = context(
@@ -156,12 +170,17 @@ async fn an_unreachable_node_releases_the_placement_and_fails_the_reconcile() {
     .await;
     let result = task.await.unwrap();
     assert!(
-        matches!(result, Err(ruche_operator::controller::Error::Admin(_))),
+        matches!(result, Err(ruche_operator::controller::Error::Waiting(_))),
         "{result:?}"
     );
+    assert_eq!(
+        result.unwrap_err().class(),
+        ruche_operator::controller::ErrorClass::Transient,
+        "retried with a backoff"
+    );
     // No status was written, and the 90 slots are free again for the retry.
-    let fleet = fleet();
-    assert!(ctx.placements().assignments(&fleet, "a1").is_empty());
+    let a1 = NodeKey::new("ns", "a1");
+    assert!(ctx.registry().list(&a1).unwrap().1.is_empty());
     *admin.fail.lock().unwrap() = false;
     let task = tokio::spawn({
         let ctx = ctx.clone();
@@ -212,10 +231,7 @@ async fn a_room_of_a_missing_fleet_gets_a_clear_condition() {
         status.body["status"]["conditions"][0]["message"],
         "no MediaFleet nope in namespace ns"
     );
-    assert_eq!(
-        task.await.unwrap().unwrap(),
-        Action::requeue(room::RETRY_UNSCHEDULABLE)
-    );
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
 }
 
 #[tokio::test]
@@ -248,14 +264,8 @@ async fn a_room_empty_for_its_timeout_is_closed_on_its_node() {
         let ctx = ctx.clone();
         async move { room::apply(&r, &ctx).await }
     });
-    expect(
-        &mut api,
-        Method::GET,
-        "/api/v1/namespaces/ns/secrets/visio-admin-token",
-        secret_reply(),
-    )
-    .await;
-    let status = expect(
+    // The node's agent pushes the list without the room while the status is written.
+    let status = expect_after_token(
         &mut api,
         Method::PATCH,
         "/apis/ruche.dev/v1alpha1/namespaces/ns/rooms/stale/status",
@@ -264,7 +274,7 @@ async fn a_room_empty_for_its_timeout_is_closed_on_its_node() {
     .await;
     assert_eq!(status.body["status"]["phase"], "Closed");
     assert_eq!(status.body["status"]["conditions"][0]["reason"], "Closed");
-    let event = expect(
+    let event = expect_after_token(
         &mut api,
         Method::POST,
         "/apis/events.k8s.io/v1/namespaces/ns/events",
@@ -274,12 +284,121 @@ async fn a_room_empty_for_its_timeout_is_closed_on_its_node() {
     assert_eq!(event.body["reason"], "Closed");
     assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
     assert_eq!(
-        *admin.calls.lock().unwrap(),
-        vec![
-            "assign http://10.0.0.1:7881 admin-secret-token []".to_string(),
-            "close http://10.0.0.1:7881 stale".to_string(),
-        ],
-        "the node forgets the room, then ends its sessions"
+        admin.wait_assigns(1).await,
+        vec!["assign http://10.0.0.1:7881 admin-secret-token []".to_string()],
+        "the node's list no longer has the room, which ends it there"
     );
-    assert!(ctx.placements().assignments(&fleet(), "a1").is_empty());
+    assert!(
+        ctx.registry()
+            .list(&NodeKey::new("ns", "a1"))
+            .unwrap()
+            .1
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_room_frees_its_slots_at_once_and_wakes_a_waiting_room() {
+    let admin = FakeAdmin::default();
+    let (ctx, mut api) = context(
+        vec![node("a1", "10.0.0.1", NodePhase::Ready)],
+        admin.clone(),
+    );
+    let big = room("big", 100);
+    let task = tokio::spawn({
+        let (ctx, big) = (ctx.clone(), big.clone());
+        async move { room::apply(&big, &ctx).await }
+    });
+    expect_after_token(
+        &mut api,
+        Method::PATCH,
+        "/apis/ruche.dev/v1alpha1/namespaces/ns/rooms/big/status",
+        room_reply("big"),
+    )
+    .await;
+    expect(&mut api, Method::POST, EVENTS, event_reply()).await;
+    task.await.unwrap().unwrap();
+    // The node is full: the next room waits.
+    let next = room("next", 50);
+    let task = tokio::spawn({
+        let (ctx, next) = (ctx.clone(), next.clone());
+        async move { room::apply(&next, &ctx).await }
+    });
+    let status = expect(
+        &mut api,
+        Method::PATCH,
+        "/apis/ruche.dev/v1alpha1/namespaces/ns/rooms/next/status",
+        room_reply("next"),
+    )
+    .await;
+    assert_eq!(
+        status.body["status"]["conditions"][0]["reason"],
+        "InsufficientCapacity"
+    );
+    expect(&mut api, Method::POST, EVENTS, event_reply()).await;
+    task.await.unwrap().unwrap();
+    // The watch sees `big` deleted: no API call, no finalizer; the node's list loses it and
+    // the waiting room is woken.
+    let effects = ctx.registry().delete_room(&big);
+    assert_eq!(
+        effects
+            .rooms
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["ns/next"]
+    );
+    ctx.dispatch(effects);
+    assert_eq!(
+        admin.wait_assigns(2).await.last().map(String::as_str),
+        Some("assign http://10.0.0.1:7881 admin-secret-token []")
+    );
+    let task = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { room::apply(&next, &ctx).await }
+    });
+    let status = expect(
+        &mut api,
+        Method::PATCH,
+        "/apis/ruche.dev/v1alpha1/namespaces/ns/rooms/next/status",
+        room_reply("next"),
+    )
+    .await;
+    assert_eq!(
+        status.body["status"]["node"], "a1",
+        "the freed slots are used at once"
+    );
+    expect(&mut api, Method::POST, EVENTS, event_reply()).await;
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_room_deleted_with_the_finalizer_of_an_earlier_version_is_let_go() {
+    let (ctx, mut api) = context(vec![], FakeAdmin::default());
+    let mut old = room("old", 4);
+    old.metadata.finalizers = Some(vec![
+        room::LEGACY_FINALIZER.into(),
+        "example.org/keep".into(),
+    ]);
+    old.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    old.metadata.resource_version = Some("42".into());
+    let task = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { room::reconcile(std::sync::Arc::new(old), ctx).await }
+    });
+    let patch = expect(
+        &mut api,
+        Method::PATCH,
+        "/apis/ruche.dev/v1alpha1/namespaces/ns/rooms/old",
+        room_reply("old"),
+    )
+    .await;
+    assert_eq!(
+        patch.body["metadata"],
+        serde_json::json!({"finalizers": ["example.org/keep"], "resourceVersion": "42"}),
+        "only our finalizer goes, and only from the version read"
+    );
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
 }

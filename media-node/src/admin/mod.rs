@@ -24,7 +24,8 @@ use crate::drain::DrainReason;
 use crate::media::{Command, MediaHandle};
 use crate::metrics::Metrics;
 use crate::token::{Claims, TokenKey};
-use wire::{AdvertiseBody, Assignments, DrainBody, advertised_addr};
+use ruche_crds::admin::AssignmentList;
+use wire::{AdvertiseBody, DrainBody, advertised_addr};
 
 /// What the admin handlers share.
 pub struct AdminState {
@@ -45,7 +46,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/rooms", get(rooms))
         .route("/v1/drain", post(start_drain).delete(cancel_drain))
-        .route("/v1/assignments", put(assign))
+        .route(ruche_crds::admin::ASSIGNMENTS_PATH, put(assign))
         .route("/v1/advertise", put(advertise))
         .route("/v1/rooms/{room}/migrate", post(migrate))
         .route("/v1/rooms/{room}", axum::routing::delete(close_room))
@@ -132,12 +133,27 @@ async fn cancel_drain(State(state): State<Arc<AdminState>>) -> Response {
     status(State(state)).await
 }
 
-async fn assign(State(state): State<Arc<AdminState>>, Json(body): Json<Assignments>) -> Response {
-    let count = body.rooms.len();
-    state.media.send(Command::Assign(
-        body.rooms.into_iter().map(|a| (a.room, a.slots)).collect(),
-    ));
-    Json(serde_json::json!({ "assigned": count })).into_response()
+/// Replaces the node's assignment list, unless it is older than the one held (409, with the
+/// version held: see [`ruche_crds::admin`]).
+async fn assign(
+    State(state): State<Arc<AdminState>>,
+    body: Result<Json<AssignmentList>, JsonRejection>,
+) -> Response {
+    let list = match body {
+        Ok(Json(list)) => list,
+        Err(rejection) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("invalid assignment list: {}", rejection.body_text()),
+            )
+                .into_response();
+        }
+    };
+    match state.media.ask(|r| Command::Assign(list, r)).await {
+        Some(Ok(accepted)) => Json(accepted).into_response(),
+        Some(Err(stale)) => (StatusCode::CONFLICT, Json(stale)).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "media loop stopped").into_response(),
+    }
 }
 
 /// Sets the media address new peer connections advertise; existing ones keep theirs.

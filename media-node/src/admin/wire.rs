@@ -1,5 +1,6 @@
 //! The admin API's wire contract: the bearer-token check and the request bodies, as the
-//! operator sends them. Public so that anything answering the same API (the end-to-end suite's
+//! operator sends them (the assignment list is in [`ruche_crds::admin`], shared with the
+//! operator). Public so that anything answering the same API (the end-to-end suite's
 //! admin stand-in) checks and parses them the same way.
 
 use std::net::SocketAddr;
@@ -40,25 +41,6 @@ pub fn bearer_refusal(headers: &HeaderMap, expected: &str) -> Option<Response> {
 pub struct DrainBody {
     /// Seconds from now until live rooms must be gone.
     pub deadline_seconds: Option<u64>,
-}
-
-/// One room of an assignment list.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Assignment {
-    /// Room name.
-    pub room: String,
-    /// Slots reserved for it.
-    #[serde(default)]
-    pub slots: u32,
-}
-
-/// `PUT /v1/assignments`: the whole list of rooms the node may host.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Assignments {
-    /// The rooms.
-    pub rooms: Vec<Assignment>,
 }
 
 /// `PUT /v1/advertise`.

@@ -32,6 +32,7 @@ use super::{Command, MediaHandle, ParticipantId};
 use crate::admission::{Limits, NodeMode};
 use crate::drain::{Drain, DrainEvent};
 use crate::metrics::Metrics;
+use ruche_crds::admin::{Accepted, AssignmentList, ListVersion, StaleList};
 
 /// How the media loop is set up.
 #[derive(Clone, Debug)]
@@ -112,6 +113,8 @@ pub struct Status {
     pub bitrate_out_bps: u64,
     /// The media address new peer connections advertise (`IP:port`).
     pub advertise: String,
+    /// The version of the assignment list held.
+    pub assignments_version: ListVersion,
     /// Rooms with their participants.
     pub room_list: Vec<RoomStatus>,
 }
@@ -168,6 +171,8 @@ pub struct Engine {
     pub(crate) drain: Drain,
     /// Rooms the operator assigned here, with their reserved slots.
     pub(crate) assigned: HashMap<String, u32>,
+    /// The version of that list.
+    pub(crate) assigned_version: ListVersion,
     bytes_in_window: u64,
     bytes_out_window: u64,
     bitrate_in: u64,
@@ -298,6 +303,7 @@ impl Engine {
             next_track: 1,
             drain: Drain::new(),
             assigned: HashMap::new(),
+            assigned_version: ListVersion::NONE,
             bytes_in_window: 0,
             bytes_out_window: 0,
             bitrate_in: 0,
@@ -543,10 +549,8 @@ impl Engine {
                     tracing::info!("drain cancelled");
                 }
             }
-            Command::Assign(rooms) => {
-                self.assigned = rooms.into_iter().collect();
-                self.metrics
-                    .set_reserved(self.assigned.values().map(|s| u64::from(*s)).sum());
+            Command::Assign(list, reply) => {
+                let _ = reply.send(self.assign(list));
             }
             Command::Migrate(room, endpoint, tokens, reply) => {
                 let _ = reply.send(self.migrate(&room, &endpoint, &tokens));
@@ -566,16 +570,7 @@ impl Engine {
                 let _ = reply.send(list);
             }
             Command::CloseRoom(room, reply) => {
-                let ids: Vec<ParticipantId> = self
-                    .rooms
-                    .get(&room)
-                    .map(|r| r.participants.iter().copied().collect())
-                    .unwrap_or_default();
-                for id in &ids {
-                    self.leave(*id, Some(format!("room {room} was closed")));
-                }
-                tracing::info!(%room, participants = ids.len(), "room closed");
-                let _ = reply.send(ids.len());
+                let _ = reply.send(self.end_room(&room, &format!("room {room} was closed")));
             }
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
@@ -584,6 +579,60 @@ impl Engine {
             Command::Shutdown => return false,
         }
         true
+    }
+
+    /// Takes the operator's list of rooms unless it is older than the one held. In managed
+    /// mode, a room that leaves the list (deleted, closed, or moved elsewhere) ends here: the
+    /// list is the whole truth, so a node converges to it even if it missed a close.
+    fn assign(&mut self, list: AssignmentList) -> Result<Accepted, StaleList> {
+        if StaleList::refuses(self.assigned_version, list.version) {
+            tracing::warn!(held = %self.assigned_version, refused = %list.version, "stale assignment list refused");
+            return Err(StaleList {
+                current: self.assigned_version,
+                refused: list.version,
+            });
+        }
+        let next: HashMap<String, u32> =
+            list.rooms.into_iter().map(|a| (a.room, a.slots)).collect();
+        let mut leaving: Vec<String> = if self.config.mode == NodeMode::Managed {
+            self.rooms
+                .iter()
+                .filter(|(name, room)| !room.participants.is_empty() && !next.contains_key(*name))
+                .map(|(name, _)| name.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        leaving.sort();
+        self.assigned = next;
+        self.assigned_version = list.version;
+        self.metrics
+            .set_reserved(self.assigned.values().map(|s| u64::from(*s)).sum());
+        for room in &leaving {
+            self.end_room(
+                room,
+                &format!("room {room} is no longer hosted on this media node"),
+            );
+        }
+        Ok(Accepted {
+            version: self.assigned_version,
+            assigned: self.assigned.len(),
+            ended: leaving,
+        })
+    }
+
+    /// Ends every session of a room, telling its participants why; returns how many.
+    fn end_room(&mut self, room: &str, why: &str) -> usize {
+        let ids: Vec<ParticipantId> = self
+            .rooms
+            .get(room)
+            .map(|r| r.participants.iter().copied().collect())
+            .unwrap_or_default();
+        for id in &ids {
+            self.leave(*id, Some(why.to_string()));
+        }
+        tracing::info!(%room, participants = ids.len(), "{why}");
+        ids.len()
     }
 
     /// Advertises `requested` to peer connections built from now on. Existing connections
@@ -675,6 +724,7 @@ impl Engine {
             bitrate_in_bps: self.bitrate_in,
             bitrate_out_bps: self.bitrate_out,
             advertise: self.config.advertise.to_string(),
+            assignments_version: self.assigned_version,
             room_list: rooms,
         }
     }

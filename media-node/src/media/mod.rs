@@ -181,8 +181,12 @@ pub enum Command {
     Drain(Option<std::time::Duration>, crate::drain::DrainReason),
     /// Cancel a drain.
     CancelDrain,
-    /// Replace the list of rooms the operator assigned to this node (room and slots).
-    Assign(Vec<(String, u32)>),
+    /// Replace the list of rooms the operator assigned to this node, unless it is older than
+    /// the one held; rooms that leave the list end (see [`ruche_crds::admin`]).
+    Assign(
+        ruche_crds::admin::AssignmentList,
+        oneshot::Sender<Result<ruche_crds::admin::Accepted, ruche_crds::admin::StaleList>>,
+    ),
     /// Tell every participant of a room to reconnect elsewhere. Tokens per identity are minted
     /// by the caller.
     Migrate(

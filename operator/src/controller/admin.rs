@@ -1,5 +1,5 @@
-//! Talking to media nodes' admin API: their status and rooms (polled), the rooms a node may
-//! host, drains, the advertised address, and closing a room.
+//! Talking to media nodes' admin API: their status and rooms (polled), the versioned list of
+//! rooms a node may host, drains, and the advertised address.
 
 use std::future::Future;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use ruche_crds::admin::{ASSIGNMENTS_PATH, Accepted, AssignmentList, ListVersion, StaleList};
 use serde::Deserialize;
 
 /// Where a node's admin API is, and its bearer token.
@@ -40,6 +41,14 @@ pub enum AdminError {
         status: u16,
         /// Body.
         body: String,
+    },
+    /// The node holds a newer assignment list than the one sent.
+    #[error("{url}: the node holds assignment list {}, newer than {}", stale.current, stale.refused)]
+    Stale {
+        /// URL called.
+        url: String,
+        /// What the node holds and what it refused.
+        stale: StaleList,
     },
     /// The node answered something that is not what the admin API returns.
     #[error("{url}: unexpected answer: {message}")]
@@ -84,6 +93,9 @@ pub struct NodeStatusReport {
     /// The media address the node advertises (absent on nodes that do not report it).
     #[serde(default)]
     pub advertise: Option<String>,
+    /// The version of the assignment list the node holds.
+    #[serde(default)]
+    pub assignments_version: ListVersion,
 }
 
 /// One live room on a node (`GET /v1/rooms`).
@@ -117,17 +129,13 @@ pub struct NodeReport {
 /// The admin calls the operator makes; a trait so controllers can be tested without nodes.
 pub trait NodeAdmin: Send + Sync + 'static {
     /// Replaces the node's assignment list: the rooms it may host and their reserved slots.
+    /// Rooms that leave the list end on the node. A list older than the node's is refused
+    /// ([`AdminError::Stale`]).
     fn assign(
         &self,
         target: &AdminTarget,
-        rooms: &[(String, u32)],
-    ) -> impl Future<Output = Result<(), AdminError>> + Send;
-    /// Ends every session of a room on the node.
-    fn close_room(
-        &self,
-        target: &AdminTarget,
-        room: &str,
-    ) -> impl Future<Output = Result<(), AdminError>> + Send;
+        list: &AssignmentList,
+    ) -> impl Future<Output = Result<Accepted, AdminError>> + Send;
     /// Reads the node's status and live rooms.
     fn report(
         &self,
@@ -230,31 +238,32 @@ impl NodeAdmin for HttpAdmin {
     async fn assign(
         &self,
         target: &AdminTarget,
-        rooms: &[(String, u32)],
-    ) -> Result<(), AdminError> {
-        let rooms: Vec<_> = rooms
-            .iter()
-            .map(|(room, slots)| serde_json::json!({ "room": room, "slots": slots }))
-            .collect();
-        self.call(
-            http::Method::PUT,
-            target,
-            "/v1/assignments",
-            Some(serde_json::json!({ "rooms": rooms })),
-        )
-        .await
-        .map(drop)
-    }
-
-    async fn close_room(&self, target: &AdminTarget, room: &str) -> Result<(), AdminError> {
-        self.call(
-            http::Method::DELETE,
-            target,
-            &format!("/v1/rooms/{room}"),
-            None,
-        )
-        .await
-        .map(drop)
+        list: &AssignmentList,
+    ) -> Result<Accepted, AdminError> {
+        let body = serde_json::to_value(list).map_err(|e| AdminError::Malformed {
+            url: target.url.clone(),
+            message: format!("cannot encode the assignment list: {e}"),
+        })?;
+        let url = || format!("{}{ASSIGNMENTS_PATH}", target.url.trim_end_matches('/'));
+        match self
+            .call(http::Method::PUT, target, ASSIGNMENTS_PATH, Some(body))
+            .await
+        {
+            Ok(answer) => serde_json::from_slice(&answer).map_err(|e| AdminError::Malformed {
+                url: url(),
+                message: e.to_string(),
+            }),
+            Err(AdminError::Refused {
+                status: 409, body, ..
+            }) => match serde_json::from_str::<StaleList>(&body) {
+                Ok(stale) => Err(AdminError::Stale { url: url(), stale }),
+                Err(e) => Err(AdminError::Malformed {
+                    url: url(),
+                    message: format!("409 without a stale-list body ({e}): {body}"),
+                }),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     async fn report(&self, target: &AdminTarget) -> Result<NodeReport, AdminError> {

@@ -13,13 +13,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
-use ruche_crds::{DrainRequest, MediaFleet, MediaFleetStatus, MediaNode, NodePhase, RoomPhase};
+use ruche_crds::{DrainRequest, MediaFleet, MediaFleetStatus, MediaNode, NodePhase};
 
 use super::Error;
 use super::admin::NodeAdmin;
 use super::context::Context;
+use super::events::{EventType, Happened};
 use super::node::delete_pod;
 use crate::build::labels;
 use crate::build::node::{free_index, index_of, media_node};
@@ -27,7 +27,7 @@ use crate::build::secrets::{self, random_text};
 use crate::core::fleet_plan::{DrainCause, FleetAction, NodeView, plan};
 use crate::core::sizing::desired_nodes;
 use crate::state::fleet_status::fleet_status;
-use crate::state::placements::fleet_key;
+use crate::state::keys::FleetKey;
 use crate::state::world::rules;
 
 /// How often a fleet is looked at again when nothing changes.
@@ -46,29 +46,30 @@ pub async fn reconcile<A: NodeAdmin>(
     }
     ensure_secrets(&fleet, &ctx, &ns).await?;
 
-    let name = fleet.name_any();
-    let nodes: Vec<Arc<MediaNode>> = ctx
-        .nodes
-        .state()
-        .into_iter()
-        .filter(|n| n.spec.fleet == name && n.namespace().as_deref() == Some(&ns))
-        .collect();
-    let rooms_per_node = {
-        let all_nodes = ctx.nodes.state();
-        let rooms = ctx.rooms.state();
-        let mut placements = ctx.placements();
-        let synced = placements
-            .sync(
-                &fleet,
-                all_nodes.iter().map(AsRef::as_ref),
-                rooms.iter().map(AsRef::as_ref),
-            )
+    let key = FleetKey::of(&fleet);
+    // The placements are built here too, not only when a room comes: every node then gets
+    // this leader's list, even in a fleet without rooms.
+    let (nodes, rooms_per_node) = {
+        let mut registry = ctx.registry();
+        let effects = registry
+            .ensure(&key)
             .map_err(|e| Error::Invalid(e.to_string()))?;
-        super::log_sync(&fleet, &synced);
-        placements.rooms_per_node(&fleet)
+        let nodes = registry.nodes(&key);
+        let rooms: HashMap<String, u32> = nodes
+            .iter()
+            .map(|n| {
+                let name = n.name_any();
+                let count = registry
+                    .rooms_per_node(&key)
+                    .and_then(|r| r.get(&name).copied())
+                    .unwrap_or_else(|| registry.rooms_naming(&key, &name));
+                (name, count)
+            })
+            .collect();
+        drop(registry);
+        ctx.dispatch(effects);
+        (nodes, rooms)
     };
-
-    let key = fleet_key(&fleet);
     let now = Instant::now();
     let (pending, deleting) =
         ctx.expectations()
@@ -92,10 +93,7 @@ pub async fn reconcile<A: NodeAdmin>(
                 .drain
                 .as_ref()
                 .map(|d| DrainCause::parse(d.reason.as_deref())),
-            rooms: rooms_per_node
-                .get(&n.name_any())
-                .copied()
-                .unwrap_or_else(|| rooms_on(&ctx, &ns, &n.name_any())),
+            rooms: rooms_per_node.get(&n.name_any()).copied().unwrap_or(0),
         })
         .collect();
     views.extend(pending.iter().map(|p| NodeView {
@@ -114,8 +112,8 @@ pub async fn reconcile<A: NodeAdmin>(
     }
 
     let status = {
-        let placements = ctx.placements();
-        fleet_status(&fleet, &nodes, placements.snapshot(&fleet), &desired)
+        let registry = ctx.registry();
+        fleet_status(&fleet, &nodes, registry.snapshot(&key), &desired)
     };
     write_status(&fleet, &ctx, status).await?;
     Ok(Action::requeue(RESYNC))
@@ -129,7 +127,7 @@ async fn apply<A: NodeAdmin>(
     used_indexes: &mut Vec<u32>,
 ) -> Result<(), Error> {
     let api: Api<MediaNode> = Api::namespaced(ctx.client.clone(), ns);
-    let key = fleet_key(fleet);
+    let key = FleetKey::of(fleet);
     match action {
         FleetAction::Create { zone } => {
             let zone_name = fleet
@@ -215,7 +213,7 @@ async fn apply<A: NodeAdmin>(
             ignore_missing(api.delete(node, &DeleteParams::default()).await)?;
             ctx.expectations()
                 .deleted(&key, node.clone(), Instant::now());
-            ctx.live().forget(&format!("{ns}/{node}"));
+            ctx.live().forget(&key.node(node.clone()));
             publish(
                 ctx,
                 fleet,
@@ -227,20 +225,6 @@ async fn apply<A: NodeAdmin>(
         }
     }
     Ok(())
-}
-
-/// Live rooms whose status names a node the placements do not know (a node of a zone the
-/// fleet dropped): counted from the room cache, so such a node drains rather than goes.
-fn rooms_on<A: NodeAdmin>(ctx: &Context<A>, ns: &str, node: &str) -> u32 {
-    let count = ctx
-        .rooms
-        .state()
-        .iter()
-        .filter(|r| r.namespace().as_deref() == Some(ns))
-        .filter_map(|r| r.status.as_ref())
-        .filter(|s| s.phase != RoomPhase::Closed && s.node.as_deref() == Some(node))
-        .count();
-    u32::try_from(count).unwrap_or(u32::MAX)
 }
 
 fn ignore_missing<T>(result: Result<T, kube::Error>) -> Result<(), Error> {
@@ -308,15 +292,15 @@ async fn publish<A: NodeAdmin>(
     (reason, subject): (&str, ObjectReference),
     note: &str,
 ) {
-    super::publish(
-        &ctx.recorder,
-        &fleet.object_ref(&()),
+    let happened = Happened {
         type_,
-        ("Scale", reason),
+        action: "Scale",
+        reason,
         note,
-        Some(subject),
-    )
-    .await;
+    };
+    ctx.events
+        .publish(&fleet.object_ref(&()), &happened, Some(subject))
+        .await;
 }
 
 /// A reference to an object of the fleet's namespace, for events.
@@ -334,14 +318,12 @@ fn node_subject(ns: &str, name: &str) -> ObjectReference {
     subject("MediaNode", "ruche.dev/v1alpha1", ns, name)
 }
 
-/// What to do when a reconcile fails: retry soon.
+/// What to do when a reconcile fails: retry after the fleet's own backoff.
 #[allow(clippy::needless_pass_by_value)] // the signature `Controller::run` asks for
 pub fn error_policy<A: NodeAdmin>(
-    _fleet: Arc<MediaFleet>,
+    fleet: Arc<MediaFleet>,
     error: &Error,
     ctx: Arc<Context<A>>,
 ) -> Action {
-    tracing::warn!(%error, "fleet reconcile failed");
-    ctx.metrics.failed("fleet", error.metric_label());
-    Action::requeue(Duration::from_secs(5))
+    super::retry_after("fleet", fleet.as_ref(), error, &ctx)
 }

@@ -3,9 +3,18 @@
 //! resolved from that exposure and pushed to the node; drain requests passed on to the node's
 //! admin API; and its phase, addresses and load written to its status, only when they change.
 //!
-//! The phase comes from [`crate::core::health`]: the pod's state and the polls of the admin
-//! API (see [`super::poll`]). A Failed node's pod is deleted; its rooms are placed again by the
-//! placement sync and the fleet replaces the node.
+//! The phase comes from [`crate::core::health`]: the pod's state and readiness, and the polls
+//! of the admin API (see [`super::agent`]). A Failed node's pod is deleted; its rooms are placed
+//! again by the registry and the fleet replaces the node. A node the operator cannot reach
+//! while its pod is ready is Unreachable: it keeps its rooms and takes no new one.
+//!
+//! A pod the API server refuses (Pod Security, a quota, a bad template) is a `PodRefused`
+//! condition and a Warning event on the node, with the API server's own words, retried with
+//! a growing backoff; the fleet reports it as Degraded.
+//!
+//! Phase, addresses and conditions are written as soon as they change; the load counters,
+//! which move with every room and participant, at most every
+//! [`Settings::load_status_interval`](super::context::Settings::load_status_interval).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -16,10 +25,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use ruche_crds::common::new_condition;
+use ruche_crds::node::condition;
 use ruche_crds::{
     ConditionsExt, ExposureMode, MediaFleet, MediaNode, MediaNodeStatus, NodeAddressType,
     NodeAddresses, NodeLoad, NodePhase,
@@ -28,24 +37,17 @@ use ruche_crds::{
 use super::Error;
 use super::admin::{AdminTarget, NodeAdmin, NodeReport};
 use super::context::Context;
+use super::events::{EventType, Happened};
 use crate::build::labels::MANAGER;
 use crate::build::node::{INDEX, index_of};
 use crate::build::pod::{ADMIN_PORT, ExternalPort, SIGNALING_PORT, host_port, pod};
 use crate::build::service::service;
 use crate::core::health::{self, PodState, Polls, Reported};
+use crate::state::keys::{FleetKey, NodeKey};
 use crate::state::live::reported;
 
 /// The condition saying whether the node serves, and why not.
-pub const READY: &str = "Ready";
-
-/// The key of a node in the live view: `namespace/name`.
-pub fn node_key(node: &MediaNode) -> String {
-    format!(
-        "{}/{}",
-        node.namespace().unwrap_or_default(),
-        node.name_any()
-    )
-}
+pub const READY: &str = condition::READY;
 
 /// Reconciles one media node.
 pub async fn reconcile<A: NodeAdmin>(
@@ -64,7 +66,7 @@ pub async fn reconcile<A: NodeAdmin>(
         Err(action) => return Ok(action),
     };
     let now = Instant::now();
-    let key = node_key(&node);
+    let key = NodeKey::of(&node);
     let pod = ctx.pods.get(&ObjectRef::new(&node.name_any()).within(&ns));
     // A pod of this name that another node owns is the leftover of a deleted node whose name
     // was reused (its pod may take the drain deadline to terminate): never adopt its address
@@ -85,6 +87,7 @@ pub async fn reconcile<A: NodeAdmin>(
         Some(p) => match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
             Some("Running") => PodState::Running {
                 since: ctx.live().running(&key, now),
+                ready: pod_ready(p),
             },
             Some("Failed" | "Succeeded") => PodState::Gone,
             _ => PodState::Pending,
@@ -96,7 +99,8 @@ pub async fn reconcile<A: NodeAdmin>(
             .map(|l| (l.polls, l.report.clone()))
             .unwrap_or_default()
     };
-    let mut phase = health::phase(current.phase, pod_state, polls, now, ctx.settings.health);
+    let health = health::phase(current.phase, pod_state, polls, now, ctx.settings.health);
+    let mut phase = health.phase;
 
     if phase == NodePhase::Failed {
         if let Some(p) = &pod {
@@ -116,15 +120,19 @@ pub async fn reconcile<A: NodeAdmin>(
             why.clone(),
             node.meta().generation,
         ));
-        if write_status(&node, &ctx, &current, status).await? {
+        if write_status(&node, &ctx, status).await? {
             publish(&ctx, &node, EventType::Warning, "Failed", &why).await;
         }
         return Ok(Action::requeue(Duration::from_secs(30)));
     }
 
     let external = external_port(&ctx, &fleet, &node).await?;
-    if pod.is_none() && phase != NodePhase::Drained {
-        create_pod(&ctx, &fleet, &node, external.port).await?;
+    if pod.is_none()
+        && phase != NodePhase::Drained
+        && let Err(e) = create_pod(&ctx, &fleet, &node, external.port).await
+    {
+        refused(&node, &ctx, &current, &e).await?;
+        return Err(e);
     }
 
     let addresses = match pod.as_deref() {
@@ -143,7 +151,7 @@ pub async fn reconcile<A: NodeAdmin>(
     };
 
     // Tell the node what it must advertise and whether to drain.
-    if let (Some(report), Some(addrs)) = (&report, &addresses) {
+    if let (Some(report), Some(addrs), false) = (&report, &addresses, health.unreachable) {
         let leaving = pod
             .as_ref()
             .is_some_and(|p| p.meta().deletion_timestamp.is_some());
@@ -154,7 +162,7 @@ pub async fn reconcile<A: NodeAdmin>(
         phase = NodePhase::Starting;
     }
 
-    let status = next_status(
+    let mut status = next_status(
         &node,
         &current,
         phase,
@@ -162,21 +170,155 @@ pub async fn reconcile<A: NodeAdmin>(
         addresses,
         report.as_ref(),
     );
-    let phase_changed = current.phase != phase;
-    if write_status(&node, &ctx, &current, status).await? && phase_changed {
+    if health.unreachable {
+        let why = failure_reason(pod_state, polls, &ctx, &key);
+        status.conditions.set_condition(ready_condition(
+            false,
+            condition::UNREACHABLE,
+            format!("{why}, but its pod is ready: it keeps its rooms and takes no new one"),
+            node.meta().generation,
+        ));
+    }
+    let next = match phase {
+        NodePhase::Pending | NodePhase::Starting => ctx.settings.poll_interval,
+        _ => Duration::from_secs(60),
+    };
+    let wait = record(&node, &ctx, &current, status, now).await?;
+    Ok(Action::requeue(wait.map_or(next, |w| w.min(next))))
+}
+
+/// Writes the node's new status if it is due (see [`write_due`]), with an event when its phase
+/// changes or it becomes unreachable; returns how long to wait for a load write not yet due.
+async fn record<A: NodeAdmin>(
+    node: &MediaNode,
+    ctx: &Context<A>,
+    current: &MediaNodeStatus,
+    status: MediaNodeStatus,
+    now: Instant,
+) -> Result<Option<Duration>, Error> {
+    let key = NodeKey::of(node);
+    let load_written = ctx.live().node(&key).and_then(|l| l.load_written);
+    match write_due(
+        current,
+        &status,
+        load_written,
+        now,
+        ctx.settings.load_status_interval,
+    ) {
+        WriteDue::No => return Ok(None),
+        WriteDue::Later(wait) => return Ok(Some(wait)),
+        WriteDue::Now => {}
+    }
+    let (phase, unreachable) = (status.phase, status.unreachable());
+    let load_changed = status.load != current.load;
+    let message = status
+        .conditions
+        .condition(READY)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    if !write_status(node, ctx, status).await? {
+        return Ok(None);
+    }
+    if load_changed {
+        ctx.live().load_written(&key, now);
+    }
+    if phase != current.phase {
+        let text = format!("media node is {phase}");
+        publish(ctx, node, EventType::Normal, phase.as_str(), &text).await;
+    }
+    if unreachable && !current.unreachable() {
         publish(
-            &ctx,
-            &node,
-            EventType::Normal,
-            phase.as_str(),
-            &format!("media node is {phase}"),
+            ctx,
+            node,
+            EventType::Warning,
+            condition::UNREACHABLE,
+            &message,
         )
         .await;
     }
-    Ok(match phase {
-        NodePhase::Pending | NodePhase::Starting => Action::requeue(ctx.settings.poll_interval),
-        _ => Action::requeue(Duration::from_secs(60)),
-    })
+    Ok(None)
+}
+
+/// Whether the pod's `Ready` condition is True.
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// When a status change is worth a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WriteDue {
+    /// Nothing worth writing changed.
+    No,
+    /// Only the load changed, and it was written too recently: wait this long.
+    Later(Duration),
+    /// Write now.
+    Now,
+}
+
+/// Phase, addresses and conditions are written as soon as they change; the load counters at
+/// most every `interval`; bitrates, heartbeat and condition timestamps never on their own.
+fn write_due(
+    current: &MediaNodeStatus,
+    next: &MediaNodeStatus,
+    load_written: Option<Instant>,
+    now: Instant,
+    interval: Duration,
+) -> WriteDue {
+    let strip = |s: &MediaNodeStatus| {
+        let mut s = s.clone();
+        s.last_heartbeat = None;
+        s.load = NodeLoad::default();
+        for c in &mut s.conditions {
+            c.last_transition_time = Time(Timestamp::UNIX_EPOCH);
+        }
+        s
+    };
+    if strip(current) != strip(next) {
+        return WriteDue::Now;
+    }
+    let counts = |l: &NodeLoad| (l.rooms, l.participants, l.reserved_slots, l.used_slots);
+    if counts(&current.load) == counts(&next.load) {
+        return WriteDue::No;
+    }
+    match load_written.map(|at| now.saturating_duration_since(at)) {
+        Some(since) if since < interval => WriteDue::Later(interval.saturating_sub(since)),
+        _ => WriteDue::Now,
+    }
+}
+
+/// The API server refused the node's pod: the node's `Ready` condition says so in the API
+/// server's words, with a Warning event when that changes. The reconcile then fails with the
+/// refusal, so it is retried with the node's growing backoff.
+async fn refused<A: NodeAdmin>(
+    node: &MediaNode,
+    ctx: &Context<A>,
+    current: &MediaNodeStatus,
+    error: &Error,
+) -> Result<(), Error> {
+    let Some((code, message)) = error.refusal() else {
+        return Ok(());
+    };
+    let text = format!("the API server refused its pod (HTTP {code}): {message}");
+    let mut status = current.clone();
+    status.observed_generation = node.meta().generation;
+    status.conditions.set_condition(ready_condition(
+        false,
+        condition::POD_REFUSED,
+        text.clone(),
+        node.meta().generation,
+    ));
+    let changed = current
+        .conditions
+        .condition(READY)
+        .is_none_or(|c| c.reason != condition::POD_REFUSED || c.message != text);
+    if changed {
+        write_status(node, ctx, status).await?;
+        publish(ctx, node, EventType::Warning, condition::POD_REFUSED, &text).await;
+    }
+    Ok(())
 }
 
 /// The node's status after this reconcile.
@@ -247,7 +389,7 @@ async fn fleet_of<A: NodeAdmin>(
             format!("no MediaFleet {} in namespace {ns}", node.spec.fleet),
             node.meta().generation,
         ));
-        write_status(node, ctx, current, status).await?;
+        write_status(node, ctx, status).await?;
         return Ok(Err(Action::requeue(Duration::from_secs(30))));
     };
     // A node no pod can be built for (its zone is immutable) is told so once, not retried:
@@ -263,7 +405,7 @@ async fn fleet_of<A: NodeAdmin>(
             ),
             node.meta().generation,
         ));
-        write_status(node, ctx, current, status).await?;
+        write_status(node, ctx, status).await?;
         return Ok(Err(Action::await_change()));
     }
     Ok(Ok(fleet))
@@ -281,7 +423,7 @@ async fn instruct<A: NodeAdmin>(
 ) -> Result<(), Error> {
     let target = AdminTarget {
         url: addrs.admin.clone().unwrap_or_default(),
-        token: ctx.admin_token(fleet).await?,
+        token: ctx.admin_token(&FleetKey::of(fleet)).await?,
     };
     if let Some(media) = &addrs.media
         && report.status.advertise.as_ref().is_some_and(|a| a != media)
@@ -328,7 +470,7 @@ fn failure_reason<A: NodeAdmin>(
     pod: PodState,
     polls: Polls,
     ctx: &Context<A>,
-    key: &str,
+    key: &NodeKey,
 ) -> String {
     let last_error = ctx
         .live()
@@ -344,8 +486,8 @@ fn failure_reason<A: NodeAdmin>(
             ctx.settings.health.startup_timeout
         ),
         (PodState::Running { .. }, Some(_)) => format!(
-            "its admin API has not answered for {:?}{last_error}",
-            ctx.settings.health.failure_timeout
+            "its admin API has not answered for {:?} ({} polls missed){last_error}",
+            ctx.settings.health.failure_timeout, polls.missed
         ),
     }
 }
@@ -584,35 +726,18 @@ async fn node_address<A: NodeAdmin>(
     Ok(found.or(host_ip))
 }
 
-/// Writes the status when it differs from the current one in anything but its timestamps;
-/// returns whether it wrote.
+/// Writes the status when it differs from the node's in anything; returns whether it wrote.
 async fn write_status<A: NodeAdmin>(
     node: &MediaNode,
     ctx: &Context<A>,
-    current: &MediaNodeStatus,
     mut status: MediaNodeStatus,
 ) -> Result<bool, Error> {
-    if same_status(current, &status) {
+    if node.status.as_ref() == Some(&status) {
         return Ok(false);
     }
     status.last_heartbeat = Some(Time(Timestamp::now()));
     super::apply_status(&ctx.client, node, &status).await?;
     Ok(true)
-}
-
-/// Equal but for heartbeat, bitrates and condition timestamps: what is not worth a write.
-fn same_status(a: &MediaNodeStatus, b: &MediaNodeStatus) -> bool {
-    let strip = |s: &MediaNodeStatus| {
-        let mut s = s.clone();
-        s.last_heartbeat = None;
-        s.load.bitrate_in_bps = 0;
-        s.load.bitrate_out_bps = 0;
-        for c in &mut s.conditions {
-            c.last_transition_time = Time(Timestamp::UNIX_EPOCH);
-        }
-        s
-    };
-    strip(a) == strip(b)
 }
 
 async fn publish<A: NodeAdmin>(
@@ -622,25 +747,67 @@ async fn publish<A: NodeAdmin>(
     reason: &str,
     text: &str,
 ) {
-    super::publish(
-        &ctx.recorder,
-        &node.object_ref(&()),
+    let happened = Happened {
         type_,
-        ("Reconcile", reason),
-        text,
-        None,
-    )
-    .await;
+        action: "Reconcile",
+        reason,
+        note: text,
+    };
+    ctx.events
+        .publish(&node.object_ref(&()), &happened, None)
+        .await;
 }
 
-/// What to do when a reconcile fails: retry soon.
+/// What to do when a reconcile fails: retry after the node's own backoff.
 #[allow(clippy::needless_pass_by_value)] // the signature `Controller::run` asks for
 pub fn error_policy<A: NodeAdmin>(
-    _node: Arc<MediaNode>,
+    node: Arc<MediaNode>,
     error: &Error,
     ctx: Arc<Context<A>>,
 ) -> Action {
-    tracing::warn!(%error, "media node reconcile failed");
-    ctx.metrics.failed("node", error.metric_label());
-    Action::requeue(Duration::from_secs(5))
+    super::retry_after("node", node.as_ref(), error, &ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(phase: NodePhase, participants: u32) -> MediaNodeStatus {
+        MediaNodeStatus {
+            phase,
+            load: NodeLoad {
+                participants,
+                ..NodeLoad::default()
+            },
+            ..MediaNodeStatus::default()
+        }
+    }
+
+    #[test]
+    fn load_alone_is_written_at_most_every_interval() {
+        let t0 = Instant::now();
+        let minute = Duration::from_secs(60);
+        let a = status(NodePhase::Ready, 3);
+        assert_eq!(write_due(&a, &a, None, t0, minute), WriteDue::No);
+        let mut bitrate = a.clone();
+        bitrate.load.bitrate_in_bps = 1_000_000;
+        assert_eq!(write_due(&a, &bitrate, None, t0, minute), WriteDue::No);
+        let b = status(NodePhase::Ready, 4);
+        assert_eq!(write_due(&a, &b, None, t0, minute), WriteDue::Now);
+        let later = t0 + Duration::from_secs(20);
+        assert_eq!(
+            write_due(&a, &b, Some(t0), later, minute),
+            WriteDue::Later(Duration::from_secs(40))
+        );
+        assert_eq!(
+            write_due(&a, &b, Some(t0), t0 + minute, minute),
+            WriteDue::Now
+        );
+        let draining = status(NodePhase::Draining, 4);
+        assert_eq!(
+            write_due(&a, &draining, Some(t0), later, minute),
+            WriteDue::Now,
+            "a phase change is written at once"
+        );
+    }
 }

@@ -1,65 +1,64 @@
-//! The room controller: a new room is placed by the core, its node is told it may host it,
-//! then its status gets node, zone, endpoint and phase in one write, with an event. A room no
-//! node can take gets a `Scheduled=False` condition saying why, and is retried. Deleting a room
-//! closes it on its node (finalizer).
+//! The room controller: a new room is placed by the core, its node takes it (its agent pushes
+//! the node's new assignment list and the node confirms), then the room's status gets node,
+//! zone, endpoint and phase in one write, with an event. A room no node can take gets a
+//! `Scheduled=False` condition saying why, and waits: the registry wakes it when capacity
+//! appears in its fleet.
 //!
-//! The order matters: the node learns of the room before the status makes its endpoint visible,
-//! so a participant never reaches a node that would refuse the room.
+//! The order matters: the node learns of the room before the status makes its endpoint
+//! visible, so a participant never reaches a node that would refuse the room.
+//!
+//! A deleted room needs no finalizer: the registry sees the deletion in the watch, frees its
+//! slots at once, and the node's next list no longer has it, which ends it there. A restarted
+//! operator rebuilds every node's list from the rooms that exist, so a room deleted while no
+//! operator ran ends too.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{self, finalizer};
-use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use ruche_crds::common::new_condition;
-use ruche_crds::{ConditionsExt, MediaFleet, Room, RoomPhase, RoomStatus};
+use ruche_crds::{ConditionsExt, Room, RoomPhase, RoomStatus};
 
 use super::Error;
-use super::admin::{AdminTarget, NodeAdmin};
+use super::admin::NodeAdmin;
 use super::context::Context;
+use super::events::{EventType, Happened};
 use crate::core::room_lifecycle::{self, RoomView};
+use crate::state::keys::{FleetKey, room_key};
 use crate::state::placements::Decision;
-use crate::state::world::room_key;
+use crate::state::registry::RegistryError;
 
-/// The finalizer that closes a deleted room on its node.
-pub const FINALIZER: &str = "ruche.dev/room";
+/// The finalizer earlier versions put on rooms; removed from a room being deleted.
+pub const LEGACY_FINALIZER: &str = "ruche.dev/room";
 /// The condition saying whether (and why not) a room is placed.
 pub const SCHEDULED: &str = "Scheduled";
-/// How soon an unschedulable room is tried again (capacity may appear meanwhile).
-pub const RETRY_UNSCHEDULABLE: Duration = Duration::from_secs(10);
+/// How soon a waiting room is looked at again when nothing wakes it first (capacity that
+/// appears wakes it at once).
+pub const RETRY_UNSCHEDULABLE: Duration = Duration::from_secs(60);
 /// How often a placed room is looked at again when nothing changes.
 pub const RESYNC: Duration = Duration::from_secs(300);
+/// The shortest time between two status writes for a participant count alone.
+pub const PARTICIPANTS_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Reconciles one room.
 pub async fn reconcile<A: NodeAdmin>(
     room: Arc<Room>,
     ctx: Arc<Context<A>>,
 ) -> Result<Action, Error> {
-    let ns = room
-        .namespace()
-        .ok_or_else(|| Error::Invalid(format!("Room {} has no namespace", room.name_any())))?;
-    let api: Api<Room> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, room, |event| async {
-        match event {
-            finalizer::Event::Apply(room) => apply(&room, &ctx).await,
-            finalizer::Event::Cleanup(room) => cleanup(&room, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    if room.meta().deletion_timestamp.is_some() {
+        return release_legacy_finalizer(&room, &ctx).await;
+    }
+    apply(&room, &ctx).await
 }
 
-/// What to do when a reconcile fails: retry soon.
+/// What to do when a reconcile fails: retry after the room's own backoff.
 #[allow(clippy::needless_pass_by_value)] // the signature `Controller::run` asks for
-pub fn error_policy<A: NodeAdmin>(_room: Arc<Room>, error: &Error, ctx: Arc<Context<A>>) -> Action {
-    tracing::warn!(%error, "room reconcile failed");
-    ctx.metrics.failed("room", error.metric_label());
-    Action::requeue(Duration::from_secs(5))
+pub fn error_policy<A: NodeAdmin>(room: Arc<Room>, error: &Error, ctx: Arc<Context<A>>) -> Action {
+    super::retry_after("room", room.as_ref(), error, &ctx)
 }
 
 fn now() -> Time {
@@ -75,47 +74,68 @@ fn condition(
     new_condition(SCHEDULED, holds, reason, message, generation)
 }
 
+/// A room being deleted that still carries the finalizer of an earlier version: it is removed,
+/// so the deletion completes (the slots were freed when the deletion was seen).
+async fn release_legacy_finalizer<A: NodeAdmin>(
+    room: &Room,
+    ctx: &Context<A>,
+) -> Result<Action, Error> {
+    let finalizers = room.finalizers();
+    if !finalizers.iter().any(|f| f == LEGACY_FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let kept: Vec<&String> = finalizers
+        .iter()
+        .filter(|f| *f != LEGACY_FINALIZER)
+        .collect();
+    let api: Api<Room> = Api::namespaced(ctx.client.clone(), &room.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "metadata": { "finalizers": kept, "resourceVersion": room.resource_version() }
+    });
+    api.patch(
+        &room.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(Action::await_change())
+}
+
 /// Places the room (or confirms where it is) and writes its status.
 pub async fn apply<A: NodeAdmin>(room: &Room, ctx: &Context<A>) -> Result<Action, Error> {
-    let ns = room.namespace().unwrap_or_default();
     let current = room.status.clone().unwrap_or_default();
     if current.phase == RoomPhase::Closed {
         return Ok(Action::await_change());
     }
-    let Some(fleet) = ctx
-        .fleets
-        .get(&ObjectRef::new(&room.spec.fleet).within(&ns))
-    else {
-        let message = format!("no MediaFleet {} in namespace {ns}", room.spec.fleet);
-        write_pending(
-            room,
-            ctx,
-            &current,
-            condition(false, "FleetNotFound", message, room.meta().generation),
-        )
-        .await?;
-        return Ok(Action::requeue(RETRY_UNSCHEDULABLE));
-    };
-    let decision = {
-        let nodes = ctx.nodes.state();
-        let rooms = ctx.rooms.state();
-        let mut placements = ctx.placements();
-        let synced = placements
-            .sync(
-                &fleet,
-                nodes.iter().map(AsRef::as_ref),
-                rooms.iter().map(AsRef::as_ref),
-            )
-            .map_err(|e| Error::Invalid(e.to_string()))?;
-        super::log_sync(&fleet, &synced);
-        placements.decide(&fleet, room)
+    let generation = room.meta().generation;
+    let decided = ctx.registry().decide(room);
+    let decision = match decided {
+        Ok((decision, effects)) => {
+            ctx.dispatch(effects);
+            decision
+        }
+        Err(RegistryError::NoFleet(fleet)) => {
+            let message = format!(
+                "no MediaFleet {} in namespace {}",
+                fleet.name, fleet.namespace
+            );
+            let c = condition(false, "FleetNotFound", message, generation);
+            write_pending(room, ctx, &current, c).await?;
+            // The registry wakes the room when its fleet appears.
+            return Ok(Action::await_change());
+        }
+        Err(e @ RegistryError::Rules(..)) => {
+            let c = condition(false, "InvalidFleet", e.to_string(), generation);
+            write_pending(room, ctx, &current, c).await?;
+            return Ok(Action::await_change());
+        }
     };
     match decision {
         Decision::Placed { node, zone, fresh } => {
-            placed(room, ctx, &fleet, &current, &node, &zone, fresh).await
+            placed(room, ctx, &current, &node, &zone, fresh).await
         }
         Decision::Unschedulable(why) => {
-            let c = condition(false, why.reason(), why.to_string(), room.meta().generation);
+            let c = condition(false, why.reason(), why.to_string(), generation);
             let changed = current
                 .conditions
                 .condition(SCHEDULED)
@@ -127,13 +147,8 @@ pub async fn apply<A: NodeAdmin>(room: &Room, ctx: &Context<A>) -> Result<Action
             Ok(Action::requeue(RETRY_UNSCHEDULABLE))
         }
         Decision::BadZones(e) => {
-            write_pending(
-                room,
-                ctx,
-                &current,
-                condition(false, "UnknownZone", e.to_string(), room.meta().generation),
-            )
-            .await?;
+            let c = condition(false, "UnknownZone", e.to_string(), generation);
+            write_pending(room, ctx, &current, c).await?;
             Ok(Action::await_change())
         }
     }
@@ -142,60 +157,59 @@ pub async fn apply<A: NodeAdmin>(room: &Room, ctx: &Context<A>) -> Result<Action
 async fn placed<A: NodeAdmin>(
     room: &Room,
     ctx: &Context<A>,
-    fleet: &MediaFleet,
     current: &RoomStatus,
     node: &str,
     zone: &str,
     fresh: bool,
 ) -> Result<Action, Error> {
-    let ns = room.namespace().unwrap_or_default();
     let key = room_key(room);
-    let addresses = ctx
-        .nodes
-        .get(&ObjectRef::new(node).within(&ns))
-        .and_then(|n| n.status.clone())
-        .and_then(|s| s.addresses)
-        .unwrap_or_default();
-    let (Some(admin_url), Some(endpoint)) = (addresses.admin.clone(), addresses.signaling.clone())
-    else {
-        // Placement only picks Ready nodes, which have their addresses; a cache this stale is
+    let fleet = FleetKey::of_room(room);
+    let node_key = fleet.node(node);
+    let (endpoint, version) = {
+        let registry = ctx.registry();
+        let endpoint = registry
+            .node(&node_key)
+            .and_then(|n| n.status.clone())
+            .and_then(|s| s.addresses)
+            .and_then(|a| a.signaling);
+        (endpoint, registry.list_version(&node_key))
+    };
+    let release = |ctx: &Context<A>| {
+        if fresh {
+            let effects = ctx.registry().release(&fleet, &key);
+            ctx.dispatch(effects);
+        }
+    };
+    let Some(endpoint) = endpoint else {
+        // Placement only picks Ready nodes, which have their addresses; a view this stale is
         // a reason to try again, not to publish a room nobody can reach.
-        ctx.placements().release(fleet, &key);
-        return Err(Error::Invalid(format!(
-            "MediaNode {node} has no admin or signaling address yet"
+        release(ctx);
+        return Err(Error::Waiting(format!(
+            "MediaNode {node_key} has no signaling address yet"
         )));
     };
-    if fresh || current.node.as_deref() != Some(node) {
-        let token = ctx.admin_token(fleet).await?;
-        let rooms = ctx.placements().assignments(fleet, node);
-        if let Err(e) = ctx
-            .admin
-            .assign(
-                &AdminTarget {
-                    url: admin_url.clone(),
-                    token,
-                },
-                &rooms,
-            )
+    let moved_from = current.node.as_deref().filter(|old| *old != node);
+    if (fresh || current.node.as_deref() != Some(node))
+        && let Some(version) = version
+        && let Err(e) = ctx
+            .agents
+            .confirmed(&node_key, version, ctx.settings.assign_timeout)
             .await
-        {
-            ctx.placements().release(fleet, &key);
-            return Err(e.into());
-        }
+    {
+        release(ctx);
+        return Err(e);
     }
     let mut status = current.clone();
     status.observed_generation = room.meta().generation;
     status.node = Some(node.to_string());
     status.zone = Some(zone.to_string());
     status.endpoint = Some(endpoint);
-    if fresh || status.scheduled_at.is_none() {
+    if fresh || status.scheduled_at.is_none() || moved_from.is_some() {
         status.scheduled_at = Some(now());
     }
-    let moved_from = current.node.as_deref().filter(|old| *old != node);
     if moved_from.is_some() {
         // Its clients reconnect at the new endpoint: count the room as empty from now on.
         ctx.live().forget_room(&key);
-        status.scheduled_at = Some(now());
     }
     let live = ctx.live().room(&key).unwrap_or_default();
     let view = RoomView {
@@ -209,7 +223,7 @@ async fn placed<A: NodeAdmin>(
     status.phase = room_lifecycle::phase(view);
     let empty_timeout = Duration::from(room.spec.empty_timeout);
     if room_lifecycle::should_close(view, empty_timeout) {
-        return close(room, ctx, fleet, node, &admin_url, status).await;
+        return close(room, ctx, status).await;
     }
     status.conditions.set_condition(condition(
         true,
@@ -217,11 +231,26 @@ async fn placed<A: NodeAdmin>(
         format!("on media node {node} in zone {zone}"),
         room.meta().generation,
     ));
+    // A participant count alone is written at most every PARTICIPANTS_INTERVAL.
+    let count_only = room.status.as_ref().is_some_and(|old| {
+        let mut same = old.clone();
+        same.participants = status.participants;
+        same == status
+    });
+    if count_only
+        && !fresh
+        && let Some(wait) = ctx
+            .live()
+            .participants_write_wait(&key, PARTICIPANTS_INTERVAL)
+    {
+        return Ok(Action::requeue(wait));
+    }
     if let Err(e) = write_status(room, ctx, &status).await {
-        if fresh {
-            ctx.placements().release(fleet, &key);
-        }
+        release(ctx);
         return Err(e);
+    }
+    if count_only {
+        ctx.live().participants_written(&key, Instant::now());
     }
     if fresh {
         if let Some(created) = room.meta().creation_timestamp.as_ref() {
@@ -268,24 +297,16 @@ fn empty_for(last_occupied: Option<Instant>, scheduled_at: Option<&Time>) -> Dur
     }
 }
 
-/// Closes an empty room whose timeout ran out: off its node's list, sessions ended, Closed.
+/// Closes an empty room whose timeout ran out: its slots are freed and its node's next list
+/// no longer has it (which ends it there); its status says Closed.
 async fn close<A: NodeAdmin>(
     room: &Room,
     ctx: &Context<A>,
-    fleet: &MediaFleet,
-    node: &str,
-    admin_url: &str,
     mut status: RoomStatus,
 ) -> Result<Action, Error> {
     let key = room_key(room);
-    let target = AdminTarget {
-        url: admin_url.to_string(),
-        token: ctx.admin_token(fleet).await?,
-    };
-    ctx.placements().release(fleet, &key);
-    let rooms = ctx.placements().assignments(fleet, node);
-    ctx.admin.assign(&target, &rooms).await?;
-    ctx.admin.close_room(&target, &room.name_any()).await?;
+    let effects = ctx.registry().release(&FleetKey::of_room(room), &key);
+    ctx.dispatch(effects);
     ctx.live().forget_room(&key);
     status.phase = RoomPhase::Closed;
     status.participants = 0;
@@ -326,8 +347,7 @@ async fn write_status<A: NodeAdmin>(
     if room.status.as_ref() == Some(status) {
         return Ok(());
     }
-    super::apply_status(&ctx.client, room, status).await?;
-    Ok(())
+    super::apply_status(&ctx.client, room, status).await
 }
 
 async fn publish<A: NodeAdmin>(
@@ -337,47 +357,13 @@ async fn publish<A: NodeAdmin>(
     reason: &str,
     note: &str,
 ) {
-    super::publish(
-        &ctx.recorder,
-        &room.object_ref(&()),
+    let happened = Happened {
         type_,
-        ("Place", reason),
+        action: "Place",
+        reason,
         note,
-        None,
-    )
-    .await;
-}
-
-/// A deleted room: closed on its node and forgotten.
-pub async fn cleanup<A: NodeAdmin>(room: &Room, ctx: &Context<A>) -> Result<Action, Error> {
-    let ns = room.namespace().unwrap_or_default();
-    let Some(fleet) = ctx
-        .fleets
-        .get(&ObjectRef::new(&room.spec.fleet).within(&ns))
-    else {
-        return Ok(Action::await_change());
     };
-    let key = room_key(room);
-    ctx.placements().release(&fleet, &key);
-    let Some(node) = room.status.as_ref().and_then(|s| s.node.clone()) else {
-        return Ok(Action::await_change());
-    };
-    let Some(admin_url) = ctx
-        .nodes
-        .get(&ObjectRef::new(&node).within(&ns))
-        .and_then(|n| n.status.clone())
-        .and_then(|s| s.addresses)
-        .and_then(|a| a.admin)
-    else {
-        // The node is gone: nothing to close there.
-        return Ok(Action::await_change());
-    };
-    let target = AdminTarget {
-        url: admin_url,
-        token: ctx.admin_token(&fleet).await?,
-    };
-    let rooms = ctx.placements().assignments(&fleet, &node);
-    ctx.admin.assign(&target, &rooms).await?;
-    ctx.admin.close_room(&target, &room.name_any()).await?;
-    Ok(Action::await_change())
+    ctx.events
+        .publish(&room.object_ref(&()), &happened, None)
+        .await;
 }

@@ -2,9 +2,13 @@
 //!
 //! A node is Pending until its pod runs, Starting until its admin API answers, then Ready,
 //! Draining or Drained as the node itself reports. It becomes Failed when its pod fails or
-//! disappears after having run, when it has not answered for [`HealthPolicy::failure_timeout`],
-//! or when it never answers within [`HealthPolicy::startup_timeout`]. Failed is final: the
-//! fleet replaces the node.
+//! disappears after having run, or when two witnesses agree that it is dead: the operator's
+//! polls (at least [`HealthPolicy::missed_polls`] missed in a row, and silent for
+//! [`HealthPolicy::failure_timeout`], or never answered within
+//! [`HealthPolicy::startup_timeout`]) and the pod's own readiness (the kubelet's probe of the
+//! node's `/readyz` fails too). When they disagree — the kubelet sees the node ready, the
+//! operator cannot reach it — the node is Unreachable: it keeps its phase and its rooms, and
+//! takes no new room. Failed is final: the fleet replaces the node.
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +25,8 @@ pub enum PodState {
     Running {
         /// When it started running.
         since: Instant,
+        /// Whether the pod's `Ready` condition is True (its readiness probe passes).
+        ready: bool,
     },
     /// Exited or evicted.
     Gone,
@@ -42,15 +48,19 @@ pub enum Reported {
 pub struct Polls {
     /// When the admin API last answered, and what it said.
     pub last_ok: Option<(Instant, Reported)>,
+    /// Polls missed in a row since.
+    pub missed: u32,
 }
 
 /// Timeouts of the health rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HealthPolicy {
-    /// A running node silent this long is Failed.
+    /// A running node silent this long (and not ready) is Failed.
     pub failure_timeout: Duration,
-    /// A pod running this long without ever answering is Failed.
+    /// A pod running this long without ever answering (and not ready) is Failed.
     pub startup_timeout: Duration,
+    /// Polls missed in a row before silence counts: one slow answer is not a failure.
+    pub missed_polls: u32,
 }
 
 impl Default for HealthPolicy {
@@ -58,50 +68,106 @@ impl Default for HealthPolicy {
         Self {
             failure_timeout: Duration::from_secs(10),
             startup_timeout: Duration::from_secs(120),
+            missed_polls: 3,
         }
     }
 }
 
-/// The node's phase now.
+impl HealthPolicy {
+    /// Whether the polls say the node has been silent too long: enough misses in a row, and
+    /// no answer for the failure timeout.
+    pub fn silent_too_long(&self, polls: Polls, now: Instant) -> bool {
+        polls.missed >= self.missed_polls
+            && polls
+                .last_ok
+                .is_some_and(|(at, _)| now.saturating_duration_since(at) > self.failure_timeout)
+    }
+}
+
+/// A node's health: its phase, and whether the operator cannot reach it though its pod is
+/// ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// The phase.
+    pub phase: NodePhase,
+    /// The operator's polls fail but the kubelet sees the node ready: no new room for it.
+    pub unreachable: bool,
+}
+
+impl Health {
+    fn phase(phase: NodePhase) -> Self {
+        Self {
+            phase,
+            unreachable: false,
+        }
+    }
+
+    fn unreachable(phase: NodePhase) -> Self {
+        Self {
+            phase,
+            unreachable: true,
+        }
+    }
+}
+
+/// The node's health now.
 pub fn phase(
     previous: NodePhase,
     pod: PodState,
     polls: Polls,
     now: Instant,
     policy: HealthPolicy,
-) -> NodePhase {
+) -> Health {
     if previous == NodePhase::Failed {
-        return NodePhase::Failed;
+        return Health::phase(NodePhase::Failed);
     }
     let has_run = polls.last_ok.is_some()
         || matches!(
             previous,
             NodePhase::Ready | NodePhase::Draining | NodePhase::Drained
         );
+    // Silence is a failure only when the pod's readiness agrees.
+    let silent = |phase: NodePhase, ready: bool| {
+        if ready {
+            Health::unreachable(phase)
+        } else {
+            Health::phase(NodePhase::Failed)
+        }
+    };
     match pod {
-        PodState::Gone => NodePhase::Failed,
-        PodState::Absent | PodState::Pending if has_run => NodePhase::Failed,
-        PodState::Absent | PodState::Pending => NodePhase::Pending,
-        PodState::Running { since } => match polls.last_ok {
+        PodState::Gone => Health::phase(NodePhase::Failed),
+        PodState::Absent | PodState::Pending if has_run => Health::phase(NodePhase::Failed),
+        PodState::Absent | PodState::Pending => Health::phase(NodePhase::Pending),
+        PodState::Running { since, ready } => match polls.last_ok {
             // Served before this operator started (a restart): keep the phase the API shows
-            // until the first poll, or Failed if the node stays silent.
+            // until the first poll.
             None if has_run => {
-                if now.saturating_duration_since(since) > policy.failure_timeout {
-                    NodePhase::Failed
+                if polls.missed >= policy.missed_polls
+                    && now.saturating_duration_since(since) > policy.failure_timeout
+                {
+                    silent(previous, ready)
                 } else {
-                    previous
+                    Health::phase(previous)
                 }
             }
-            None if now.saturating_duration_since(since) > policy.startup_timeout => {
-                NodePhase::Failed
+            None if polls.missed >= policy.missed_polls
+                && now.saturating_duration_since(since) > policy.startup_timeout =>
+            {
+                silent(NodePhase::Starting, ready)
             }
-            None => NodePhase::Starting,
-            Some((at, _)) if now.saturating_duration_since(at) > policy.failure_timeout => {
-                NodePhase::Failed
+            None => Health::phase(NodePhase::Starting),
+            Some((_, reported)) => {
+                let phase = match reported {
+                    Reported::Ready => NodePhase::Ready,
+                    Reported::Draining => NodePhase::Draining,
+                    Reported::Drained => NodePhase::Drained,
+                };
+                if policy.silent_too_long(polls, now) {
+                    silent(phase, ready)
+                } else {
+                    Health::phase(phase)
+                }
             }
-            Some((_, Reported::Ready)) => NodePhase::Ready,
-            Some((_, Reported::Draining)) => NodePhase::Draining,
-            Some((_, Reported::Drained)) => NodePhase::Drained,
         },
     }
 }
@@ -110,32 +176,55 @@ pub fn phase(
 mod tests {
     use super::*;
 
+    fn at(t0: Instant, s: u64) -> Instant {
+        t0 + Duration::from_secs(s)
+    }
+
+    fn running(t0: Instant, ready: bool) -> PodState {
+        PodState::Running { since: t0, ready }
+    }
+
+    fn missed(n: u32) -> Polls {
+        Polls {
+            last_ok: None,
+            missed: n,
+        }
+    }
+
+    fn answered(t: Instant, reported: Reported, missed: u32) -> Polls {
+        Polls {
+            last_ok: Some((t, reported)),
+            missed,
+        }
+    }
+
     #[test]
     fn a_restarted_operator_keeps_serving_nodes_until_their_first_poll() {
         let t0 = Instant::now();
         let policy = HealthPolicy::default();
-        let running = PodState::Running { since: t0 };
+        let later = t0 + policy.failure_timeout + Duration::from_secs(1);
         for previous in [NodePhase::Ready, NodePhase::Draining, NodePhase::Drained] {
+            let p = |pod, polls, now| phase(previous, pod, polls, now, policy);
             assert_eq!(
-                phase(previous, running, Polls::default(), t0, policy),
-                previous
+                p(running(t0, false), missed(0), t0),
+                Health::phase(previous)
             );
             assert_eq!(
-                phase(
-                    previous,
-                    running,
-                    Polls::default(),
-                    t0 + policy.failure_timeout + Duration::from_secs(1),
-                    policy
-                ),
+                p(running(t0, false), missed(1), later),
+                Health::phase(previous),
+                "one missed poll is not silence"
+            );
+            assert_eq!(
+                p(running(t0, false), missed(3), later).phase,
                 NodePhase::Failed,
-                "silent since the restart"
+                "silent since the restart, and its pod is not ready"
+            );
+            assert_eq!(
+                p(running(t0, true), missed(3), later),
+                Health::unreachable(previous),
+                "silent, but the kubelet sees it ready"
             );
         }
-    }
-
-    fn at(t0: Instant, s: u64) -> Instant {
-        t0 + Duration::from_secs(s)
     }
 
     #[test]
@@ -143,76 +232,78 @@ mod tests {
         let t0 = Instant::now();
         let p = HealthPolicy::default();
         let none = Polls::default();
+        let ph = |previous, pod, polls, now| phase(previous, pod, polls, now, p).phase;
         assert_eq!(
-            phase(NodePhase::Pending, PodState::Absent, none, t0, p),
+            ph(NodePhase::Pending, PodState::Absent, none, t0),
             NodePhase::Pending
         );
         assert_eq!(
-            phase(NodePhase::Pending, PodState::Pending, none, t0, p),
+            ph(NodePhase::Pending, PodState::Pending, none, t0),
             NodePhase::Pending
         );
-        let running = PodState::Running { since: t0 };
         assert_eq!(
-            phase(NodePhase::Pending, running, none, at(t0, 5), p),
+            ph(NodePhase::Pending, running(t0, true), none, at(t0, 5)),
             NodePhase::Starting
         );
-        let ok = Polls {
-            last_ok: Some((at(t0, 6), Reported::Ready)),
-        };
+        let ok = answered(at(t0, 6), Reported::Ready, 0);
         assert_eq!(
-            phase(NodePhase::Starting, running, ok, at(t0, 7), p),
+            ph(NodePhase::Starting, running(t0, true), ok, at(t0, 7)),
             NodePhase::Ready
         );
-        let draining = Polls {
-            last_ok: Some((at(t0, 8), Reported::Draining)),
-        };
+        let draining = answered(at(t0, 8), Reported::Draining, 0);
         assert_eq!(
-            phase(NodePhase::Ready, running, draining, at(t0, 9), p),
+            ph(NodePhase::Ready, running(t0, true), draining, at(t0, 9)),
             NodePhase::Draining
         );
     }
 
     #[test]
-    fn silence_a_lost_pod_or_a_slow_start_fail_the_node() {
+    fn a_node_fails_only_when_its_polls_and_its_pod_agree() {
         let t0 = Instant::now();
         let p = HealthPolicy::default();
-        let running = PodState::Running { since: t0 };
-        let ok = Polls {
-            last_ok: Some((at(t0, 10), Reported::Ready)),
-        };
+        let h = |pod, polls, now| phase(NodePhase::Ready, pod, polls, now, p);
+        let quiet = answered(at(t0, 10), Reported::Ready, 5);
         assert_eq!(
-            phase(NodePhase::Ready, running, ok, at(t0, 19), p),
-            NodePhase::Ready
+            h(running(t0, false), quiet, at(t0, 19)),
+            Health::phase(NodePhase::Ready)
         );
         assert_eq!(
-            phase(NodePhase::Ready, running, ok, at(t0, 21), p),
+            h(running(t0, false), quiet, at(t0, 21)).phase,
             NodePhase::Failed
         );
         assert_eq!(
-            phase(NodePhase::Ready, PodState::Absent, ok, at(t0, 11), p),
+            h(running(t0, true), quiet, at(t0, 21)),
+            Health::unreachable(NodePhase::Ready),
+            "the kubelet sees it ready: unreachable, not failed"
+        );
+        let one_slow = answered(at(t0, 10), Reported::Ready, 2);
+        assert_eq!(
+            h(running(t0, false), one_slow, at(t0, 30)),
+            Health::phase(NodePhase::Ready),
+            "too few misses in a row"
+        );
+        let ok = answered(at(t0, 10), Reported::Ready, 0);
+        assert_eq!(
+            h(PodState::Absent, ok, at(t0, 11)).phase,
             NodePhase::Failed,
             "a pod deleted under a live node"
         );
-        assert_eq!(
-            phase(NodePhase::Ready, PodState::Gone, ok, at(t0, 11), p),
-            NodePhase::Failed
-        );
-        assert_eq!(
+        assert_eq!(h(PodState::Gone, ok, at(t0, 11)).phase, NodePhase::Failed);
+        let never = |ready| {
             phase(
                 NodePhase::Starting,
-                running,
-                Polls::default(),
+                running(t0, ready),
+                missed(60),
                 at(t0, 121),
-                p
-            ),
-            NodePhase::Failed
-        );
-        // Failed is final, whatever the node says afterwards.
-        let later = Polls {
-            last_ok: Some((at(t0, 200), Reported::Ready)),
+                p,
+            )
         };
+        assert_eq!(never(false).phase, NodePhase::Failed, "never answered");
+        assert_eq!(never(true), Health::unreachable(NodePhase::Starting));
+        // Failed is final, whatever the node says afterwards.
+        let later = answered(at(t0, 200), Reported::Ready, 0);
         assert_eq!(
-            phase(NodePhase::Failed, running, later, at(t0, 201), p),
+            phase(NodePhase::Failed, running(t0, true), later, at(t0, 201), p).phase,
             NodePhase::Failed
         );
     }

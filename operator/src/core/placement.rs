@@ -151,7 +151,7 @@ mod tests {
             ],
         );
         let (a1, a2) = (s.node_id("a1").unwrap(), s.node_id("a2").unwrap());
-        assert!(s.set_draining(a1, true).is_ok());
+        assert!(s.set_cordoned(a1, true).is_ok());
         assert!(s.set_phase(a2, NodePhase::Starting).is_ok());
         let req = s.request(5, &["a"], &[]).unwrap();
         assert_eq!(name(&s, place(&s, &req)), "a3");

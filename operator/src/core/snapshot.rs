@@ -79,8 +79,9 @@ pub struct NodeInfo {
     pub capacity: u32,
     /// Lifecycle phase.
     pub phase: NodePhase,
-    /// Whether a drain was requested (the node may still report Ready).
-    pub draining: bool,
+    /// Whether the node takes no new room though it may report Ready: a drain was requested,
+    /// or the operator cannot reach it to tell it about rooms.
+    pub cordoned: bool,
 }
 
 impl NodeInfo {
@@ -92,7 +93,7 @@ impl NodeInfo {
             revision: "r1".into(),
             capacity,
             phase: NodePhase::Ready,
-            draining: false,
+            cordoned: false,
         }
     }
 
@@ -117,8 +118,8 @@ pub struct NodeState {
     pub capacity: u32,
     /// Lifecycle phase.
     pub phase: NodePhase,
-    /// Whether a drain was requested.
-    pub draining: bool,
+    /// Whether it takes no new room (drain requested, or unreachable).
+    pub cordoned: bool,
     /// Reserved and measured slots.
     pub load: Load,
     /// Rooms placed on it.
@@ -126,9 +127,9 @@ pub struct NodeState {
 }
 
 impl NodeState {
-    /// Whether the node may take a new room: Ready and not draining.
+    /// Whether the node may take a new room: Ready and not cordoned.
     pub fn schedulable(&self) -> bool {
-        self.phase == NodePhase::Ready && !self.draining
+        self.phase == NodePhase::Ready && !self.cordoned
     }
 
     /// Slots free for new rooms.
@@ -173,6 +174,8 @@ pub struct Snapshot {
     free_index: Vec<BTreeSet<FreeKey>>,
     zone_use: Vec<ZoneUse>,
     rooms: HashMap<RoomKey, RoomRecord>,
+    /// The rooms of each node, by node id: a node's assignment list without a scan.
+    node_rooms: Vec<BTreeSet<RoomKey>>,
     lowest_name: Arc<str>,
 }
 
@@ -198,6 +201,7 @@ impl Snapshot {
             free_index: vec![BTreeSet::new(); zones],
             zone_use: vec![ZoneUse::default(); zones],
             rooms: HashMap::new(),
+            node_rooms: Vec::new(),
             lowest_name: Arc::from(""),
         })
     }
@@ -255,6 +259,15 @@ impl Snapshot {
     /// Every placed room, in no particular order.
     pub fn rooms(&self) -> impl Iterator<Item = (&RoomKey, &RoomRecord)> {
         self.rooms.iter()
+    }
+
+    /// The rooms placed on a node, by key.
+    pub fn rooms_on(&self, id: NodeId) -> impl Iterator<Item = (&RoomKey, &RoomRecord)> {
+        self.node_rooms
+            .get(id.0 as usize)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.rooms.get_key_value(k))
     }
 
     /// Number of placed rooms.
@@ -320,12 +333,13 @@ impl Snapshot {
             revision: Arc::from(info.revision),
             capacity: info.capacity,
             phase: info.phase,
-            draining: info.draining,
+            cordoned: info.cordoned,
             load: Load::default(),
             rooms: 0,
         };
         self.index(id, &node);
         self.nodes.push(Some(node));
+        self.node_rooms.push(BTreeSet::new());
         self.by_name.insert(name, id);
         Ok(id)
     }
@@ -352,9 +366,9 @@ impl Snapshot {
         self.update_node(id, |n| n.phase = phase)
     }
 
-    /// Records whether a node is asked to drain.
-    pub fn set_draining(&mut self, id: NodeId, draining: bool) -> Result<(), ApplyError> {
-        self.update_node(id, |n| n.draining = draining)
+    /// Records whether a node takes no new room (drain requested, or unreachable).
+    pub fn set_cordoned(&mut self, id: NodeId, cordoned: bool) -> Result<(), ApplyError> {
+        self.update_node(id, |n| n.cordoned = cordoned)
     }
 
     /// Records a node's reported load (participants connected).
@@ -389,6 +403,7 @@ impl Snapshot {
                         request: *request,
                     },
                 );
+                self.node_rooms[node.0 as usize].insert(room.clone());
             }
             Action::Move { room, to } => {
                 let record = self
@@ -405,6 +420,8 @@ impl Snapshot {
                 if let Some(r) = self.rooms.get_mut(room) {
                     r.node = *to;
                 }
+                self.node_rooms[from.0 as usize].remove(room);
+                self.node_rooms[to.0 as usize].insert(room.clone());
             }
             Action::Release { room } => {
                 let record = self
@@ -412,6 +429,7 @@ impl Snapshot {
                     .remove(room)
                     .ok_or_else(|| ApplyError::UnknownRoom(room.clone()))?;
                 self.release_slots(record.node, record.request.slots)?;
+                self.node_rooms[record.node.0 as usize].remove(room);
             }
         }
         Ok(())
@@ -510,14 +528,18 @@ mod tests {
             }),
             Err(ApplyError::AlreadyPlaced(room.clone()))
         );
+        assert_eq!(s.rooms_on(n1).map(|(k, _)| k).collect::<Vec<_>>(), [&room]);
         s.apply(&Action::Move {
             room: room.clone(),
             to: n2,
         })?;
+        assert_eq!(s.rooms_on(n1).count(), 0, "the room left n1's list");
+        assert_eq!(s.rooms_on(n2).map(|(k, _)| k).collect::<Vec<_>>(), [&room]);
         assert_eq!(s.node(n1).map(|n| n.load.reserved), Some(0));
         assert_eq!(s.node(n2).map(|n| n.load.reserved), Some(30));
         s.apply(&Action::Release { room: room.clone() })?;
         assert_eq!(s.node(n2).map(|n| (n.load.reserved, n.rooms)), Some((0, 0)));
+        assert_eq!(s.rooms_on(n2).count(), 0);
         assert_eq!(
             s.apply(&Action::Release { room: room.clone() }),
             Err(ApplyError::UnknownRoom(room))
@@ -530,10 +552,10 @@ mod tests {
         let mut s = Snapshot::new(rules(&["a"])).unwrap();
         let n1 = s.add_node(ready("n1", "a", 100))?;
         assert_eq!(s.tightest_fit(ZoneId(0), 10), Some(n1));
-        s.set_draining(n1, true)?;
+        s.set_cordoned(n1, true)?;
         assert_eq!(s.tightest_fit(ZoneId(0), 10), None);
         assert_eq!(s.zone_use(ZoneId(0)).capacity, 0);
-        s.set_draining(n1, false)?;
+        s.set_cordoned(n1, false)?;
         s.set_phase(n1, NodePhase::Failed)?;
         assert_eq!(s.roomiest_fit(ZoneId(0), 1), None);
         Ok(())

@@ -11,7 +11,7 @@ use ruche_crds::{NodePhase, RoomPhase};
 use crate::controller::admin::NodeAdmin;
 use crate::controller::context::Context;
 use crate::metrics::{NodePhaseLabel, RoomPhaseLabel, ZoneLabel};
-use crate::state::placements::fleet_key;
+use crate::state::keys::FleetKey;
 
 /// How often the gauges are refreshed.
 pub const PERIOD: Duration = Duration::from_secs(5);
@@ -48,7 +48,7 @@ pub fn refresh<A: NodeAdmin>(ctx: &Context<A>) {
             for phase in NodePhase::ALL {
                 nodes.insert(
                     NodePhaseLabel {
-                        fleet: fleet_key(fleet),
+                        fleet: FleetKey::of(fleet).to_string(),
                         zone: zone.name.clone(),
                         phase: phase.as_str().into(),
                     },
@@ -73,9 +73,9 @@ pub fn refresh<A: NodeAdmin>(ctx: &Context<A>) {
     for (label, count) in nodes {
         m.nodes.get_or_create(&label).set(count);
     }
-    let placements = ctx.placements();
-    for fleet in &fleets {
-        let Some(snapshot) = placements.snapshot(fleet) else {
+    let registry = ctx.registry();
+    for (key, fleet) in registry.fleets() {
+        let Some(snapshot) = registry.snapshot(key) else {
             continue;
         };
         for zone in &fleet.spec.zones {
@@ -84,7 +84,7 @@ pub fn refresh<A: NodeAdmin>(ctx: &Context<A>) {
             };
             let zone_use = snapshot.zone_use(id);
             let label = ZoneLabel {
-                fleet: fleet_key(fleet),
+                fleet: key.to_string(),
                 zone: zone.name.clone(),
             };
             m.zone_slots

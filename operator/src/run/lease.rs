@@ -8,6 +8,8 @@
 //! its controllers when [`LeaderHandle::acquired`] returns and exits when
 //! [`LeaderHandle::lost`] does: a lost leadership is final for the task.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -121,6 +123,7 @@ pub enum LeaseError {
 #[derive(Debug)]
 pub struct LeaderHandle {
     leading: watch::Receiver<bool>,
+    epoch: Arc<AtomicU32>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
@@ -129,6 +132,13 @@ impl LeaderHandle {
     /// Whether we lead now.
     pub fn is_leader(&self) -> bool {
         *self.leading.borrow()
+    }
+
+    /// This leadership's epoch: the Lease's `leaseTransitions` when we acquired it. Every
+    /// acquisition increments it, so a later leader's epoch is always higher; the media nodes'
+    /// assignment lists carry it (see [`ruche_crds::admin`]).
+    pub fn epoch(&self) -> u32 {
+        self.epoch.load(Ordering::SeqCst)
     }
 
     /// A receiver of leadership changes: `true` while we lead. Closed when the election ends.
@@ -174,18 +184,21 @@ impl LeaderHandle {
 pub fn spawn(client: Client, config: LeaseConfig) -> LeaderHandle {
     let (leading_tx, leading) = watch::channel(false);
     let (stop, stop_rx) = oneshot::channel();
+    let epoch = Arc::new(AtomicU32::new(0));
+    let epoch_tx = epoch.clone();
     let task = tokio::spawn(async move {
         match config.check() {
             Ok(seconds) => {
-                Elector::new(client, config, seconds, leading_tx)
-                    .run(stop_rx)
-                    .await;
+                let mut elector = Elector::new(client, config, seconds, leading_tx);
+                elector.epoch = epoch_tx;
+                elector.run(stop_rx).await;
             }
             Err(error) => error!(%error, lease = %config.name, "leader election not started"),
         }
     });
     LeaderHandle {
         leading,
+        epoch,
         stop,
         task,
     }
@@ -209,6 +222,8 @@ struct Elector {
     known: Option<Lease>,
     role: Role,
     leading: watch::Sender<bool>,
+    /// The Lease's transitions when we acquired it.
+    epoch: Arc<AtomicU32>,
     /// The holder last logged, so that a follower logs changes only.
     holder_logged: Option<String>,
 }
@@ -229,6 +244,7 @@ impl Elector {
             known: None,
             role: Role::Follower,
             leading,
+            epoch: Arc::new(AtomicU32::new(0)),
             holder_logged: None,
         }
     }
@@ -370,7 +386,9 @@ impl Elector {
         if acquiring {
             spec.acquire_time = Some(now.clone());
         }
-        if take_over {
+        if acquiring {
+            // Every acquisition, even by a restarted replica of the same name, starts a new
+            // epoch: the lists it writes to media nodes must outrank its predecessor's.
             spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0).saturating_add(1));
         }
         spec.renew_time = Some(now);
@@ -397,7 +415,15 @@ impl Elector {
         self.observed = self.observed.update(Some(record(&lease)), Instant::now());
         self.known = Some(lease);
         if matches!(self.role, Role::Follower) {
-            info!(lease = %self.config.name, identity = %self.config.identity, "{message}");
+            let transitions = self
+                .known
+                .as_ref()
+                .and_then(|l| l.spec.as_ref())
+                .and_then(|s| s.lease_transitions)
+                .and_then(|t| u32::try_from(t).ok())
+                .unwrap_or(0);
+            self.epoch.store(transitions, Ordering::SeqCst);
+            info!(lease = %self.config.name, identity = %self.config.identity, epoch = transitions, "{message}");
             self.holder_logged = Some(self.config.identity.clone());
             self.leading.send_replace(true);
         }

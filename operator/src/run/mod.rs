@@ -9,6 +9,7 @@
 //!
 //! - [`lease`]: leader election over a `coordination.k8s.io/v1` Lease.
 //! - [`http`]: `/metrics`, `/livez` and `/readyz`.
+//! - [`watches`]: every watch event folded into the registry before the controllers see it.
 //! - [`gauges`]: rooms, nodes and slots, refreshed from the caches.
 //! - [`limits`]: the open-files limit, raised for a connection per media node.
 
@@ -16,6 +17,7 @@ pub mod gauges;
 pub mod http;
 pub mod lease;
 pub mod limits;
+pub mod watches;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,23 +25,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, future};
+use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::runtime::controller::{Action, Config as ControllerConfig};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use ruche_crds::{MediaFleet, MediaNode, Room, RoomPhase};
+use ruche_crds::{MediaFleet, MediaNode, Room};
 
 use crate::build::labels;
 use crate::build::secrets::random_text;
 use crate::controller::admin::HttpAdmin;
-use crate::controller::context::{Context, Settings, Stores};
-use crate::controller::poll::{self, Triggers};
+use crate::controller::context::{Context, Parts, Settings, Stores, Triggers};
+use crate::controller::events::Events;
 use crate::controller::{Error, fleet, node, room};
 use crate::core::health::HealthPolicy;
 use crate::metrics::Metrics;
+use crate::state::trim;
 use lease::{LeaseConfig, LeaseError};
 
 /// Options of `ruche-operator run`.
@@ -74,6 +76,13 @@ pub struct RunArgs {
     /// Timeout of one call to a media node's admin API.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub admin_timeout: Duration,
+    /// Polls a media node must miss in a row (and its pod be unready) before it is Failed.
+    #[arg(long, default_value_t = 3)]
+    pub node_missed_polls: u32,
+    /// The shortest time between two writes of a media node's status for its load alone
+    /// (phase, addresses and conditions are written at once).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub load_status_interval: Duration,
 }
 
 /// Reads a duration such as `2s`, `1m30s` or `500ms`.
@@ -178,10 +187,16 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         return Ok(());
     }
     metrics.set_leader(true);
-    tracing::info!(%identity, "leading");
+    tracing::info!(%identity, epoch = leader.epoch(), "leading");
 
+    let leadership = Leadership {
+        identity: &identity,
+        epoch: leader.epoch(),
+        metrics: &metrics,
+        ready: &ready,
+    };
     let result = tokio::select! {
-        () = lead(&client, &args, &identity, &metrics, &ready, stopping()) => Ok(()),
+        () = lead(&client, &args, leadership, stopping()) => Ok(()),
         () = leader.lost() => Err(RunError::LostLeadership),
     };
     ready.store(false, Ordering::SeqCst);
@@ -224,13 +239,20 @@ where
     }
 }
 
+/// What a replica leads with.
+struct Leadership<'a> {
+    identity: &'a str,
+    epoch: u32,
+    metrics: &'a Arc<Metrics>,
+    ready: &'a Arc<AtomicBool>,
+}
+
 /// Runs the controllers while we lead, until `stop` completes.
+#[allow(clippy::too_many_lines)] // the wiring of every watch, cache and controller, in order
 async fn lead(
     client: &Client,
     args: &RunArgs,
-    identity: &str,
-    metrics: &Arc<Metrics>,
-    ready: &Arc<AtomicBool>,
+    leadership: Leadership<'_>,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ns = args.namespace.as_deref();
@@ -238,10 +260,78 @@ async fn lead(
         .labels(&format!("app.kubernetes.io/managed-by={}", labels::MANAGER));
     let stop = future::FutureExt::shared(stop);
 
-    // Pods: one watch, both the node controller's cache and its trigger.
+    let (fleets, fleet_writer) = reflector::store::<MediaFleet>();
+    let (nodes, node_writer) = reflector::store::<MediaNode>();
+    let (rooms, room_writer) = reflector::store::<Room>();
     let (pods, pod_writer) = reflector::store::<Pod>();
+    let stores = Stores {
+        fleets: fleets.clone(),
+        nodes: nodes.clone(),
+        rooms: rooms.clone(),
+        pods: pods.clone(),
+    };
+    let (fleet_tx, fleet_rx) = futures::channel::mpsc::unbounded();
+    let (node_tx, node_rx) = futures::channel::mpsc::unbounded();
+    let (room_tx, room_rx) = futures::channel::mpsc::unbounded();
+    let settings = Settings {
+        poll_interval: args.poll_interval,
+        health: HealthPolicy {
+            failure_timeout: args.node_failure_timeout,
+            startup_timeout: args.node_startup_timeout,
+            missed_polls: args.node_missed_polls,
+        },
+        assign_timeout: args.admin_timeout * 2,
+        load_status_interval: args.load_status_interval,
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        HttpAdmin::new(args.admin_timeout),
+        Parts {
+            events: Events::new(client.clone(), labels::MANAGER, leadership.identity),
+            stores: stores.clone(),
+            settings,
+            metrics: leadership.metrics.clone(),
+            triggers: Triggers::new(fleet_tx, node_tx, room_tx),
+            epoch: leadership.epoch,
+        },
+    ));
+
+    // One watch per kind: cached (trimmed), folded into the registry, then filtered so that a
+    // controller wakes for a change of what it acts on, not for its own status writes.
+    let fleet_events = {
+        let (ctx, store) = (ctx.clone(), fleets.clone());
+        watcher(api::<MediaFleet>(client, ns), watcher::Config::default())
+            .default_backoff()
+            .modify(trim::metadata)
+            .reflect(fleet_writer)
+            .inspect_ok(move |e| watches::fleet(&ctx, &store, e))
+            .applied_objects()
+            .predicate_filter(spec_or_deletion, PredicateConfig::default())
+    };
+    let node_events = {
+        let (ctx, store) = (ctx.clone(), nodes.clone());
+        watcher(api::<MediaNode>(client, ns), watcher::Config::default())
+            .default_backoff()
+            .modify(trim::metadata)
+            .reflect(node_writer)
+            .inspect_ok(move |e| watches::node(&ctx, &store, e))
+            .applied_objects()
+            .predicate_filter(spec_or_deletion, PredicateConfig::default())
+    };
+    let room_events = {
+        let (ctx, store) = (ctx.clone(), rooms.clone());
+        watcher(api::<Room>(client, ns), watcher::Config::default())
+            .default_backoff()
+            .modify(trim::metadata)
+            .reflect(room_writer)
+            .inspect_ok(move |e| watches::room(&ctx, &store, e))
+            .applied_objects()
+            .predicate_filter(spec_or_deletion, PredicateConfig::default())
+    };
+    // Pods: one watch, both the node controller's cache and its trigger.
     let pod_triggers = watcher(api::<Pod>(client, ns), owned.clone())
         .default_backoff()
+        .modify(trim::pod)
         .reflect(pod_writer)
         .touched_objects()
         .filter_map(|pod| {
@@ -251,77 +341,38 @@ async fn lead(
             }))
         });
 
-    let (node_tx, node_rx) = futures::channel::mpsc::unbounded();
-    let (room_tx, room_rx) = futures::channel::mpsc::unbounded();
     let config = ControllerConfig::default().concurrency(32);
-
-    let fleets_ctrl = Controller::new(api::<MediaFleet>(client, ns), watcher::Config::default())
-        .owns(api::<MediaNode>(client, ns), watcher::Config::default())
+    let fleets_ctrl = Controller::for_stream(fleet_events, fleets.clone())
+        .reconcile_on(fleet_rx)
         .with_config(config.clone())
         .graceful_shutdown_on(stop.clone());
-    let nodes_ctrl = Controller::new(api::<MediaNode>(client, ns), watcher::Config::default())
+    let nodes_ctrl = Controller::for_stream(node_events, nodes.clone())
         .owns(api::<Service>(client, ns), owned.clone())
         .reconcile_on(pod_triggers)
         .reconcile_on(node_rx)
         .with_config(config.clone())
         .graceful_shutdown_on(stop.clone());
-    let rooms_base = Controller::new(api::<Room>(client, ns), watcher::Config::default());
-    let rooms_store = rooms_base.store();
-    let rooms_ctrl = rooms_base
-        .watches(
-            api::<MediaNode>(client, ns),
-            watcher::Config::default(),
-            move |n| rooms_to_revisit(&rooms_store, &n),
-        )
+    let rooms_ctrl = Controller::for_stream(room_events, rooms.clone())
         .reconcile_on(room_rx)
         .with_config(config)
         .graceful_shutdown_on(stop.clone());
-
-    let stores = Stores {
-        fleets: fleets_ctrl.store(),
-        nodes: nodes_ctrl.store(),
-        rooms: rooms_ctrl.store(),
-        pods,
-    };
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: labels::MANAGER.into(),
-            instance: Some(identity.to_string()),
-        },
-    );
-    let settings = Settings {
-        poll_interval: args.poll_interval,
-        health: HealthPolicy {
-            failure_timeout: args.node_failure_timeout,
-            startup_timeout: args.node_startup_timeout,
-        },
-    };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        recorder,
-        HttpAdmin::new(args.admin_timeout),
-        stores.clone(),
-        settings,
-        metrics.clone(),
-    ));
     let synced = Arc::new(AtomicBool::new(false));
 
-    let fleets = fleets_ctrl
+    let fleets_run = fleets_ctrl
         .run(
             gated("fleet", synced.clone(), fleet::reconcile),
             fleet::error_policy,
             ctx.clone(),
         )
         .for_each(|_| future::ready(()));
-    let nodes = nodes_ctrl
+    let nodes_run = nodes_ctrl
         .run(
             gated("node", synced.clone(), node::reconcile),
             node::error_policy,
             ctx.clone(),
         )
         .for_each(|_| future::ready(()));
-    let rooms = rooms_ctrl
+    let rooms_run = rooms_ctrl
         .run(
             gated("room", synced.clone(), room::reconcile),
             room::error_policy,
@@ -330,7 +381,7 @@ async fn lead(
         .for_each(|_| future::ready(()));
 
     let sync_wait = {
-        let (ctx, synced, ready, stores) = (ctx.clone(), synced.clone(), ready.clone(), stores);
+        let (ctx, synced, ready) = (ctx.clone(), synced.clone(), leadership.ready.clone());
         async move {
             let started = Instant::now();
             let waits = future::try_join4(
@@ -346,28 +397,34 @@ async fn lead(
             synced.store(true, Ordering::SeqCst);
             ready.store(true, Ordering::SeqCst);
             tracing::info!(took = ?started.elapsed(), "caches synced; acting");
-            let triggers = Triggers {
-                nodes: node_tx,
-                rooms: room_tx,
-            };
-            futures::join!(poll::run(ctx.clone(), triggers), gauges::run(ctx));
+            gauges::run(ctx).await;
         }
     };
     tokio::select! {
-        _ = future::join3(fleets, nodes, rooms) => {},
+        _ = future::join3(fleets_run, nodes_run, rooms_run) => {},
         () = sync_wait => {},
     }
 }
 
+/// What a controller wakes for: a new object, a spec change (its generation), or the start
+/// of its deletion. Status changes — most of them the operator's own writes — do not.
+#[allow(clippy::unnecessary_wraps)] // the shape of a `Predicate`
+fn spec_or_deletion<K: Resource>(object: &K) -> Option<u64> {
+    let meta = object.meta();
+    let generation = u64::try_from(meta.generation.unwrap_or(0)).unwrap_or(0);
+    Some(generation << 1 | u64::from(meta.deletion_timestamp.is_some()))
+}
+
 /// Wraps a reconciler: it waits until every cache has synced (deciding from a partial view
-/// could create nodes that exist, or move rooms that are placed), and is timed.
+/// could create nodes that exist, or move rooms that are placed), is timed, and a success
+/// resets the object's backoff.
 fn gated<K, A, F, Fut>(
     controller: &'static str,
     synced: Arc<AtomicBool>,
     reconcile: F,
 ) -> impl Fn(Arc<K>, Arc<Context<A>>) -> future::BoxFuture<'static, Result<Action, Error>>
 where
-    K: Send + Sync + 'static,
+    K: Resource + Send + Sync + 'static,
     A: crate::controller::admin::NodeAdmin,
     F: Fn(Arc<K>, Arc<Context<A>>) -> Fut + Send + Sync + Copy + 'static,
     Fut: Future<Output = Result<Action, Error>> + Send + 'static,
@@ -379,28 +436,16 @@ where
                 return Ok(Action::requeue(Duration::from_millis(500)));
             }
             let started = Instant::now();
+            let (namespace, name) = (
+                obj.meta().namespace.clone().unwrap_or_default(),
+                obj.meta().name.clone().unwrap_or_default(),
+            );
             let result = reconcile(obj, ctx.clone()).await;
             ctx.metrics.reconciled(controller, started.elapsed());
+            if result.is_ok() {
+                ctx.backoff.succeeded(controller, &namespace, &name);
+            }
             result
         })
     }
-}
-
-/// The rooms to look at again when a media node changes: those placed on it (it may have
-/// failed, or drained), and the waiting rooms of its fleet (it may have become Ready).
-fn rooms_to_revisit(rooms: &reflector::Store<Room>, node: &MediaNode) -> Vec<ObjectRef<Room>> {
-    let name = node.name_any();
-    let ns = node.namespace();
-    rooms
-        .state()
-        .iter()
-        .filter(|r| r.namespace() == ns)
-        .filter(|r| {
-            let status = r.status.as_ref();
-            status.and_then(|s| s.node.as_deref()) == Some(name.as_str())
-                || (r.spec.fleet == node.spec.fleet
-                    && status.is_none_or(|s| s.phase == RoomPhase::Pending))
-        })
-        .map(|r| ObjectRef::from_obj(r.as_ref()))
-        .collect()
 }

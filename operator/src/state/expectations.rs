@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use super::keys::FleetKey;
+
 /// How long an unconfirmed change is trusted.
 pub const EXPECTATION_TTL: Duration = Duration::from_secs(60);
 
@@ -31,14 +33,21 @@ struct FleetExpectations {
 /// Unconfirmed creations and deletions, by fleet key.
 #[derive(Debug, Default)]
 pub struct Expectations {
-    fleets: HashMap<String, FleetExpectations>,
+    fleets: HashMap<FleetKey, FleetExpectations>,
 }
 
 impl Expectations {
     /// Records a creation.
-    pub fn created(&mut self, fleet: &str, name: String, zone: usize, index: u32, now: Instant) {
+    pub fn created(
+        &mut self,
+        fleet: &FleetKey,
+        name: String,
+        zone: usize,
+        index: u32,
+        now: Instant,
+    ) {
         self.fleets
-            .entry(fleet.to_string())
+            .entry(fleet.clone())
             .or_default()
             .created
             .push(PendingNode {
@@ -50,9 +59,9 @@ impl Expectations {
     }
 
     /// Records a deletion.
-    pub fn deleted(&mut self, fleet: &str, name: String, now: Instant) {
+    pub fn deleted(&mut self, fleet: &FleetKey, name: String, now: Instant) {
         self.fleets
-            .entry(fleet.to_string())
+            .entry(fleet.clone())
             .or_default()
             .deleted
             .insert(name, now);
@@ -62,7 +71,7 @@ impl Expectations {
     /// too old; returns the creations still unconfirmed and the deletions still pending.
     pub fn settle(
         &mut self,
-        fleet: &str,
+        fleet: &FleetKey,
         exists: impl Fn(&str) -> bool,
         now: Instant,
     ) -> (Vec<PendingNode>, Vec<String>) {
@@ -84,18 +93,22 @@ impl Expectations {
 mod tests {
     use super::*;
 
+    fn f() -> FleetKey {
+        FleetKey::new("ns", "f")
+    }
+
     #[test]
     fn changes_are_expected_until_the_cache_shows_them() {
         let t0 = Instant::now();
         let mut e = Expectations::default();
-        e.created("ns/f", "f-a-0".into(), 0, 0, t0);
-        e.deleted("ns/f", "f-b-1".into(), t0);
+        e.created(&f(), "f-a-0".into(), 0, 0, t0);
+        e.deleted(&f(), "f-b-1".into(), t0);
         // Cache has neither change yet.
-        let (created, deleted) = e.settle("ns/f", |n| n == "f-b-1", t0);
+        let (created, deleted) = e.settle(&f(), |n| n == "f-b-1", t0);
         assert_eq!(created.len(), 1);
         assert_eq!(deleted, vec!["f-b-1".to_string()]);
         // Cache caught up.
-        let (created, deleted) = e.settle("ns/f", |n| n == "f-a-0", t0);
+        let (created, deleted) = e.settle(&f(), |n| n == "f-a-0", t0);
         assert!(created.is_empty() && deleted.is_empty());
     }
 
@@ -103,8 +116,8 @@ mod tests {
     fn lost_writes_are_forgotten_after_a_while() {
         let t0 = Instant::now();
         let mut e = Expectations::default();
-        e.created("ns/f", "f-a-0".into(), 0, 0, t0);
-        let (created, _) = e.settle("ns/f", |_| false, t0 + EXPECTATION_TTL);
+        e.created(&f(), "f-a-0".into(), 0, 0, t0);
+        let (created, _) = e.settle(&f(), |_| false, t0 + EXPECTATION_TTL);
         assert!(created.is_empty());
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{Resource, ResourceExt};
 use ruche_crds::common::new_condition;
+use ruche_crds::node::condition;
 use ruche_crds::{
     ConditionsExt, MediaFleet, MediaFleetStatus, MediaNode, NodePhase, PhaseCounts, RevisionStatus,
     ZoneStatus,
@@ -45,8 +46,11 @@ pub fn fleet_status(
     let mut conditions = current.conditions.clone();
     set_conditions(
         &mut conditions,
-        &phases,
-        &zones,
+        &Counts {
+            phases: &phases,
+            zones: &zones,
+            refused: &refused_pods(nodes),
+        },
         desired,
         (want, replicas),
         generation,
@@ -124,16 +128,40 @@ fn zone_use(snapshot: &Snapshot, zones: &mut [ZoneStatus]) {
     }
 }
 
+/// The nodes whose pod the API server refused, with its words (the nodes' `Ready` message).
+fn refused_pods(nodes: &[Arc<MediaNode>]) -> Vec<(String, String)> {
+    let mut refused: Vec<(String, String)> = nodes
+        .iter()
+        .filter_map(|n| {
+            let status = n.status.as_ref()?;
+            let c = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == condition::READY && c.reason == condition::POD_REFUSED)?;
+            Some((n.name_any(), c.message.clone()))
+        })
+        .collect();
+    refused.sort();
+    refused
+}
+
+/// What the conditions are computed from.
+struct Counts<'a> {
+    phases: &'a PhaseCounts,
+    zones: &'a [ZoneStatus],
+    refused: &'a [(String, String)],
+}
+
 /// Available (every zone that should serve has a Ready node), Progressing (the node count or
-/// readiness is not yet what is desired), Degraded (some nodes failed).
+/// readiness is not yet what is desired), Degraded (pods refused, or nodes failed).
 fn set_conditions(
     conditions: &mut Vec<Condition>,
-    phases: &PhaseCounts,
-    zones: &[ZoneStatus],
+    counts: &Counts<'_>,
     desired: &[u32],
     (want, replicas): (u32, u32),
     generation: Option<i64>,
 ) {
+    let (phases, zones) = (counts.phases, counts.zones);
     let ready = phases.ready;
     let empty_zones: Vec<&str> = zones
         .iter()
@@ -170,17 +198,26 @@ fn set_conditions(
         },
         generation,
     ));
+    let degraded = if let Some((node, why)) = counts.refused.first() {
+        let others = counts.refused.len() - 1;
+        let more = if others > 0 {
+            format!(" (and {others} other media nodes)")
+        } else {
+            String::new()
+        };
+        ("PodsRefused", format!("media node {node}{more}: {why}"))
+    } else if phases.failed > 0 {
+        (
+            "NodesFailed",
+            format!("{} media nodes Failed; being replaced", phases.failed),
+        )
+    } else {
+        ("Healthy", "no media node has failed".into())
+    };
     conditions.set_condition(condition(
         "Degraded",
-        phases.failed > 0,
-        if phases.failed > 0 {
-            (
-                "NodesFailed",
-                format!("{} media nodes Failed; being replaced", phases.failed),
-            )
-        } else {
-            ("Healthy", "no media node has failed".into())
-        },
+        !counts.refused.is_empty() || phases.failed > 0,
+        degraded,
         generation,
     ));
 }

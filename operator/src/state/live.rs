@@ -3,8 +3,9 @@
 //! only meaningful changes of this view reach a `MediaNode` or `Room` status.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use super::keys::NodeKey;
 use crate::controller::admin::NodeReport;
 use crate::core::RoomKey;
 use crate::core::health::{Polls, Reported};
@@ -20,6 +21,8 @@ pub struct LiveNode {
     pub report: Option<NodeReport>,
     /// The last failed poll's error, cleared by an answer.
     pub last_error: Option<String>,
+    /// When its load was last written to its status (our clock).
+    pub load_written: Option<Instant>,
 }
 
 /// What changed with one poll.
@@ -38,12 +41,14 @@ pub struct LiveRoom {
     pub participants: u32,
     /// Last moment it had a participant (our clock).
     pub last_occupied: Option<Instant>,
+    /// When its participant count was last written to its status (our clock).
+    pub count_written: Option<Instant>,
 }
 
-/// The live view of every node, keyed by `namespace/name`.
+/// The live view of every node, keyed by namespace and name.
 #[derive(Debug, Default)]
 pub struct Live {
-    nodes: HashMap<String, LiveNode>,
+    nodes: HashMap<NodeKey, LiveNode>,
     rooms: HashMap<RoomKey, LiveRoom>,
 }
 
@@ -59,30 +64,35 @@ pub fn reported(phase: &str) -> Option<Reported> {
 
 impl Live {
     /// The node, if polled or seen running.
-    pub fn node(&self, key: &str) -> Option<&LiveNode> {
+    pub fn node(&self, key: &NodeKey) -> Option<&LiveNode> {
         self.nodes.get(key)
     }
 
     /// Records that the node's pod runs, the first time it is seen so; returns since when.
-    pub fn running(&mut self, key: &str, now: Instant) -> Instant {
+    pub fn running(&mut self, key: &NodeKey, now: Instant) -> Instant {
         *self
             .nodes
-            .entry(key.to_string())
+            .entry(key.clone())
             .or_default()
             .running_since
             .get_or_insert(now)
     }
 
-    /// Records an answer. `namespace` is the node's, for its rooms' keys.
+    /// Records that the node's load was written to its status.
+    pub fn load_written(&mut self, key: &NodeKey, now: Instant) {
+        self.nodes.entry(key.clone()).or_default().load_written = Some(now);
+    }
+
+    /// Records an answer.
     pub fn answered(
         &mut self,
-        key: &str,
-        namespace: &str,
+        key: &NodeKey,
         report: NodeReport,
         phase: Reported,
         now: Instant,
     ) -> PollChange {
-        let node = self.nodes.entry(key.to_string()).or_default();
+        let namespace = key.namespace.as_str();
+        let node = self.nodes.entry(key.clone()).or_default();
         let previous = node.report.take();
         let changed_node = node.polls.last_ok.map(|(_, p)| p) != Some(phase)
             || previous.as_ref().is_none_or(|p| meaningful(p, &report));
@@ -120,6 +130,7 @@ impl Live {
             }
         }
         node.polls.last_ok = Some((now, phase));
+        node.polls.missed = 0;
         node.report = Some(report);
         node.last_error = None;
         PollChange {
@@ -129,18 +140,34 @@ impl Live {
     }
 
     /// Records a failed poll.
-    pub fn failed(&mut self, key: &str, error: String) {
-        self.nodes.entry(key.to_string()).or_default().last_error = Some(error);
+    pub fn failed(&mut self, key: &NodeKey, error: String) {
+        let node = self.nodes.entry(key.clone()).or_default();
+        node.last_error = Some(error);
+        node.polls.missed = node.polls.missed.saturating_add(1);
     }
 
     /// Forgets a node (deleted, or its pod replaced).
-    pub fn forget(&mut self, key: &str) {
+    pub fn forget(&mut self, key: &NodeKey) {
         self.nodes.remove(key);
     }
 
     /// A room as its node reports it.
     pub fn room(&self, key: &RoomKey) -> Option<LiveRoom> {
         self.rooms.get(key).copied()
+    }
+
+    /// How long to wait before a room's participant count may be written again, if at all:
+    /// counts alone are written at most every `interval`.
+    pub fn participants_write_wait(&self, key: &RoomKey, interval: Duration) -> Option<Duration> {
+        let written = self.rooms.get(key)?.count_written?;
+        interval
+            .checked_sub(written.elapsed())
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Records that a room's participant count was written.
+    pub fn participants_written(&mut self, key: &RoomKey, now: Instant) {
+        self.rooms.entry(key.clone()).or_default().count_written = Some(now);
     }
 
     /// Forgets a room (closed or deleted).
@@ -166,7 +193,10 @@ fn meaningful(old: &NodeReport, new: &NodeReport) -> bool {
 mod tests {
     use super::*;
     use crate::controller::admin::{NodeStatusReport, RoomReport};
-    use std::time::Duration;
+
+    fn n1() -> NodeKey {
+        NodeKey::new("ns", "n1")
+    }
 
     fn report(participants: &[(&str, u32)], bitrate: u64) -> NodeReport {
         NodeReport {
@@ -192,24 +222,18 @@ mod tests {
     fn only_meaningful_changes_are_reported() {
         let t0 = Instant::now();
         let mut live = Live::default();
-        let first = live.answered("ns/n1", "ns", report(&[("r1", 2)], 10), Reported::Ready, t0);
+        let first = live.answered(&n1(), report(&[("r1", 2)], 10), Reported::Ready, t0);
         assert!(first.node);
         assert_eq!(first.rooms, vec![RoomKey::new("ns/r1")]);
         // Same counts, new bitrate: nothing to write.
-        let same = live.answered("ns/n1", "ns", report(&[("r1", 2)], 99), Reported::Ready, t0);
+        let same = live.answered(&n1(), report(&[("r1", 2)], 99), Reported::Ready, t0);
         assert_eq!(same, PollChange::default());
         // One more participant: the node and the room changed.
-        let more = live.answered("ns/n1", "ns", report(&[("r1", 3)], 99), Reported::Ready, t0);
+        let more = live.answered(&n1(), report(&[("r1", 3)], 99), Reported::Ready, t0);
         assert!(more.node);
         assert_eq!(more.rooms.len(), 1);
         // A phase change alone is meaningful.
-        let draining = live.answered(
-            "ns/n1",
-            "ns",
-            report(&[("r1", 3)], 99),
-            Reported::Draining,
-            t0,
-        );
+        let draining = live.answered(&n1(), report(&[("r1", 3)], 99), Reported::Draining, t0);
         assert!(draining.node);
     }
 
@@ -218,8 +242,8 @@ mod tests {
         let t0 = Instant::now();
         let t1 = t0 + Duration::from_secs(5);
         let mut live = Live::default();
-        live.answered("ns/n1", "ns", report(&[("r1", 1)], 0), Reported::Ready, t0);
-        let gone = live.answered("ns/n1", "ns", report(&[], 0), Reported::Ready, t1);
+        live.answered(&n1(), report(&[("r1", 1)], 0), Reported::Ready, t0);
+        let gone = live.answered(&n1(), report(&[], 0), Reported::Ready, t1);
         let key = RoomKey::new("ns/r1");
         assert_eq!(gone.rooms, vec![key.clone()]);
         let room = live.room(&key).unwrap();
@@ -231,9 +255,9 @@ mod tests {
     fn running_since_is_the_first_sighting() {
         let t0 = Instant::now();
         let mut live = Live::default();
-        assert_eq!(live.running("ns/n1", t0), t0);
-        assert_eq!(live.running("ns/n1", t0 + Duration::from_secs(3)), t0);
-        live.forget("ns/n1");
-        assert!(live.node("ns/n1").is_none());
+        assert_eq!(live.running(&n1(), t0), t0);
+        assert_eq!(live.running(&n1(), t0 + Duration::from_secs(3)), t0);
+        live.forget(&n1());
+        assert!(live.node(&n1()).is_none());
     }
 }

@@ -1,44 +1,25 @@
-//! The operator's placements, fleet by fleet: the single writer of where rooms go.
+//! One fleet's placements: where its rooms are, kept current node by node.
 //!
-//! Each fleet's snapshot is built from the API objects once (see [`super::world`]) and then kept
-//! current: node phases, drains and load are synced in from the node cache before each decision,
-//! and every placement is recorded the moment it is made, before the room's status is written.
-//! The cache of `Room`s lags our own writes, so it is never used to undo a placement: when a
-//! fleet's spec changes and its snapshot is rebuilt, the placements of the old snapshot are
-//! carried over.
+//! Built from the fleet's own nodes and rooms once (see [`super::world`]), then changed only
+//! by events: a node's phase, drain or load ([`FleetPlacement::sync_node`]), a node gone
+//! ([`FleetPlacement::remove_node`]), a room placed ([`FleetPlacement::decide`]) or gone
+//! ([`FleetPlacement::release`]). Each costs what the change touches, never a walk of the
+//! fleet. The cache of `Room`s lags the operator's own writes, so it is never used to undo a
+//! placement: when the fleet's spec changes and the snapshot is rebuilt, the placements of the
+//! old snapshot are carried over.
 
-use std::collections::HashMap;
+use std::collections::BTreeSet;
 
-use kube::ResourceExt;
 use ruche_crds::{MediaFleet, MediaNode, NodePhase, Room};
 
-use super::world::{self, room_key};
+use super::keys::room_key;
+use super::world::{self, node_info};
 use crate::core::request::UnknownZones;
 use crate::core::snapshot::RulesError;
-use crate::core::{Action, RoomKey, Snapshot, Unschedulable, failover, place};
+use crate::core::{Action, NodeId, NodeState, RoomKey, Snapshot, Unschedulable, failover, place};
 
 /// A room moved off a failed node: room, node left, node now hosting it.
 pub type Move = (RoomKey, String, String);
-
-/// What a sync did besides catching up.
-#[derive(Debug, Default)]
-pub struct Synced {
-    /// Objects that could not be taken into account, in words.
-    pub problems: Vec<String>,
-    /// Rooms moved off failed nodes: room, node left, node now hosting it.
-    pub moved: Vec<Move>,
-    /// Rooms of failed nodes that no node could take, with why: they are Pending again.
-    pub stranded: Vec<(RoomKey, Unschedulable)>,
-}
-
-/// A fleet's identity: `namespace/name`.
-pub fn fleet_key(fleet: &MediaFleet) -> String {
-    format!(
-        "{}/{}",
-        fleet.namespace().unwrap_or_default(),
-        fleet.name_any()
-    )
-}
 
 /// What placement says about a room.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,96 +39,165 @@ pub enum Decision {
     BadZones(UnknownZones),
 }
 
-struct FleetState {
+/// What a change to the fleet's nodes did to its rooms.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct NodeChange {
+    /// Objects that could not be taken into account, in words.
+    pub problems: Vec<String>,
+    /// Rooms moved off failed nodes: room, node left, node now hosting it.
+    pub moved: Vec<Move>,
+    /// Rooms of failed nodes that no node could take, with why: they are Pending again.
+    pub stranded: Vec<(RoomKey, Unschedulable)>,
+    /// Nodes whose list of rooms changed (by name).
+    pub lists: BTreeSet<String>,
+    /// Whether a node can now take rooms it could not before (waiting rooms may fit).
+    pub capacity_up: bool,
+    /// Live rooms whose status names a node the fleet no longer has: to place again.
+    pub orphans: Vec<RoomKey>,
+}
+
+/// The placements of one fleet.
+#[derive(Debug)]
+pub struct FleetPlacement {
     generation: Option<i64>,
     snapshot: Snapshot,
+    /// Rooms no node could take, waiting for capacity.
+    pending: BTreeSet<RoomKey>,
 }
 
-/// Placements of every fleet the operator runs.
-#[derive(Default)]
-pub struct Placements {
-    fleets: HashMap<String, FleetState>,
-}
-
-impl Placements {
-    /// Brings a fleet's snapshot up to date with its spec and its nodes. Built from the rooms'
-    /// status the first time (and after a spec change, keeping the placements made since).
-    /// Rooms on nodes that have failed are placed again at once (see [`failover`]).
-    pub fn sync<'a>(
-        &mut self,
+impl FleetPlacement {
+    /// Builds the placements from the fleet's own nodes and rooms (their status).
+    pub fn build<'a>(
         fleet: &MediaFleet,
-        nodes: impl IntoIterator<Item = &'a MediaNode> + Clone,
+        nodes: impl IntoIterator<Item = &'a MediaNode>,
         rooms: impl IntoIterator<Item = &'a Room>,
-    ) -> Result<Synced, RulesError> {
-        let key = fleet_key(fleet);
-        let generation = fleet.metadata.generation;
-        let mut problems = Vec::new();
-        let stale = self
-            .fleets
-            .get(&key)
-            .is_none_or(|f| f.generation != generation);
-        if stale {
-            let built = world::rebuild(fleet, nodes.clone(), rooms)?;
-            problems.extend(built.problems);
-            let mut snapshot = built.snapshot;
-            if let Some(old) = self.fleets.remove(&key) {
-                carry_over(&old.snapshot, &mut snapshot);
+    ) -> Result<(Self, NodeChange), RulesError> {
+        let built = world::rebuild(fleet, nodes, rooms)?;
+        let mut placement = Self {
+            generation: fleet.metadata.generation,
+            snapshot: built.snapshot,
+            pending: BTreeSet::new(),
+        };
+        let mut change = NodeChange {
+            problems: built.problems,
+            orphans: built.orphans,
+            ..NodeChange::default()
+        };
+        // Rooms of nodes that failed while no operator watched move now.
+        placement.fail_over(&mut change);
+        Ok((placement, change))
+    }
+
+    /// The spec generation the snapshot was built for.
+    pub fn generation(&self) -> Option<i64> {
+        self.generation
+    }
+
+    /// Rebuilds after a spec change, keeping the placements made since the rooms' status was
+    /// last read.
+    pub fn rebuild<'a>(
+        &self,
+        fleet: &MediaFleet,
+        nodes: impl IntoIterator<Item = &'a MediaNode>,
+        rooms: impl IntoIterator<Item = &'a Room>,
+    ) -> Result<(Self, NodeChange), RulesError> {
+        let (mut next, change) = Self::build(fleet, nodes, rooms)?;
+        for (key, record) in self.snapshot.rooms() {
+            if next.snapshot.room(key).is_some() {
+                continue;
             }
-            self.fleets.insert(
-                key.clone(),
-                FleetState {
-                    generation,
-                    snapshot,
-                },
-            );
+            let Some(name) = self.snapshot.node(record.node).map(|n| n.name.clone()) else {
+                continue;
+            };
+            if let Some(node) = next.snapshot.node_id(&name) {
+                let _ = next.snapshot.apply(&Action::Assign {
+                    room: key.clone(),
+                    node,
+                    request: record.request,
+                });
+            }
         }
-        let Some(fleet_state) = self.fleets.get_mut(&key) else {
-            return Ok(Synced {
-                problems,
-                ..Synced::default()
-            });
-        };
-        let snapshot = &mut fleet_state.snapshot;
-        sync_nodes(snapshot, &fleet.name_any(), nodes, &mut problems);
-        let (moved, stranded) = fail_over(snapshot);
-        Ok(Synced {
-            problems,
-            moved,
-            stranded,
-        })
+        next.pending.clone_from(&self.pending);
+        Ok((next, change))
     }
 
-    /// Rooms placed per node of a fleet (after a [`Self::sync`]).
-    pub fn rooms_per_node(&self, fleet: &MediaFleet) -> HashMap<String, u32> {
-        self.snapshot(fleet)
-            .map(|s| {
-                s.nodes()
-                    .map(|(_, n)| (n.name.to_string(), n.rooms))
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// The snapshot, for status and metrics.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
     }
 
-    /// Places a room (or says where it already is). Call [`Self::sync`] first.
-    pub fn decide(&mut self, fleet: &MediaFleet, room: &Room) -> Decision {
-        let Some(state) = self.fleets.get_mut(&fleet_key(fleet)) else {
-            return Decision::Unschedulable(Unschedulable {
-                slots: room.spec.slots,
-                zones: Vec::new(),
-            });
+    /// Brings one node up to date (added if new): phase, drain, measured load. Rooms on a node
+    /// that has just failed are placed again at once (see [`failover`]).
+    pub fn sync_node(&mut self, node: &MediaNode) -> NodeChange {
+        let mut change = NodeChange::default();
+        let info = node_info(node);
+        let measured = node.status.as_ref().map_or(0, |st| st.load.participants);
+        let id = if let Some(id) = self.snapshot.node_id(&info.name) {
+            id
+        } else {
+            let name = info.name.clone();
+            match self.snapshot.add_node(info.clone()) {
+                Ok(id) => {
+                    change.capacity_up = self.snapshot.node(id).is_some_and(NodeState::schedulable);
+                    id
+                }
+                Err(e) => {
+                    change.problems.push(format!("MediaNode {name}: {e}"));
+                    return change;
+                }
+            }
         };
-        let snapshot = &mut state.snapshot;
+        let Some(before) = self.snapshot.node(id).cloned() else {
+            return change;
+        };
+        if before.phase != info.phase {
+            let _ = self.snapshot.set_phase(id, info.phase);
+        }
+        if before.cordoned != info.cordoned {
+            let _ = self.snapshot.set_cordoned(id, info.cordoned);
+        }
+        if before.load.measured != measured {
+            let _ = self.snapshot.observe(id, measured);
+        }
+        let after = self.snapshot.node(id);
+        if after
+            .is_some_and(|n| n.schedulable() && (!before.schedulable() || n.free() > before.free()))
+        {
+            change.capacity_up = true;
+        }
+        if info.phase == NodePhase::Failed && before.phase != NodePhase::Failed {
+            self.fail_over(&mut change);
+        }
+        change
+    }
+
+    /// A node deleted: forgotten if empty, else Failed until its rooms have been placed again.
+    pub fn remove_node(&mut self, name: &str) -> NodeChange {
+        let mut change = NodeChange::default();
+        let Some(id) = self.snapshot.node_id(name) else {
+            return change;
+        };
+        if self.snapshot.remove_node(id).is_err() {
+            let _ = self.snapshot.set_phase(id, NodePhase::Failed);
+            self.fail_over(&mut change);
+            let _ = self.snapshot.remove_node(id);
+        }
+        change
+    }
+
+    /// Places a room, or says where it already is.
+    pub fn decide(&mut self, room: &Room) -> Decision {
         let key = room_key(room);
-        if let Some(record) = snapshot.room(&key)
-            && let Some(node) = snapshot.node(record.node)
+        if let Some(record) = self.snapshot.room(&key)
+            && let Some(node) = self.snapshot.node(record.node)
         {
             return Decision::Placed {
                 node: node.name.to_string(),
-                zone: snapshot.zone_name(node.zone).to_string(),
+                zone: self.snapshot.zone_name(node.zone).to_string(),
                 fresh: false,
             };
         }
-        let request = match snapshot.request(
+        let request = match self.snapshot.request(
             room.spec.slots,
             &room.spec.zones.allowed,
             &room.spec.zones.preferred,
@@ -155,161 +205,103 @@ impl Placements {
             Ok(r) => r,
             Err(e) => return Decision::BadZones(e),
         };
-        match place(snapshot, &request) {
+        match place(&self.snapshot, &request) {
             Ok(p) => {
-                let (node, zone) = snapshot
+                let (node, zone) = self
+                    .snapshot
                     .node(p.node)
-                    .map(|n| (n.name.to_string(), snapshot.zone_name(n.zone).to_string()))
+                    .map(|n| {
+                        (
+                            n.name.to_string(),
+                            self.snapshot.zone_name(n.zone).to_string(),
+                        )
+                    })
                     .unwrap_or_default();
                 // The node exists: the snapshot just chose it.
-                let _ = snapshot.apply(&Action::Assign {
-                    room: key,
+                let _ = self.snapshot.apply(&Action::Assign {
+                    room: key.clone(),
                     node: p.node,
                     request,
                 });
+                self.pending.remove(&key);
                 Decision::Placed {
                     node,
                     zone,
                     fresh: true,
                 }
             }
-            Err(why) => Decision::Unschedulable(why),
-        }
-    }
-
-    /// Forgets a room (closed, deleted, or its status write failed).
-    pub fn release(&mut self, fleet: &MediaFleet, room: &RoomKey) {
-        if let Some(state) = self.fleets.get_mut(&fleet_key(fleet)) {
-            let _ = state
-                .snapshot
-                .apply(&Action::Release { room: room.clone() });
-        }
-    }
-
-    /// The rooms on a node with their slots: what the node is told it may host.
-    pub fn assignments(&self, fleet: &MediaFleet, node: &str) -> Vec<(String, u32)> {
-        let Some(state) = self.fleets.get(&fleet_key(fleet)) else {
-            return Vec::new();
-        };
-        let Some(id) = state.snapshot.node_id(node) else {
-            return Vec::new();
-        };
-        let mut list: Vec<(String, u32)> = state
-            .snapshot
-            .rooms()
-            .filter(|(_, r)| r.node == id)
-            .map(|(k, r)| {
-                (
-                    k.0.rsplit('/').next().unwrap_or_default().to_string(),
-                    r.request.slots,
-                )
-            })
-            .collect();
-        list.sort();
-        list
-    }
-
-    /// The snapshot of a fleet, for status and metrics.
-    pub fn snapshot(&self, fleet: &MediaFleet) -> Option<&Snapshot> {
-        self.fleets.get(&fleet_key(fleet)).map(|f| &f.snapshot)
-    }
-}
-
-/// Keeps the placements made since the rooms' status was last read.
-fn carry_over(old: &Snapshot, new: &mut Snapshot) {
-    for (key, record) in old.rooms() {
-        if new.room(key).is_some() {
-            continue;
-        }
-        let Some(name) = old.node(record.node).map(|n| n.name.clone()) else {
-            continue;
-        };
-        if let Some(node) = new.node_id(&name) {
-            let _ = new.apply(&Action::Assign {
-                room: key.clone(),
-                node,
-                request: record.request,
-            });
-        }
-    }
-}
-
-/// Moves the rooms of Failed nodes elsewhere, and releases those that fit nowhere.
-fn fail_over(snapshot: &mut Snapshot) -> (Vec<Move>, Vec<(RoomKey, Unschedulable)>) {
-    let failed: Vec<_> = snapshot
-        .nodes()
-        .filter(|(_, n)| n.phase == NodePhase::Failed && n.rooms > 0)
-        .map(|(id, _)| id)
-        .collect();
-    if failed.is_empty() {
-        return (Vec::new(), Vec::new());
-    }
-    let plan = failover(snapshot, &failed);
-    for action in &plan.actions {
-        // The plan was made against this snapshot: every action applies.
-        let _ = snapshot.apply(action);
-    }
-    let name = |id| {
-        snapshot
-            .node(id)
-            .map(|n| n.name.to_string())
-            .unwrap_or_default()
-    };
-    let moved = plan
-        .moved
-        .into_iter()
-        .map(|(room, from, to)| (room, name(from), name(to)))
-        .collect();
-    (moved, plan.stranded)
-}
-
-/// Applies the node cache to the snapshot: new nodes, phases, drains and load.
-fn sync_nodes<'a>(
-    snapshot: &mut Snapshot,
-    fleet: &str,
-    nodes: impl IntoIterator<Item = &'a MediaNode>,
-    problems: &mut Vec<String>,
-) {
-    let mut seen = std::collections::HashSet::new();
-    for node in nodes.into_iter().filter(|n| n.spec.fleet == fleet) {
-        let info = world::node_info(node);
-        let measured = node.status.as_ref().map_or(0, |st| st.load.participants);
-        let id = if let Some(id) = snapshot.node_id(&info.name) {
-            id
-        } else {
-            let name = info.name.clone();
-            match snapshot.add_node(info.clone()) {
-                Ok(id) => id,
-                Err(e) => {
-                    problems.push(format!("MediaNode {name}: {e}"));
-                    continue;
-                }
+            Err(why) => {
+                self.pending.insert(key);
+                Decision::Unschedulable(why)
             }
-        };
-        seen.insert(id);
-        let Some(current) = snapshot.node(id).cloned() else {
-            continue;
-        };
-        if current.phase != info.phase {
-            let _ = snapshot.set_phase(id, info.phase);
-        }
-        if current.draining != info.draining {
-            let _ = snapshot.set_draining(id, info.draining);
-        }
-        if current.load.measured != measured {
-            let _ = snapshot.observe(id, measured);
         }
     }
-    // Nodes gone from the cache: forget the empty ones; the others are Failed until their rooms
-    // have been placed again.
-    let gone: Vec<_> = snapshot
-        .nodes()
-        .map(|(id, _)| id)
-        .filter(|id| !seen.contains(id))
-        .collect();
-    for id in gone {
-        if snapshot.remove_node(id).is_err() {
-            let _ = snapshot.set_phase(id, NodePhase::Failed);
+
+    /// Forgets a room (closed, deleted, or its placement could not be confirmed); returns the
+    /// node it was on.
+    pub fn release(&mut self, room: &RoomKey) -> Option<String> {
+        self.pending.remove(room);
+        let node = self.snapshot.room(room).map(|r| r.node)?;
+        let name = self.snapshot.node(node).map(|n| n.name.to_string());
+        let _ = self.snapshot.apply(&Action::Release { room: room.clone() });
+        name
+    }
+
+    /// The rooms waiting for capacity.
+    pub fn pending(&self) -> impl Iterator<Item = &RoomKey> {
+        self.pending.iter()
+    }
+
+    /// The rooms on a node with their slots, sorted: what the node is told it may host.
+    pub fn assignments(&self, node: &str) -> Vec<(RoomKey, u32)> {
+        let Some(id) = self.snapshot.node_id(node) else {
+            return Vec::new();
+        };
+        self.snapshot
+            .rooms_on(id)
+            .map(|(k, r)| (k.clone(), r.request.slots))
+            .collect()
+    }
+
+    /// The node a room is placed on.
+    pub fn node_of(&self, room: &RoomKey) -> Option<String> {
+        let id = self.snapshot.room(room)?.node;
+        self.snapshot.node(id).map(|n| n.name.to_string())
+    }
+
+    /// Rooms placed per node.
+    pub fn rooms_per_node(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.snapshot.nodes().map(|(_, n)| (&*n.name, n.rooms))
+    }
+
+    /// Moves the rooms of Failed nodes elsewhere, and releases those that fit nowhere.
+    fn fail_over(&mut self, change: &mut NodeChange) {
+        let failed: Vec<NodeId> = self
+            .snapshot
+            .nodes()
+            .filter(|(_, n)| n.phase == NodePhase::Failed && n.rooms > 0)
+            .map(|(id, _)| id)
+            .collect();
+        if failed.is_empty() {
+            return;
+        }
+        let name = |s: &Snapshot, id| s.node(id).map(|n| n.name.to_string()).unwrap_or_default();
+        for id in &failed {
+            change.lists.insert(name(&self.snapshot, *id));
+        }
+        let plan = failover(&self.snapshot, &failed);
+        for action in &plan.actions {
+            // The plan was made against this snapshot: every action applies.
+            let _ = self.snapshot.apply(action);
+        }
+        for (room, from, to) in plan.moved {
+            let to = name(&self.snapshot, to);
+            change.lists.insert(to.clone());
+            change.moved.push((room, name(&self.snapshot, from), to));
+        }
+        for (room, why) in plan.stranded {
+            self.pending.insert(room.clone());
+            change.stranded.push((room, why));
         }
     }
 }
@@ -326,59 +318,55 @@ mod tests {
         f
     }
 
+    fn built(nodes: &[MediaNode], rooms: &[Room]) -> FleetPlacement {
+        FleetPlacement::build(&fleet(1), nodes, rooms).unwrap().0
+    }
+
     #[test]
     fn places_once_and_then_says_where() {
-        let mut p = Placements::default();
-        let f = fleet(1);
-        let nodes = [
-            node("a1", "a", NodePhase::Ready),
-            node("b1", "b", NodePhase::Starting),
-        ];
-        p.sync(&f, &nodes, &[]).unwrap();
+        let mut p = built(
+            &[
+                node("a1", "a", NodePhase::Ready),
+                node("b1", "b", NodePhase::Starting),
+            ],
+            &[],
+        );
         let r = room("r1", 30, &[]);
-        assert_eq!(
-            p.decide(&f, &r),
-            Decision::Placed {
-                node: "a1".into(),
-                zone: "a".into(),
-                fresh: true
-            }
-        );
-        assert_eq!(
-            p.decide(&f, &r),
-            Decision::Placed {
-                node: "a1".into(),
-                zone: "a".into(),
-                fresh: false
-            }
-        );
-        assert_eq!(p.assignments(&f, "a1"), vec![("r1".to_string(), 30)]);
-        let Decision::Unschedulable(why) = p.decide(&f, &room("r2", 30, &["b"])) else {
+        let placed = |fresh| Decision::Placed {
+            node: "a1".into(),
+            zone: "a".into(),
+            fresh,
+        };
+        assert_eq!(p.decide(&r), placed(true));
+        assert_eq!(p.decide(&r), placed(false));
+        assert_eq!(p.assignments("a1"), vec![(RoomKey::new("ns/r1"), 30)]);
+        let Decision::Unschedulable(why) = p.decide(&room("r2", 30, &["b"])) else {
             panic!("b has no Ready node")
         };
         assert_eq!(why.reason(), "NoReadyNode");
+        assert_eq!(p.pending().collect::<Vec<_>>(), [&RoomKey::new("ns/r2")]);
         assert!(matches!(
-            p.decide(&f, &room("r3", 1, &["zz"])),
+            p.decide(&room("r3", 1, &["zz"])),
             Decision::BadZones(_)
         ));
-        p.release(&f, &room_key(&r));
-        assert!(p.assignments(&f, "a1").is_empty());
+        assert_eq!(p.release(&room_key(&r)), Some("a1".into()));
+        assert!(p.assignments("a1").is_empty());
     }
 
     #[test]
     fn node_changes_reach_placement() {
-        let mut p = Placements::default();
-        let f = fleet(1);
-        p.sync(&f, &[node("a1", "a", NodePhase::Starting)], &[])
-            .unwrap();
+        let mut p = built(&[node("a1", "a", NodePhase::Starting)], &[]);
         assert!(matches!(
-            p.decide(&f, &room("r1", 10, &[])),
+            p.decide(&room("r1", 10, &[])),
             Decision::Unschedulable(_)
         ));
-        p.sync(&f, &[node("a1", "a", NodePhase::Ready)], &[])
-            .unwrap();
+        let up = p.sync_node(&node("a1", "a", NodePhase::Ready));
+        assert!(
+            up.capacity_up,
+            "a node that becomes Ready wakes waiting rooms"
+        );
         assert!(matches!(
-            p.decide(&f, &room("r1", 10, &[])),
+            p.decide(&room("r1", 10, &[])),
             Decision::Placed { fresh: true, .. }
         ));
         let mut drained = node("a1", "a", NodePhase::Ready);
@@ -387,35 +375,52 @@ mod tests {
             mode: ruche_crds::DrainMode::default(),
             reason: None,
         });
-        p.sync(&f, &[drained], &[]).unwrap();
+        assert!(!p.sync_node(&drained).capacity_up);
         assert!(
-            matches!(
-                p.decide(&f, &room("r2", 10, &[])),
-                Decision::Unschedulable(_)
-            ),
+            matches!(p.decide(&room("r2", 10, &[])), Decision::Unschedulable(_)),
             "a drain request stops new rooms at once"
         );
-        // A node vanishing with a room on it is Failed, not forgotten.
-        p.sync(&f, &[], &[]).unwrap();
-        assert_eq!(
-            p.snapshot(&f)
-                .and_then(|s| s.node_id("a1"))
-                .and_then(|id| p.snapshot(&f).unwrap().node(id))
-                .map(|n| n.phase),
-            Some(NodePhase::Failed)
+        // A node vanishing with a room on it: its room is placed again or waits.
+        let gone = p.remove_node("a1");
+        assert_eq!(gone.stranded.len(), 1);
+        assert!(gone.lists.contains("a1"));
+        assert!(p.snapshot().node_id("a1").is_none());
+    }
+
+    #[test]
+    fn a_failed_node_hands_its_rooms_over_and_both_lists_change() {
+        let mut p = built(
+            &[
+                node("a1", "a", NodePhase::Ready),
+                node("a2", "a", NodePhase::Ready),
+            ],
+            &[],
         );
+        let Decision::Placed { node: first, .. } = p.decide(&room("r1", 10, &[])) else {
+            panic!("placed")
+        };
+        let other = if first == "a1" { "a2" } else { "a1" };
+        let change = p.sync_node(&node(&first, "a", NodePhase::Failed));
+        assert_eq!(
+            change.moved,
+            vec![(RoomKey::new("ns/r1"), first.clone(), other.to_string())]
+        );
+        assert_eq!(
+            change.lists,
+            BTreeSet::from([first.clone(), other.to_string()])
+        );
+        assert_eq!(p.node_of(&RoomKey::new("ns/r1")), Some(other.to_string()));
     }
 
     #[test]
     fn a_spec_change_rebuilds_without_losing_fresh_placements() {
-        let mut p = Placements::default();
         let nodes = [
             node("a1", "a", NodePhase::Ready),
             node("a2", "a", NodePhase::Ready),
         ];
-        p.sync(&fleet(1), &nodes, &[]).unwrap();
+        let mut p = built(&nodes, &[]);
         assert!(matches!(
-            p.decide(&fleet(1), &room("r1", 60, &[])),
+            p.decide(&room("r1", 60, &[])),
             Decision::Placed { fresh: true, .. }
         ));
         // The room cache has not seen the status write yet; the fleet changes generation.
@@ -424,22 +429,15 @@ mod tests {
             phase: RoomPhase::Pending,
             ..Default::default()
         });
-        p.sync(&fleet(2), &nodes, &[stale.clone()]).unwrap();
+        let (mut p, _) = p.rebuild(&fleet(2), &nodes, &[stale.clone()]).unwrap();
+        assert_eq!(p.generation(), Some(2));
         assert!(
-            matches!(
-                p.decide(&fleet(2), &stale),
-                Decision::Placed { fresh: false, .. }
-            ),
+            matches!(p.decide(&stale), Decision::Placed { fresh: false, .. }),
             "the placement survived the rebuild"
         );
         let used: u32 = ["a1", "a2"]
             .iter()
-            .map(|n| {
-                p.assignments(&fleet(2), n)
-                    .iter()
-                    .map(|(_, s)| *s)
-                    .sum::<u32>()
-            })
+            .map(|n| p.assignments(n).iter().map(|(_, s)| *s).sum::<u32>())
             .sum();
         assert_eq!(used, 60, "and was not made twice");
     }

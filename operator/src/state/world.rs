@@ -4,19 +4,11 @@
 //! never from a new decision, so a restart moves no live room.
 
 use kube::ResourceExt;
-use ruche_crds::{MediaFleet, MediaNode, NodePhase, Room, RoomPhase};
+use ruche_crds::{MediaFleet, MediaNode, MediaNodeStatus, NodePhase, Room, RoomPhase};
 
+use super::keys::room_key;
 use crate::core::snapshot::RulesError;
 use crate::core::{Action, FleetRules, NodeInfo, RoomKey, Snapshot, ZoneRules};
-
-/// The key of a room: `namespace/name`.
-pub fn room_key(room: &Room) -> RoomKey {
-    RoomKey::new(format!(
-        "{}/{}",
-        room.namespace().unwrap_or_default(),
-        room.name_any()
-    ))
-}
 
 /// A fleet's snapshot, with what could not be recorded and why.
 #[derive(Debug)]
@@ -30,16 +22,19 @@ pub struct World {
 }
 
 /// A node as the core sees it. A drain request keeps rooms off a node even before the node
-/// itself reports Draining.
+/// itself reports Draining; so does being unreachable (its assignment list cannot be sent).
 pub fn node_info(node: &MediaNode) -> NodeInfo {
-    let phase = node.status.as_ref().map(|s| s.phase).unwrap_or_default();
+    let status = node.status.as_ref();
+    let phase = status.map(|s| s.phase).unwrap_or_default();
     NodeInfo {
         name: node.name_any(),
         zone: node.spec.zone.clone(),
         revision: node.spec.revision.clone(),
         capacity: node.spec.capacity.slots,
         phase,
-        draining: node.spec.drain.is_some() || phase == NodePhase::Draining,
+        cordoned: node.spec.drain.is_some()
+            || phase == NodePhase::Draining
+            || status.is_some_and(MediaNodeStatus::unreachable),
     }
 }
 
@@ -60,17 +55,23 @@ pub fn rules(fleet: &MediaFleet) -> FleetRules {
     }
 }
 
-/// Rebuilds the snapshot of `fleet` from its nodes and rooms (others' are ignored).
+/// Rebuilds the snapshot of `fleet` from its nodes and rooms (those of another fleet, or of
+/// a fleet of the same name in another namespace, are ignored).
 pub fn rebuild<'a>(
     fleet: &MediaFleet,
     nodes: impl IntoIterator<Item = &'a MediaNode>,
     rooms: impl IntoIterator<Item = &'a Room>,
 ) -> Result<World, RulesError> {
     let fleet_name = fleet.name_any();
+    let namespace = fleet.namespace();
     let mut snapshot = Snapshot::new(rules(fleet))?;
     let mut problems = Vec::new();
     let mut orphans = Vec::new();
-    for node in nodes.into_iter().filter(|n| n.spec.fleet == fleet_name) {
+    let ours = |fleet_of: &str, ns: Option<String>| fleet_of == fleet_name && ns == namespace;
+    for node in nodes
+        .into_iter()
+        .filter(|n| ours(&n.spec.fleet, n.namespace()))
+    {
         let info = node_info(node);
         let participants = node.status.as_ref().map_or(0, |st| st.load.participants);
         match snapshot.add_node(info) {
@@ -82,7 +83,10 @@ pub fn rebuild<'a>(
             Err(e) => problems.push(format!("MediaNode {}: {e}", node.name_any())),
         }
     }
-    for room in rooms.into_iter().filter(|r| r.spec.fleet == fleet_name) {
+    for room in rooms
+        .into_iter()
+        .filter(|r| ours(&r.spec.fleet, r.namespace()))
+    {
         let Some(status) = &room.status else { continue };
         if status.phase == RoomPhase::Closed {
             continue;
@@ -241,7 +245,18 @@ mod tests {
         let mut other = node("x1", "a", NodePhase::Ready, 0);
         other.spec.fleet = "other".into();
         let strange = node("z1", "zz", NodePhase::Ready, 0);
-        let w = rebuild(&fleet(), [&drained, &other, &strange], []).unwrap();
+        // Another ministry's fleet of the same name: its node and its room are not ours.
+        let mut elsewhere = node("a1", "a", NodePhase::Ready, 0);
+        elsewhere.metadata.namespace = Some("ministry-b".into());
+        let mut their_room = room("r1", 10, Some("a1"), RoomPhase::Active);
+        their_room.metadata.namespace = Some("ministry-b".into());
+        let w = rebuild(
+            &fleet(),
+            [&drained, &other, &strange, &elsewhere],
+            [&their_room],
+        )
+        .unwrap();
+        assert_eq!(w.snapshot.room_count(), 0, "{:?}", w.problems);
         let a1 = w.snapshot.node(w.snapshot.node_id("a1").unwrap()).unwrap();
         assert!(
             !a1.schedulable(),

@@ -11,10 +11,10 @@ use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use kube::client::Body;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource};
+use ruche_crds::admin::{Accepted, AssignmentList, ListVersion};
 use ruche_crds::{
     ExposureMode, MediaFleet, MediaNode, MediaNodeSpec, MediaNodeStatus, NodeAddresses,
     NodeCapacity, NodeLoad, NodePhase, Room, RoomPhase, RoomSpec, RoomStatus, ZonePolicy, ZoneSpec,
@@ -23,7 +23,8 @@ use ruche_operator::build::node::INDEX;
 use ruche_operator::controller::admin::{
     AdminError, AdminTarget, NodeAdmin, NodeReport, NodeStatusReport,
 };
-use ruche_operator::controller::context::{Context, Settings, Stores};
+use ruche_operator::controller::context::{Context, Parts, Settings, Stores, Triggers};
+use ruche_operator::controller::events::Events;
 use ruche_operator::metrics::Metrics;
 use serde_json::{Value, json};
 
@@ -37,12 +38,33 @@ pub struct FakeAdmin {
     pub report: Arc<Mutex<Option<NodeReport>>>,
     /// The bearer token of every call, in order.
     pub tokens: Arc<Mutex<Vec<String>>>,
+    /// The version of every assignment list sent, in order.
+    pub versions: Arc<Mutex<Vec<ListVersion>>>,
 }
 
 impl FakeAdmin {
     /// The calls made so far.
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
+    }
+
+    /// The assignment lists sent so far, as recorded calls.
+    pub fn assigns(&self) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.starts_with("assign "))
+            .collect()
+    }
+
+    /// Waits until `n` assignment lists have been sent (agents push in the background).
+    pub async fn wait_assigns(&self, n: usize) -> Vec<String> {
+        for _ in 0..200 {
+            if self.assigns().len() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.assigns()
     }
 
     fn record(&self, call: String) -> Result<(), AdminError> {
@@ -61,29 +83,30 @@ impl NodeAdmin for FakeAdmin {
     async fn assign(
         &self,
         target: &AdminTarget,
-        rooms: &[(String, u32)],
-    ) -> Result<(), AdminError> {
+        list: &AssignmentList,
+    ) -> Result<Accepted, AdminError> {
         self.tokens.lock().unwrap().push(target.token.clone());
+        let rooms: Vec<(String, u32)> = list
+            .rooms
+            .iter()
+            .map(|a| (a.room.clone(), a.slots))
+            .collect();
         self.calls
             .lock()
             .unwrap()
             .push(format!("assign {} {} {rooms:?}", target.url, target.token));
+        self.versions.lock().unwrap().push(list.version);
         if *self.fail.lock().unwrap() {
             return Err(AdminError::Unreachable {
                 url: target.url.clone(),
                 message: "connection refused".into(),
             });
         }
-        Ok(())
-    }
-
-    async fn close_room(&self, target: &AdminTarget, room: &str) -> Result<(), AdminError> {
-        self.tokens.lock().unwrap().push(target.token.clone());
-        self.calls
-            .lock()
-            .unwrap()
-            .push(format!("close {} {room}", target.url));
-        Ok(())
+        Ok(Accepted {
+            version: list.version,
+            assigned: list.rooms.len(),
+            ended: Vec::new(),
+        })
     }
 
     async fn report(&self, target: &AdminTarget) -> Result<NodeReport, AdminError> {
@@ -182,6 +205,16 @@ pub fn room(name: &str, slots: u32) -> Room {
     r
 }
 
+/// Tunables for tests: polls so rare that no agent polls during a test (reconciles are driven
+/// by hand), short timeouts.
+pub fn test_settings() -> Settings {
+    Settings {
+        poll_interval: Duration::from_secs(3600),
+        assign_timeout: Duration::from_secs(2),
+        ..Settings::default()
+    }
+}
+
 /// A context over the given objects, with a mock API server behind its client.
 pub fn context_with(
     fleets: Vec<MediaFleet>,
@@ -190,47 +223,69 @@ pub fn context_with(
     pods: Vec<Pod>,
     admin: FakeAdmin,
 ) -> (Arc<Context<FakeAdmin>>, Handle) {
-    context_with_settings(fleets, nodes, rooms, pods, admin, Settings::default())
+    context_with_settings(fleets, nodes, rooms, pods, admin, test_settings())
 }
 
 /// [`context_with`], with the given tunables (short health timeouts, say).
-pub fn context_with_settings(
+pub fn context_with_settings<A: NodeAdmin>(
     fleets: Vec<MediaFleet>,
     nodes: Vec<MediaNode>,
     rooms: Vec<Room>,
     pods: Vec<Pod>,
-    admin: FakeAdmin,
+    admin: A,
     settings: Settings,
-) -> (Arc<Context<FakeAdmin>>, Handle) {
+) -> (Arc<Context<A>>, Handle) {
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, "ns");
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "ruche-operator".into(),
-            instance: None,
-        },
-    );
     let stores = Stores {
         fleets: store(fleets),
         nodes: store(nodes),
         rooms: store(rooms),
         pods: store(pods),
     };
-    let ctx = Context::new(
-        client,
-        recorder,
+    let ctx = Arc::new(Context::new(
+        client.clone(),
         admin,
-        stores,
-        settings,
-        Arc::new(Metrics::new()),
-    );
-    (Arc::new(ctx), handle)
+        Parts {
+            events: Events::new(client, "ruche-operator", "test"),
+            stores: stores.clone(),
+            settings,
+            metrics: Arc::new(Metrics::new()),
+            triggers: Triggers::none(),
+            epoch: 1,
+        },
+    ));
+    // What the watches would have folded in, and the agents of nodes with an admin address.
+    {
+        let mut registry = ctx.registry();
+        registry.replace_fleets(stores.fleets.state());
+        registry.replace_nodes(stores.nodes.state());
+        registry.replace_rooms(stores.rooms.state());
+    }
+    for node in stores.nodes.state() {
+        ctx.agents.track(&ctx, &node);
+    }
+    (ctx, handle)
 }
 
 /// A context with the `visio` fleet and the given nodes.
 pub fn context(nodes: Vec<MediaNode>, admin: FakeAdmin) -> (Arc<Context<FakeAdmin>>, Handle) {
     context_with(vec![fleet()], nodes, vec![], vec![], admin)
+}
+
+/// Answers every request for the fleet's admin token Secret, forever, in the background (for
+/// tests where only the media nodes' admin API is of interest).
+pub fn serve_tokens(mut handle: Handle) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let path = request.uri().path().to_string();
+            if request.method() == Method::GET && path.ends_with("/secrets/visio-admin-token") {
+                answer(send, StatusCode::OK, &secret_reply());
+            } else {
+                panic!("unexpected request {} {path}", request.method());
+            }
+        }
+    })
 }
 
 /// Fails if the controller makes any request within a short while.
@@ -303,6 +358,31 @@ fn answer(send: Reply, status: StatusCode, reply: &Value) {
         .body(Body::from(serde_json::to_vec(reply).unwrap()))
         .unwrap();
     send.send_response(response);
+}
+
+/// Answers requests for the fleet's admin token Secret (agents read it when they first need
+/// it, in the background) until the next other request, which must be `method path`, and is
+/// answered with 200 and `reply`.
+pub async fn expect_after_token(
+    handle: &mut Handle,
+    method: Method,
+    path: &str,
+    reply: Value,
+) -> Seen {
+    loop {
+        let (got, seen, send) = receive(handle).await;
+        if got == Method::GET && seen.path == "/api/v1/namespaces/ns/secrets/visio-admin-token" {
+            answer(send, StatusCode::OK, &secret_reply());
+            continue;
+        }
+        assert_eq!(
+            (&got, seen.path.as_str()),
+            (&method, path),
+            "unexpected request"
+        );
+        answer(send, StatusCode::OK, &reply);
+        return seen;
+    }
 }
 
 /// Checks that the next request is `method path`, and answers it with 200 and `reply`.
@@ -518,6 +598,17 @@ pub fn media_pod(name: &str, phase: &str, ip: Option<&str>) -> Pod {
         ..Default::default()
     });
     p
+}
+
+/// Marks a pod Ready, as its kubelet does when its readiness probe passes.
+pub fn set_pod_ready(pod: &mut Pod) {
+    if let Some(status) = pod.status.as_mut() {
+        status.conditions = Some(vec![k8s_openapi::api::core::v1::PodCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            ..Default::default()
+        }]);
+    }
 }
 
 /// What a node's admin API says: its phase, the media address it advertises, its load.
