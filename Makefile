@@ -82,7 +82,9 @@ e2e: toolchain tools ## End-to-end suite on the cluster RUCHE_E2E_KUBECONFIG nam
 	@# The workspace's test build (one feature resolution) also links both binaries.
 	$(CARGO) test --workspace --all-targets --locked --no-run
 	@# The suite's exit status, not tee's, decides.
-	{ $(CARGO) test --locked -p ruche-e2e -- --nocapture; echo $$? > $(OUT)/e2e.rc; } 2>&1 | tee $(OUT)/e2e.log
+	@# Every test binary of ruche-e2e, one after the other: tests/install.rs installs a
+	@# cluster-wide operator with kubectl apply -k manifests, which must not overlap tests/e2e.rs.
+	{ RUCHE_KUBECTL=$(abspath $(KUBECTL)) $(CARGO) test --locked -p ruche-e2e -- --nocapture; echo $$? > $(OUT)/e2e.rc; } 2>&1 | tee $(OUT)/e2e.log
 	@test "$$(cat $(OUT)/e2e.rc)" = 0 || { echo "make e2e: FAILED (see $(OUT)/e2e.log)" >&2; exit 1; }
 	@if grep -q 'SKIPPED (no cluster)' $(OUT)/e2e.log; then \
 		echo "make e2e: SKIPPED (no cluster): $$(grep -m1 -o 'SKIPPED (no cluster): .*' $(OUT)/e2e.log | sed 's/^SKIPPED (no cluster): //')"; \

@@ -122,7 +122,7 @@ pub struct TestEnv {
 }
 
 /// A DNS-label-safe namespace name for `test`, with a random suffix.
-fn namespace_for(test: &str) -> Result<String> {
+pub(crate) fn namespace_for(test: &str) -> Result<String> {
     let mut slug: String = test
         .chars()
         .map(|c| {
@@ -264,47 +264,7 @@ impl TestEnv {
     }
 
     async fn create_namespace(&self) -> Result<()> {
-        let ns = Namespace {
-            metadata: ObjectMeta {
-                name: Some(self.namespace.clone()),
-                labels: Some(BTreeMap::from([
-                    (
-                        "app.kubernetes.io/part-of".to_string(),
-                        "ruche-e2e".to_string(),
-                    ),
-                    (TEST_LABEL.to_string(), self.namespace.clone()),
-                    // Media pods use host ports, which stricter Pod Security levels refuse.
-                    (
-                        "pod-security.kubernetes.io/enforce".to_string(),
-                        "privileged".to_string(),
-                    ),
-                ])),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        Api::<Namespace>::all(self.client.clone())
-            .create(&PostParams::default(), &ns)
-            .await?;
-        // A bare API server runs no controller-manager, so nothing creates the namespace's
-        // `default` ServiceAccount, without which the ServiceAccount admission plugin refuses
-        // pods. On a full cluster the controller may win the race: either way one exists.
-        let default_sa = ServiceAccount {
-            metadata: ObjectMeta {
-                name: Some("default".into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        match self
-            .api::<ServiceAccount>()
-            .create(&PostParams::default(), &default_sa)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_conflict(&e) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        create_namespace(&self.client, &self.namespace).await
     }
 
     /// Starts an operator (again) and waits until it is ready.
@@ -408,110 +368,15 @@ impl TestEnv {
         per_zone: u32,
         timeout: Duration,
     ) -> Result<FleetView> {
-        let started = Instant::now();
-        let view = wait::until(
-            &format!("fleet {fleet} to run {per_zone} Ready nodes in each zone"),
+        wait_fleet_ready(
+            &self.client,
+            &self.namespace,
+            self.runner()?,
+            fleet,
+            per_zone,
             timeout,
-            || async { self.check_fleet(fleet, per_zone).await },
         )
-        .await?;
-        eprintln!(
-            "e2e [{}]: fleet {fleet} ready with {} nodes after {:?}",
-            self.test,
-            view.nodes.len(),
-            started.elapsed()
-        );
-        Ok(view)
-    }
-
-    async fn check_fleet(&self, fleet: &str, per_zone: u32) -> Result<FleetView, String> {
-        let total = per_zone * ZONES.len() as u32;
-        let f = self
-            .api::<MediaFleet>()
-            .get(fleet)
-            .await
-            .map_err(|e| e.to_string())?;
-        let nodes = self.nodes(fleet).await.map_err(|e| e.to_string())?;
-        let mut problems = Vec::new();
-        let status = f.status.clone().unwrap_or_default();
-        if status.replicas != total
-            || status.ready_replicas != total
-            || status.phases.ready != total
-        {
-            problems.push(format!(
-                "fleet status: replicas {}, readyReplicas {}, phases.ready {} (want {total})",
-                status.replicas, status.ready_replicas, status.phases.ready
-            ));
-        }
-        for zone in ZONES {
-            match status.zones.iter().find(|z| z.name == zone) {
-                Some(z)
-                    if z.nodes == per_zone
-                        && z.ready_nodes == per_zone
-                        && z.slots == per_zone * SLOTS_PER_NODE => {}
-                other => problems.push(format!("zone {zone} status: {other:?}")),
-            }
-        }
-        if nodes.len() != total as usize {
-            problems.push(format!("{} MediaNodes (want {total})", nodes.len()));
-        }
-        let pods: BTreeMap<String, Pod> = self
-            .api::<Pod>()
-            .list(&ListParams::default().labels(POD_SELECTOR))
-            .await
-            .map_err(|e| e.to_string())?
-            .items
-            .into_iter()
-            .map(|p| (p.name_any(), p))
-            .collect();
-        for node in &nodes {
-            if let Err(p) = self.check_node(node, &pods) {
-                problems.push(p);
-            }
-        }
-        if problems.is_empty() {
-            Ok(FleetView { fleet: f, nodes })
-        } else {
-            Err(problems.join("; "))
-        }
-    }
-
-    /// A node is Ready with the addresses its pod's loopback address and host port give.
-    fn check_node(&self, node: &MediaNode, pods: &BTreeMap<String, Pod>) -> Result<(), String> {
-        let name = node.name_any();
-        let status = node.status.clone().unwrap_or_default();
-        if status.phase != NodePhase::Ready {
-            return Err(format!("node {name} is {}", status.phase));
-        }
-        let pod_name = status.pod.clone().unwrap_or_else(|| name.clone());
-        let runner = self.runner().map_err(|e| e.to_string())?;
-        let ip = runner
-            .address_of(&pod_name)
-            .ok_or_else(|| format!("node {name}: the runner runs no pod {pod_name}"))?;
-        let host_port = pods
-            .get(&pod_name)
-            .and_then(|p| p.spec.as_ref())
-            .and_then(|s| s.containers.first())
-            .and_then(|c| c.ports.as_ref())
-            .and_then(|ports| {
-                ports
-                    .iter()
-                    .find(|p| p.protocol.as_deref() == Some("UDP"))
-                    .and_then(|p| p.host_port)
-            })
-            .ok_or_else(|| format!("node {name}: pod {pod_name} has no UDP host port"))?;
-        let want = (
-            Some(format!("ws://{ip}:{host_port}/ws")),
-            Some(format!("{ip}:{host_port}")),
-            Some(format!("http://{ip}:{ADMIN_PORT}")),
-        );
-        let addresses = status.addresses.unwrap_or_default();
-        let got = (addresses.signaling, addresses.media, addresses.admin);
-        if got == want {
-            Ok(())
-        } else {
-            Err(format!("node {name}: addresses {got:?}, want {want:?}"))
-        }
+        .await
     }
 
     /// Waits until every room of `names` is placed (see [`fixtures::check_placed`]) with a
@@ -522,37 +387,7 @@ impl TestEnv {
         phases: &[RoomPhase],
         timeout: Duration,
     ) -> Result<Vec<Room>> {
-        wait::until_every(
-            &format!("{} rooms to be placed", names.len()),
-            timeout,
-            Duration::from_secs(1),
-            || async {
-                let rooms = self.rooms().await.map_err(|e| e.to_string())?;
-                let mut placed = Vec::new();
-                let mut missing = Vec::new();
-                for name in names {
-                    match rooms.iter().find(|r| r.name_any() == *name) {
-                        Some(r) => match fixtures::check_placed(r, phases) {
-                            Ok(()) => placed.push(r.clone()),
-                            Err(why) => missing.push(why),
-                        },
-                        None => missing.push(format!("{name}: not found")),
-                    }
-                }
-                if missing.is_empty() {
-                    Ok(placed)
-                } else {
-                    let shown: Vec<_> = missing.iter().take(5).cloned().collect();
-                    Err(format!(
-                        "{} of {} not placed, e.g. {}",
-                        missing.len(),
-                        names.len(),
-                        shown.join("; ")
-                    ))
-                }
-            },
-        )
-        .await
+        wait_rooms_placed(&self.client, &self.namespace, names, phases, timeout).await
     }
 
     /// A join token for `identity` in `room`, signed with the fleet's key.
@@ -644,10 +479,224 @@ impl Drop for TestEnv {
     }
 }
 
+/// Creates a scenario's namespace `namespace` (labelled for the suite, Pod Security
+/// `privileged`) and its `default` ServiceAccount if none exists yet.
+pub(crate) async fn create_namespace(client: &Client, namespace: &str) -> Result<()> {
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(namespace.to_string()),
+            labels: Some(BTreeMap::from([
+                (
+                    "app.kubernetes.io/part-of".to_string(),
+                    "ruche-e2e".to_string(),
+                ),
+                (TEST_LABEL.to_string(), namespace.to_string()),
+                // Media pods use host ports, which stricter Pod Security levels refuse.
+                (
+                    "pod-security.kubernetes.io/enforce".to_string(),
+                    "privileged".to_string(),
+                ),
+            ])),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await?;
+    // A bare API server has no controller-manager, so nothing creates the namespace's
+    // `default` ServiceAccount, without which the ServiceAccount admission plugin refuses
+    // pods. Where a controller runs it may win the race: either way one exists.
+    let default_sa = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("default".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &default_sa)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_conflict(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Waits until the fleet `fleet` of `namespace` runs `per_zone` Ready nodes in each of the
+/// three zones: the fleet's status counts them, and every node is Ready with the addresses
+/// its pod's loopback address (given by `runner`) and host port give.
+pub async fn wait_fleet_ready(
+    client: &Client,
+    namespace: &str,
+    runner: &PodRunner,
+    fleet: &str,
+    per_zone: u32,
+    timeout: Duration,
+) -> Result<FleetView> {
+    let started = Instant::now();
+    let view = wait::until(
+        &format!("fleet {namespace}/{fleet} to run {per_zone} Ready nodes in each zone"),
+        timeout,
+        || async { check_fleet(client, namespace, runner, fleet, per_zone).await },
+    )
+    .await?;
+    eprintln!(
+        "e2e: fleet {namespace}/{fleet} ready with {} nodes after {:?}",
+        view.nodes.len(),
+        started.elapsed()
+    );
+    Ok(view)
+}
+
+async fn check_fleet(
+    client: &Client,
+    namespace: &str,
+    runner: &PodRunner,
+    fleet: &str,
+    per_zone: u32,
+) -> Result<FleetView, String> {
+    let total = per_zone * ZONES.len() as u32;
+    let f = Api::<MediaFleet>::namespaced(client.clone(), namespace)
+        .get(fleet)
+        .await
+        .map_err(|e| e.to_string())?;
+    let nodes: Vec<MediaNode> = list::<MediaNode>(client, namespace)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|n| n.spec.fleet == fleet)
+        .collect();
+    let mut problems = Vec::new();
+    let status = f.status.clone().unwrap_or_default();
+    if status.replicas != total || status.ready_replicas != total || status.phases.ready != total {
+        problems.push(format!(
+            "fleet status: replicas {}, readyReplicas {}, phases.ready {} (want {total})",
+            status.replicas, status.ready_replicas, status.phases.ready
+        ));
+    }
+    for zone in ZONES {
+        match status.zones.iter().find(|z| z.name == zone) {
+            Some(z)
+                if z.nodes == per_zone
+                    && z.ready_nodes == per_zone
+                    && z.slots == per_zone * SLOTS_PER_NODE => {}
+            other => problems.push(format!("zone {zone} status: {other:?}")),
+        }
+    }
+    if nodes.len() != total as usize {
+        problems.push(format!("{} MediaNodes (want {total})", nodes.len()));
+    }
+    let pods: BTreeMap<String, Pod> = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(POD_SELECTOR))
+        .await
+        .map_err(|e| e.to_string())?
+        .items
+        .into_iter()
+        .map(|p| (p.name_any(), p))
+        .collect();
+    for node in &nodes {
+        if let Err(p) = check_node(runner, node, &pods) {
+            problems.push(p);
+        }
+    }
+    if problems.is_empty() {
+        Ok(FleetView { fleet: f, nodes })
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// A node is Ready with the addresses its pod's loopback address and host port give.
+fn check_node(
+    runner: &PodRunner,
+    node: &MediaNode,
+    pods: &BTreeMap<String, Pod>,
+) -> Result<(), String> {
+    let name = node.name_any();
+    let status = node.status.clone().unwrap_or_default();
+    if status.phase != NodePhase::Ready {
+        return Err(format!("node {name} is {}", status.phase));
+    }
+    let pod_name = status.pod.clone().unwrap_or_else(|| name.clone());
+    let ip = runner
+        .address_of(&pod_name)
+        .ok_or_else(|| format!("node {name}: the runner runs no pod {pod_name}"))?;
+    let host_port = pods
+        .get(&pod_name)
+        .and_then(|p| p.spec.as_ref())
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.ports.as_ref())
+        .and_then(|ports| {
+            ports
+                .iter()
+                .find(|p| p.protocol.as_deref() == Some("UDP"))
+                .and_then(|p| p.host_port)
+        })
+        .ok_or_else(|| format!("node {name}: pod {pod_name} has no UDP host port"))?;
+    let want = (
+        Some(format!("ws://{ip}:{host_port}/ws")),
+        Some(format!("{ip}:{host_port}")),
+        Some(format!("http://{ip}:{ADMIN_PORT}")),
+    );
+    let addresses = status.addresses.unwrap_or_default();
+    let got = (addresses.signaling, addresses.media, addresses.admin);
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("node {name}: addresses {got:?}, want {want:?}"))
+    }
+}
+
+/// Waits until every room of `names` in `namespace` is placed (see
+/// [`fixtures::check_placed`]) with a phase in `phases`; returns them.
+pub async fn wait_rooms_placed(
+    client: &Client,
+    namespace: &str,
+    names: &[String],
+    phases: &[RoomPhase],
+    timeout: Duration,
+) -> Result<Vec<Room>> {
+    wait::until_every(
+        &format!("{} rooms to be placed", names.len()),
+        timeout,
+        Duration::from_secs(1),
+        || async {
+            let rooms = list::<Room>(client, namespace)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut placed = Vec::new();
+            let mut missing = Vec::new();
+            for name in names {
+                match rooms.iter().find(|r| r.name_any() == *name) {
+                    Some(r) => match fixtures::check_placed(r, phases) {
+                        Ok(()) => placed.push(r.clone()),
+                        Err(why) => missing.push(why),
+                    },
+                    None => missing.push(format!("{name}: not found")),
+                }
+            }
+            if missing.is_empty() {
+                Ok(placed)
+            } else {
+                let shown: Vec<_> = missing.iter().take(5).cloned().collect();
+                Err(format!(
+                    "{} of {} not placed, e.g. {}",
+                    missing.len(),
+                    names.len(),
+                    shown.join("; ")
+                ))
+            }
+        },
+    )
+    .await
+}
+
 /// Deletes what a scenario created: its objects (finalizers removed first, since no operator
 /// is left to remove them), the namespace, and the cluster-scoped RBAC objects. On failure,
 /// prints the namespace's Ruche objects and events first.
-async fn clean_up(config: kube::Config, namespace: &str, failed: bool) -> Result<()> {
+pub(crate) async fn clean_up(config: kube::Config, namespace: &str, failed: bool) -> Result<()> {
     let client = Client::try_from(config)?;
     if failed {
         dump(&client, namespace).await;
@@ -743,7 +792,7 @@ where
 
 /// Prints the namespace's fleets, nodes, rooms (a few), pods and events, for a failed
 /// scenario. What cannot be listed is left out: this is a report, not a check.
-async fn dump(client: &Client, namespace: &str) {
+pub(crate) async fn dump(client: &Client, namespace: &str) {
     let mut out = format!("-------- objects in {namespace}:\n");
     for f in list::<MediaFleet>(client, namespace)
         .await

@@ -1,15 +1,17 @@
 //! Ruche's end-to-end suite: the operator and real media node processes against the cluster
-//! `KUBECONFIG` names (a kind cluster, or a bare API server), one fresh namespace per
-//! scenario.
+//! `RUCHE_E2E_KUBECONFIG` names (a kind cluster, or a bare API server), one fresh namespace
+//! per scenario.
 //!
 //! - [`cluster`]: finding the cluster, or saying loudly why the suite is skipped;
 //! - [`crds`]: installing the CRDs from `crds/yaml/`;
 //! - [`rbac`]: the operator's identity, exactly the RBAC of `manifests/rbac/`;
 //! - [`operator`]: the `ruche-operator run` process;
-//! - [`runner`]: the pod runner, a stand-in kubelet that runs media node pods as local
-//!   processes on loopback addresses;
+//! - [`runner`]: the pod runner, a stand-in kubelet that runs media node pods and the
+//!   operator Deployment's pods as local processes on loopback addresses;
 //! - [`stand_in`]: an admin API stand-in for media nodes, for scale runs of the operator;
-//! - [`harness`]: one scenario's world, cleaned up by a guard;
+//! - [`harness`]: one namespace-scoped scenario's world, cleaned up by a guard;
+//! - [`install`]: the operator installed cluster-wide by `kubectl apply -k manifests`, for
+//!   the scenarios of `tests/install.rs`;
 //! - [`fixtures`]: the fleets and rooms the scenarios create, and how to read their status.
 
 pub mod cluster;
@@ -18,6 +20,7 @@ pub mod error;
 pub mod fixtures;
 pub mod harness;
 pub mod http;
+pub mod install;
 pub mod operator;
 pub mod process;
 pub mod rbac;

@@ -1,30 +1,61 @@
-//! The pod runner: a stand-in kubelet for media node pods.
+//! The pod runner: a stand-in kubelet for Ruche's pods.
 //!
-//! A bare API server runs no pods, and a kind cluster cannot pull Ruche's image (and, pinned
-//! by the operator to zones its nodes do not have, would never schedule them anyway). So the
-//! runner watches the test namespace's media node pods and, for each new one:
+//! A bare API server runs no pods, and a kind cluster cannot pull Ruche's images (and, pinned
+//! by the operator to zones its nodes do not have, would never schedule media pods anyway).
+//! So the runner watches pods by their `app.kubernetes.io/name` label, each name mapped to a
+//! [`Program`] (a local binary), in one namespace, several (more can be added while it runs:
+//! [`PodRunner::watch_namespace`]) or all of them. For each new pod it:
 //!
 //! - allocates a loopback address 127.0.0.N (N from 10 upward, then 127.0.1.x and on, never
-//!   reused in a process);
+//!   reused in a process), kept across restarts of the pod's container;
 //! - fetches the Secrets and ConfigMaps the pod refers to (with the harness's credentials),
-//!   writes its volumes to a temporary directory, and resolves its container's environment
-//!   the Kubernetes way (`valueFrom`, `$(VAR)` expansion), with `status.hostIP` and
-//!   `status.podIP` both 127.0.0.N;
-//! - rewrites every `0.0.0.0:P` bind address to `127.0.0.N:Q`, Q being container port P's
-//!   `hostPort` if it has one (a CNI port map), else P; and every path under a volume's
-//!   `mountPath` to where that volume was written;
-//! - starts a real `ruche-media-node` with that environment, its output in a log file;
-//! - reports the pod Running and Ready through the status subresource, and again whenever
+//!   and writes its volumes to a temporary directory as a kubelet does, the projected
+//!   `kube-api-access-*` volume included: a ServiceAccount token from the TokenRequest API
+//!   bound to the pod (name and UID), `ca.crt` from the `kube-root-ca.crt` ConfigMap, the
+//!   namespace from the downward API; a projected ConfigMap that does not exist is skipped
+//!   (this API server build adds `openshift-service-ca.crt`, which nothing publishes);
+//! - resolves its container's environment the Kubernetes way (`valueFrom`, `$(VAR)`
+//!   expansion), with `status.hostIP` and `status.podIP` both 127.0.0.N, on top of what a
+//!   kubelet gives every container: `HOSTNAME`, `HOME=/`, and, when the runner knows the API
+//!   server ([`RunnerConfig::api_server`]), `KUBERNETES_SERVICE_HOST`/`KUBERNETES_SERVICE_PORT`
+//!   pointing at it (the `kubernetes` Service of a bare API server has no endpoints);
+//! - rewrites every `0.0.0.0:P` bind address in env and args to `127.0.0.N:Q`, Q being
+//!   container port P's `hostPort` if it has one (a CNI port map), else P;
+//! - makes the volumes appear at their `mountPath`: either by rewriting every path under a
+//!   mount path in env and args to where the volume was written (media nodes), or, for a
+//!   program that reads fixed paths (kube-rs reads the ServiceAccount's files at
+//!   `/var/run/secrets/kubernetes.io/serviceaccount`), by running the process in a private
+//!   mount namespace (`unshare --mount --propagation private`, as root) where each volume is
+//!   bind-mounted at its mount path, read-only if the mount is;
+//! - starts the program with that environment only (plus `PATH`), its output in a log file;
+//! - reports the pod through the status subresource as a kubelet does: phase Running,
+//!   `podIP`/`hostIP` 127.0.0.N, conditions PodScheduled, Initialized, ContainersReady and
+//!   Ready, a container status with `ready`, `started` and `restartCount`; and again whenever
 //!   something (a scheduler marking it Unschedulable) overwrites that;
-//! - reports it Failed (Succeeded on exit code 0) when the process exits: the pods' restart
-//!   policy is Never;
-//! - on the pod's deletion, sends SIGTERM (the node drains) and SIGKILL a few seconds later.
+//! - probes it: a program with [`Program::probe_periodically`] gets its readiness and liveness
+//!   probes (HTTP GET or TCP, with the pod's periods and thresholds) for its whole life, Ready
+//!   following the readiness probe, and its container restarted when the liveness probe
+//!   fails; otherwise (media nodes: a scale run has a thousand of them) the readiness probe is
+//!   awaited once and the pod stays Ready until its process exits;
+//! - when the process exits, follows the pod's `restartPolicy`: Never (media pods) reports the
+//!   pod Failed, or Succeeded on exit code 0; Always restarts the container after a back-off
+//!   (10 s, doubling, at most 5 min), the pod Running and not ready meanwhile
+//!   (CrashLoopBackOff), then one more in `restartCount`;
+//! - on the pod's deletion, sends SIGTERM and SIGKILL after the grace period (the pod's
+//!   `terminationGracePeriodSeconds`, or the program's own). A ReplicaSet's replacement pod
+//!   is a new pod: the runner runs it like any other.
 //!
 //! Tests can SIGKILL a pod's process by pod name ([`PodRunner::kill`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+mod env;
+mod probe;
+mod status;
+mod volumes;
+
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -32,48 +63,181 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, ContainerPort, EnvVar, Pod, Secret};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client, ResourceExt as _};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::{Interval, MissedTickBehavior};
+
+pub use env::{expand, kubelet_env, resolve_env, resolve_env_with, rewrite};
+pub use probe::{ProbeAction, ProbeSpec, ProbeState};
+pub use status::Desired;
+pub use volumes::{
+    Mount, Objects, ROOT_CA_CONFIG_MAP, VolumeFile, VolumePlan, plan_volume, token_key,
+};
 
 use crate::error::{Error, Result, is_not_found};
 use crate::process::{Supervised, exit_code, tail};
 
-/// The label selector of the pods the runner runs.
+/// The label that says which program runs a pod.
+pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+/// The label value of media node pods.
+pub const MEDIA_NODE_APP: &str = "ruche-media-node";
+/// The label value of the operator Deployment's pods.
+pub const OPERATOR_APP: &str = "ruche-operator";
+/// The label selector of media node pods.
 pub const POD_SELECTOR: &str = "app.kubernetes.io/name=ruche-media-node";
+/// The label selector of the operator Deployment's pods.
+pub const OPERATOR_SELECTOR: &str = "app.kubernetes.io/name=ruche-operator";
 /// The first loopback host number handed out (127.0.0.10).
 pub const FIRST_HOST: u32 = 10;
 /// The last one (127.0.255.254): room for the thousand nodes of a scale run.
 const LAST_HOST: u32 = 0xFFFE;
 /// How long a pod's Secrets may take to appear before the runner gives up on it.
 pub const SECRET_WAIT: Duration = Duration::from_secs(120);
-/// Between SIGTERM (pod deleted) and SIGKILL.
+/// Between SIGTERM (pod deleted) and SIGKILL, for media node pods.
 pub const TERMINATION_GRACE: Duration = Duration::from_secs(5);
-/// How long the runner waits for a new process's readiness probe before reporting it.
+/// How long the runner waits for a new process's readiness probe before reporting it, for
+/// programs probed once.
 pub const READINESS_WAIT: Duration = Duration::from_secs(20);
+/// The first restart back-off of a container; it doubles at each restart.
+pub const RESTART_BACKOFF: Duration = Duration::from_secs(10);
+/// The longest restart back-off.
+pub const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(300);
+/// A container that ran this long before exiting restarts after the first back-off again.
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
+/// Kubernetes' default `terminationGracePeriodSeconds`.
+const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 /// The fewest time between two status writes for one pod.
 const PATCH_SPACING: Duration = Duration::from_secs(1);
 
+/// Run in a pod's private mount namespace: bind-mounts `n` (source, target, `ro`|`rw`)
+/// triples, then executes the rest of its arguments (same pid: signals reach the program).
+const MOUNT_SCRIPT: &str = r#"set -e
+n=$1; shift
+while [ "$n" -gt 0 ]; do
+  mount --bind "$1" "$2"
+  if [ "$3" = ro ]; then mount -o remount,bind,ro "$2"; fi
+  shift 3; n=$((n - 1))
+done
+exec "$@""#;
+
 static NEXT_HOST: AtomicU32 = AtomicU32::new(FIRST_HOST);
 
-/// One media node process the runner started.
+/// What the runner runs for the pods of one `app.kubernetes.io/name`.
+#[derive(Clone, Debug)]
+pub struct Program {
+    /// The `app.kubernetes.io/name` of its pods.
+    pub app: String,
+    /// The binary started for them (in place of the image's entrypoint, with the container's
+    /// args).
+    pub binary: PathBuf,
+    /// The container to run, by name; the pod's first container when absent or not found.
+    pub container: Option<String>,
+    /// Bind-mount the volumes at their mount paths in a private mount namespace (needs root),
+    /// rather than rewriting paths in env and args.
+    pub mount_volumes: bool,
+    /// Probe readiness and liveness for the process's whole life, rather than awaiting the
+    /// readiness probe once.
+    pub probe_periodically: bool,
+    /// Between SIGTERM and SIGKILL when the pod is deleted; the pod's own grace period when
+    /// absent.
+    pub termination_grace: Option<Duration>,
+}
+
+impl Program {
+    /// Media node pods (or the admin API stand-in, for scale runs): paths rewritten, the
+    /// readiness probe awaited once, SIGKILL [`TERMINATION_GRACE`] after SIGTERM.
+    pub fn media_node(binary: &Path) -> Self {
+        Self {
+            app: MEDIA_NODE_APP.into(),
+            binary: binary.to_path_buf(),
+            container: Some("media-node".into()),
+            mount_volumes: false,
+            probe_periodically: false,
+            termination_grace: Some(TERMINATION_GRACE),
+        }
+    }
+
+    /// The operator Deployment's pods: `ruche-operator` with the in-cluster configuration
+    /// kube-rs reads (its volumes at their mount paths), probed as a kubelet does, with the
+    /// pod's grace period.
+    pub fn operator(binary: &Path) -> Self {
+        Self {
+            app: OPERATOR_APP.into(),
+            binary: binary.to_path_buf(),
+            container: Some("operator".into()),
+            mount_volumes: true,
+            probe_periodically: true,
+            termination_grace: None,
+        }
+    }
+}
+
+/// The API server pods are told about (`KUBERNETES_SERVICE_HOST`/`KUBERNETES_SERVICE_PORT`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiServer {
+    /// Host name or address (an IPv6 address without brackets).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl ApiServer {
+    /// The API server a client configuration talks to (port 443 if its URL names none).
+    pub fn of(config: &kube::Config) -> Option<Self> {
+        let url = &config.cluster_url;
+        let host = url.host()?.trim_start_matches('[').trim_end_matches(']');
+        Some(Self {
+            host: host.to_string(),
+            port: url.port_u16().unwrap_or(443),
+        })
+    }
+}
+
+/// Which namespaces the runner watches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// These (more can be added with [`PodRunner::watch_namespace`]).
+    Namespaces(Vec<String>),
+    /// Every namespace.
+    All,
+}
+
+/// What a runner runs, where.
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    /// The namespaces watched.
+    pub scope: Scope,
+    /// The programs, one per `app.kubernetes.io/name`.
+    pub programs: Vec<Program>,
+    /// Where pods' files and logs go.
+    pub dir: PathBuf,
+    /// The API server given to pods, if any.
+    pub api_server: Option<ApiServer>,
+}
+
+/// One process the runner started (a restarted container is a new process).
 #[derive(Clone, Debug)]
 pub struct ProcessInfo {
     /// Pod name.
     pub pod: String,
+    /// Pod namespace.
+    pub namespace: String,
+    /// The pod's `app.kubernetes.io/name`.
+    pub app: String,
     /// Pod UID.
     pub uid: String,
     /// The pod's loopback address (its pod IP and host IP).
     pub ip: Ipv4Addr,
     /// Process id.
     pub pid: u32,
+    /// How many times the pod's container had been restarted when this process started.
+    pub restart: u32,
     /// The command line, environment first.
     pub command: String,
     /// Where its output goes.
@@ -97,9 +261,9 @@ impl Record {
 
 struct Shared {
     client: Client,
-    namespace: String,
     dir: PathBuf,
-    binary: PathBuf,
+    programs: Vec<Program>,
+    api_server: Option<ApiServer>,
     records: Mutex<Vec<Record>>,
 }
 
@@ -109,26 +273,94 @@ impl Shared {
     }
 }
 
-/// The runner of one namespace's media node pods. Dropping it does not stop the processes:
-/// call [`PodRunner::shutdown`].
+/// The label selector of every program's pods.
+fn selector(programs: &[Program]) -> String {
+    match programs {
+        [one] => format!("{NAME_LABEL}={}", one.app),
+        many => format!(
+            "{NAME_LABEL} in ({})",
+            many.iter()
+                .map(|p| p.app.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    }
+}
+
+/// The program that runs `pod`, by its `app.kubernetes.io/name`.
+fn program_for<'a>(programs: &'a [Program], pod: &Pod) -> Option<&'a Program> {
+    let app = pod.labels().get(NAME_LABEL)?;
+    programs.iter().find(|p| p.app == *app)
+}
+
+/// The runner. Dropping it does not stop the processes: call [`PodRunner::shutdown`].
 pub struct PodRunner {
     shared: Arc<Shared>,
-    task: JoinHandle<()>,
+    all: bool,
+    watches: Mutex<Vec<(String, JoinHandle<()>)>>,
 }
 
 impl PodRunner {
     /// Starts watching `namespace`'s media node pods; processes run `binary`, and their files
     /// and logs go under `dir`.
     pub fn start(client: Client, namespace: &str, dir: &Path, binary: &Path) -> Self {
+        Self::with_config(
+            client,
+            RunnerConfig {
+                scope: Scope::Namespaces(vec![namespace.to_string()]),
+                programs: vec![Program::media_node(binary)],
+                dir: dir.to_path_buf(),
+                api_server: None,
+            },
+        )
+    }
+
+    /// Starts watching the pods of `config`'s programs in its scope.
+    pub fn with_config(client: Client, config: RunnerConfig) -> Self {
         let shared = Arc::new(Shared {
             client,
-            namespace: namespace.to_string(),
-            dir: dir.to_path_buf(),
-            binary: binary.to_path_buf(),
+            dir: config.dir,
+            programs: config.programs,
+            api_server: config.api_server,
             records: Mutex::new(Vec::new()),
         });
-        let task = tokio::spawn(watch_pods(shared.clone()));
-        Self { shared, task }
+        let runner = Self {
+            shared,
+            all: config.scope == Scope::All,
+            watches: Mutex::new(Vec::new()),
+        };
+        match config.scope {
+            Scope::All => {
+                let api = Api::all(runner.shared.client.clone());
+                let task = tokio::spawn(watch_pods(runner.shared.clone(), api));
+                runner.watches().push((String::new(), task));
+            }
+            Scope::Namespaces(namespaces) => {
+                for namespace in namespaces {
+                    runner.watch_namespace(&namespace);
+                }
+            }
+        }
+        runner
+    }
+
+    fn watches(&self) -> std::sync::MutexGuard<'_, Vec<(String, JoinHandle<()>)>> {
+        self.watches.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs the pods of `namespace` too (nothing to do if the runner watches every namespace
+    /// or this one already).
+    pub fn watch_namespace(&self, namespace: &str) {
+        if self.all {
+            return;
+        }
+        let mut watches = self.watches();
+        if watches.iter().any(|(ns, _)| ns == namespace) {
+            return;
+        }
+        let api = Api::namespaced(self.shared.client.clone(), namespace);
+        let task = tokio::spawn(watch_pods(self.shared.clone(), api));
+        watches.push((namespace.to_string(), task));
     }
 
     /// Every process started so far, oldest first.
@@ -153,7 +385,7 @@ impl PodRunner {
             .iter()
             .rev()
             .find(|r| r.info.pod == pod && r.process.exit_status().is_none())
-            .ok_or_else(|| Error::Setup(format!("no running media node process for pod {pod}")))?;
+            .ok_or_else(|| Error::Setup(format!("no running process for pod {pod}")))?;
         if !record.process.kill() {
             return Err(Error::Setup(format!(
                 "pod {pod}: process {} had already exited",
@@ -169,7 +401,9 @@ impl PodRunner {
 
     /// Stops watching and SIGKILLs every process. Synchronous, for clean-up paths.
     pub fn shutdown(&self) {
-        self.task.abort();
+        for (_, task) in self.watches().iter() {
+            task.abort();
+        }
         for r in self.shared.records().iter() {
             r.process.kill();
         }
@@ -177,14 +411,26 @@ impl PodRunner {
 
     /// A report of every process, with the last `lines` lines of each log.
     pub fn report(&self, lines: usize) -> String {
+        self.report_where(|_| true, lines)
+    }
+
+    /// [`PodRunner::report`] for the pods of one `app.kubernetes.io/name`.
+    pub fn report_app(&self, app: &str, lines: usize) -> String {
+        self.report_where(|p| p.app == app, lines)
+    }
+
+    fn report_where(&self, keep: impl Fn(&ProcessInfo) -> bool, lines: usize) -> String {
         let mut out = String::new();
-        for p in self.processes() {
+        for p in self.processes().into_iter().filter(|p| keep(p)) {
             let _ = write!(
                 out,
-                "--- media node pod {} ({}) pid {} exit {}\n    command: {}\n    log: {}\n",
+                "--- {} pod {}/{} ({}) pid {} restart {} exit {}\n    command: {}\n    log: {}\n",
+                p.app,
+                p.namespace,
                 p.pod,
                 p.ip,
                 p.pid,
+                p.restart,
                 p.exit.as_deref().unwrap_or("(running)"),
                 p.command,
                 p.log.display()
@@ -199,18 +445,18 @@ impl PodRunner {
     }
 }
 
-/// Watches the pods; starts a supervising task per new pod and feeds it the pod's updates
-/// (`None` once it is deleted).
-async fn watch_pods(shared: Arc<Shared>) {
-    let api: Api<Pod> = Api::namespaced(shared.client.clone(), &shared.namespace);
-    let config = watcher::Config::default().labels(POD_SELECTOR);
+/// Watches the pods `api` reaches; starts a supervising task per new pod and feeds it the
+/// pod's updates (`None` once it is deleted).
+async fn watch_pods(shared: Arc<Shared>, api: Api<Pod>) {
+    let config = watcher::Config::default().labels(&selector(&shared.programs));
     let mut events = watcher(api, config).default_backoff().boxed();
-    let mut pods: HashMap<String, watch::Sender<Option<Arc<Pod>>>> = HashMap::new();
+    let mut pods: std::collections::HashMap<String, watch::Sender<Option<Arc<Pod>>>> =
+        std::collections::HashMap::new();
     let mut tasks = JoinSet::new();
-    let mut listing: Option<HashSet<String>> = None;
+    let mut listing: Option<std::collections::HashSet<String>> = None;
     while let Some(event) = events.next().await {
         match event {
-            Ok(Event::Init) => listing = Some(HashSet::new()),
+            Ok(Event::Init) => listing = Some(std::collections::HashSet::new()),
             Ok(Event::InitApply(pod)) => {
                 if let Some(seen) = listing.as_mut() {
                     seen.insert(pod.uid().unwrap_or_default());
@@ -243,7 +489,7 @@ async fn watch_pods(shared: Arc<Shared>) {
 
 fn on_pod(
     shared: &Arc<Shared>,
-    pods: &mut HashMap<String, watch::Sender<Option<Arc<Pod>>>>,
+    pods: &mut std::collections::HashMap<String, watch::Sender<Option<Arc<Pod>>>>,
     tasks: &mut JoinSet<()>,
     pod: Pod,
 ) {
@@ -260,35 +506,35 @@ fn on_pod(
     if pod.metadata.deletion_timestamp.is_some() || terminal || uid.is_empty() {
         return;
     }
+    let Some(program) = program_for(&shared.programs, &pod).cloned() else {
+        return;
+    };
     let (tx, rx) = watch::channel(Some(pod.clone()));
     pods.insert(uid, tx);
-    tasks.spawn(run_pod(shared.clone(), pod, rx));
+    tasks.spawn(run_pod(shared.clone(), program, pod, rx));
 }
 
 async fn run_pod(
     shared: Arc<Shared>,
+    program: Program,
     pod: Arc<Pod>,
     mut updates: watch::Receiver<Option<Arc<Pod>>>,
 ) {
-    let name = pod.name_any();
-    match start(&shared, &pod, &updates).await {
-        Ok(Some((record, desired))) => {
-            supervise(&shared, &pod, record, desired, &mut updates).await;
-        }
+    let name = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+    match Worker::start(shared, program, pod, &updates).await {
+        Ok(Some(worker)) => worker.supervise(&mut updates).await,
         Ok(None) => eprintln!("e2e runner: pod {name} was deleted before it started"),
-        Err(e) => eprintln!(
-            "e2e runner: ERROR: pod {}/{name} not started: {e}",
-            shared.namespace
-        ),
+        Err(e) => eprintln!("e2e runner: ERROR: pod {name} not started: {e}"),
     }
 }
 
-/// The media container: the one named `media-node`, else the first.
-fn media_container(pod: &Pod) -> Option<&Container> {
+/// The container `program` runs: the one it names, else the pod's first.
+fn program_container<'a>(pod: &'a Pod, program: &Program) -> Option<&'a Container> {
     let containers = &pod.spec.as_ref()?.containers;
-    containers
-        .iter()
-        .find(|c| c.name == "media-node")
+    program
+        .container
+        .as_ref()
+        .and_then(|name| containers.iter().find(|c| c.name == *name))
         .or_else(|| containers.first())
 }
 
@@ -304,46 +550,92 @@ pub struct Prepared {
     pub env: Vec<(String, String)>,
     /// Where the process's output goes.
     pub log: PathBuf,
-    /// The media container's name.
+    /// The container's name.
     pub container: String,
     /// Its image.
     pub image: String,
     /// Where its readiness probe (HTTP GET) goes, if it has one: address and path.
     pub readiness: Option<(SocketAddr, String)>,
+    /// Its readiness probe.
+    pub readiness_probe: Option<ProbeSpec>,
+    /// Its liveness probe.
+    pub liveness_probe: Option<ProbeSpec>,
+    /// Its volumes: where they were written, and where they are mounted.
+    pub mounts: Vec<Mount>,
+    /// Whether the process runs in a private mount namespace with its volumes at their mount
+    /// paths (see [`make_mount_points`]).
+    pub isolated: bool,
+    /// What the runner left out or cannot do as a kubelet would, each with why.
+    pub notes: Vec<String>,
 }
 
-/// Turns a pod into a process running `binary`: allocates its loopback address, writes its
-/// volumes under `dir/pods/<pod>-<uid>/`, and resolves its environment. `objects` holds the
-/// Secrets and ConfigMaps the pod refers to.
+/// Turns a media node pod into a process running `binary`: allocates its loopback address,
+/// writes its volumes under `dir/pods/<pod>-<uid>/`, and resolves its environment. `objects`
+/// holds the Secrets and ConfigMaps the pod refers to.
 pub fn prepare(pod: &Pod, objects: &Objects, dir: &Path, binary: &Path) -> Result<Prepared> {
+    prepare_with(pod, objects, dir, &Program::media_node(binary), None, None)
+}
+
+/// Turns a pod into a process running `program`, at `ip` (allocated when `None`), told about
+/// `api_server`. `objects` holds what the pod refers to (Secrets, ConfigMaps, tokens).
+pub fn prepare_with(
+    pod: &Pod,
+    objects: &Objects,
+    dir: &Path,
+    program: &Program,
+    ip: Option<Ipv4Addr>,
+    api_server: Option<&ApiServer>,
+) -> Result<Prepared> {
     let name = pod.name_any();
     let uid = pod.uid().unwrap_or_default();
-    let container =
-        media_container(pod).ok_or_else(|| Error::Setup(format!("pod {name} has no container")))?;
+    let container = program_container(pod, program)
+        .ok_or_else(|| Error::Setup(format!("pod {name} has no container")))?;
     let ports = container.ports.clone().unwrap_or_default();
-    let ip = allocate_address(&ports)?;
+    let ip = match ip {
+        Some(ip) => ip,
+        None => allocate_address(&ports)?,
+    };
     let short_uid: String = uid.chars().take(8).collect();
     let pod_dir = dir.join("pods").join(format!("{name}-{short_uid}"));
     std::fs::create_dir_all(&pod_dir)
         .map_err(|e| Error::io(format!("cannot create {}", pod_dir.display()), e))?;
-    let mounts = write_volumes(pod, container, objects, &pod_dir.join("volumes"))?;
-    let env = resolve_env(pod, container, ip, &ports, &mounts, objects)
+    let (mounts, mut notes) =
+        volumes::write_volumes(pod, container, objects, &pod_dir.join("volumes"), ip)?;
+    // In a private mount namespace the paths are real; otherwise they point at the files.
+    let rewrites: Vec<(String, PathBuf)> = if program.mount_volumes {
+        Vec::new()
+    } else {
+        mounts
+            .iter()
+            .map(|m| (m.mount_path.clone(), m.local.clone()))
+            .collect()
+    };
+    let base = kubelet_env(pod, api_server);
+    let env = resolve_env_with(&base, pod, container, ip, &ports, &rewrites, objects)
         .map_err(|e| Error::Setup(format!("pod {name}: {e}")))?;
-    let vars: HashMap<String, String> = env.iter().cloned().collect();
+    let vars: std::collections::HashMap<String, String> = env.iter().cloned().collect();
     let args: Vec<String> = container
         .args
         .iter()
         .flatten()
-        .map(|a| rewrite(&expand(a, &vars), ip, &ports, &mounts))
+        .map(|a| rewrite(&expand(a, &vars), ip, &ports, &rewrites))
         .collect();
-    let mut command = tokio::process::Command::new(binary);
-    command.args(&args).env_clear().envs(env.iter().cloned());
+    let binary = &program.binary;
+    let isolated = program.mount_volumes && !mounts.is_empty();
+    let (mut command, isolation) = if isolated {
+        isolated_command(binary, &args, &mounts)
+    } else {
+        let mut command = tokio::process::Command::new(binary);
+        command.args(&args);
+        (command, String::new())
+    };
+    command.env_clear().envs(env.iter().cloned());
     if let Some(path) = std::env::var_os("PATH") {
         command.env("PATH", path);
     }
     command.current_dir(&pod_dir);
     let printed = format!(
-        "{} {} {}",
+        "{isolation}{} {} {}",
         env.iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
@@ -351,52 +643,118 @@ pub fn prepare(pod: &Pod, objects: &Objects, dir: &Path, binary: &Path) -> Resul
         binary.display(),
         args.join(" ")
     );
+    let mut probe = |kind: &str, probe: Option<&k8s_openapi::api::core::v1::Probe>| {
+        probe.and_then(|p| match ProbeSpec::parse(p, ip, &ports) {
+            Ok(spec) => Some(spec),
+            Err(why) => {
+                notes.push(format!("{kind} probe ignored: {why}"));
+                None
+            }
+        })
+    };
+    let readiness_probe = probe("readiness", container.readiness_probe.as_ref());
+    let liveness_probe = probe("liveness", container.liveness_probe.as_ref());
+    let readiness = readiness_probe.as_ref().and_then(|p| match &p.action {
+        ProbeAction::HttpGet { addr, path } => Some((*addr, path.clone())),
+        ProbeAction::TcpSocket { .. } => None,
+    });
     Ok(Prepared {
         ip,
         command,
         printed,
         env,
-        log: pod_dir.join("media-node.log"),
+        log: pod_dir.join(format!("{}.log", container.name)),
         container: container.name.clone(),
         image: container.image.clone().unwrap_or_default(),
-        readiness: readiness_target(container, ip, &ports),
+        readiness,
+        readiness_probe,
+        liveness_probe,
+        mounts,
+        isolated,
+        notes,
     })
 }
 
-/// Where the container's HTTP readiness probe goes on this machine.
-fn readiness_target(
-    container: &Container,
-    ip: Ipv4Addr,
-    ports: &[ContainerPort],
-) -> Option<(SocketAddr, String)> {
-    let get = container.readiness_probe.as_ref()?.http_get.as_ref()?;
-    let port = match &get.port {
-        IntOrString::Int(p) => *p,
-        IntOrString::String(name) => {
-            ports
-                .iter()
-                .find(|p| p.name.as_deref() == Some(name.as_str()))?
-                .container_port
-        }
-    };
-    let mapped = ports
-        .iter()
-        .filter(|p| p.container_port == port)
-        .find_map(|p| p.host_port.filter(|h| *h > 0))
-        .unwrap_or(port);
-    let path = get.path.clone().unwrap_or_else(|| "/".into());
-    Some((SocketAddr::from((ip, u16::try_from(mapped).ok()?)), path))
+/// Before a [`Prepared::isolated`] process starts: checks that the runner may make a mount
+/// namespace (root only) and creates the mount points on the host (a bind mount needs one).
+pub fn make_mount_points(prepared: &Prepared) -> Result<()> {
+    if !prepared.isolated {
+        return Ok(());
+    }
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if !root {
+        return Err(Error::Setup(
+            "a pod whose volumes must appear at their mount paths runs in a private mount \
+             namespace, which needs root"
+                .into(),
+        ));
+    }
+    for m in &prepared.mounts {
+        mount_point(&m.local, Path::new(&m.mount_path))?;
+    }
+    Ok(())
 }
 
-/// Waits, as a kubelet's readiness probe would, until the probe answers 200 (or the process
-/// exits, or `within` passes: the pod is then reported anyway, with a warning).
+/// `unshare --mount --propagation private -- sh -c MOUNT_SCRIPT ...`: the program in a private
+/// mount namespace with each volume bind-mounted at its mount path (parents first). Returns
+/// the command and how the printed command line says so.
+fn isolated_command(
+    binary: &Path,
+    args: &[String],
+    mounts: &[Mount],
+) -> (tokio::process::Command, String) {
+    let mut command = tokio::process::Command::new("unshare");
+    command.args(["--mount", "--propagation", "private", "--", "sh", "-c"]);
+    command
+        .arg(MOUNT_SCRIPT)
+        .arg("sh")
+        .arg(mounts.len().to_string());
+    let mut shown = Vec::new();
+    // `mounts` is longest mount path first: a parent must be mounted before what it holds.
+    for m in mounts.iter().rev() {
+        command
+            .arg(&m.local)
+            .arg(&m.mount_path)
+            .arg(if m.read_only { "ro" } else { "rw" });
+        shown.push(format!(
+            "{} on {}{}",
+            m.local.display(),
+            m.mount_path,
+            if m.read_only { " (ro)" } else { "" }
+        ));
+    }
+    command.arg(binary).args(args);
+    let shown = format!("[private mount namespace: {}] ", shown.join(", "));
+    (command, shown)
+}
+
+/// Creates the mount point of `local` at `target` on the host: a directory, or an empty file
+/// for a file (a `subPath` mount).
+fn mount_point(local: &Path, target: &Path) -> Result<()> {
+    if local.is_dir() {
+        return std::fs::create_dir_all(target)
+            .map_err(|e| Error::io(format!("cannot create mount point {}", target.display()), e));
+    }
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
+    }
+    if !target.exists() {
+        std::fs::File::create(target)
+            .map_err(|e| Error::io(format!("cannot create mount point {}", target.display()), e))?;
+    }
+    Ok(())
+}
+
+/// Waits, as a kubelet's readiness probe would, until the probe passes (or the process exits,
+/// or `within` passes: the pod is then reported anyway, with a warning).
 async fn probe_ready(
     name: &str,
     process: &Supervised,
-    target: Option<&(SocketAddr, String)>,
+    probe: Option<&ProbeSpec>,
     within: Duration,
 ) {
-    let Some((addr, path)) = target else {
+    let Some(probe) = probe else {
         return;
     };
     let start = Instant::now();
@@ -404,154 +762,443 @@ async fn probe_ready(
         if process.exit_status().is_some() {
             return;
         }
-        if let Ok(r) = crate::http::get(*addr, path, Duration::from_secs(2)).await
-            && r.status == 200
-        {
+        if probe.check().await.is_ok() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eprintln!(
-        "e2e runner: WARNING: pod {name}: readiness probe http://{addr}{path} did not pass \
-         within {within:?}; reporting the pod Ready anyway"
+        "e2e runner: WARNING: pod {name}: readiness probe {} did not pass within {within:?}; \
+         reporting the pod Ready anyway",
+        probe.target()
     );
 }
 
-/// Starts the pod's process. `None` if the pod was deleted while its Secrets were awaited.
-async fn start(
-    shared: &Shared,
-    pod: &Pod,
-    updates: &watch::Receiver<Option<Arc<Pod>>>,
-) -> Result<Option<(Arc<Supervised>, Desired)>> {
-    let name = pod.name_any();
-    let container =
-        media_container(pod).ok_or_else(|| Error::Setup(format!("pod {name} has no container")))?;
-    let Some(objects) = fetch_objects(shared, pod, container, updates).await? else {
-        return Ok(None);
+/// A probe run periodically, with its verdict so far and its timer.
+struct Periodic {
+    spec: ProbeSpec,
+    state: ProbeState,
+    timer: Interval,
+}
+
+impl Periodic {
+    fn new(spec: ProbeSpec, state: ProbeState) -> Self {
+        let first = tokio::time::Instant::now() + spec.initial_delay;
+        let mut timer = tokio::time::interval_at(first, spec.period);
+        timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Self { spec, state, timer }
+    }
+}
+
+/// Completes at the probe's next period; never if there is no probe.
+async fn tick(probe: &mut Option<Periodic>) {
+    match probe {
+        Some(p) => {
+            p.timer.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes when the process ends; never if there is none.
+async fn exited(rx: &mut Option<watch::Receiver<Option<ExitStatus>>>) -> Option<ExitStatus> {
+    let Some(rx) = rx else {
+        return std::future::pending().await;
     };
-    let prepared = prepare(pod, &objects, &shared.dir, &shared.binary)?;
-    let process = Arc::new(Supervised::spawn(prepared.command, &prepared.log)?);
-    let ip = prepared.ip;
-    eprintln!(
-        "e2e runner: pod {}/{name} runs as {ip}, pid {}\n    command: {}\n    log: {}",
-        shared.namespace,
-        process.pid(),
-        prepared.printed,
-        prepared.log.display()
-    );
-    shared.records().push(Record {
-        info: ProcessInfo {
-            pod: name.clone(),
-            uid: pod.uid().unwrap_or_default(),
-            ip,
-            pid: process.pid(),
-            command: prepared.printed,
-            log: prepared.log,
-            exit: None,
-        },
-        process: process.clone(),
-    });
-    probe_ready(&name, &process, prepared.readiness.as_ref(), READINESS_WAIT).await;
-    let desired = Desired::running(ip, &prepared.container, &prepared.image);
-    Ok(Some((process, desired)))
+    // A reaper gone without a word (`Err`) counts as a kill.
+    let ended: Result<Option<ExitStatus>, _> =
+        rx.wait_for(Option::is_some).await.map(|status| *status);
+    ended.unwrap_or_default()
 }
 
-/// Keeps the pod's status true to its process until the pod is deleted.
-async fn supervise(
-    shared: &Shared,
-    pod: &Pod,
-    process: Arc<Supervised>,
-    mut desired: Desired,
-    updates: &mut watch::Receiver<Option<Arc<Pod>>>,
-) {
-    let name = pod.name_any();
-    let uid = pod.uid().unwrap_or_default();
-    let api: Api<Pod> = Api::namespaced(shared.client.clone(), &shared.namespace);
-    let mut exit = process.watch_exit();
-    let mut last_patch: Option<Instant> = None;
-    patch_status(&api, &name, &uid, &desired, &mut last_patch).await;
-    loop {
-        tokio::select! {
-            changed = updates.changed() => {
-                if changed.is_err() {
-                    // The runner stopped.
-                    process.kill();
-                    return;
-                }
-                let current = updates.borrow_and_update().clone();
-                match current {
-                    Some(p) if p.metadata.deletion_timestamp.is_none() => {
-                        if !desired.holds(&p) {
-                            eprintln!(
-                                "e2e runner: pod {name}: status was overwritten ({}), re-asserting",
-                                describe_status(&p)
-                            );
-                            patch_status(&api, &name, &uid, &desired, &mut last_patch).await;
+/// Completes at `at`; never if `None`.
+async fn wait_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One pod, played as a kubelet plays it: its process (restarted as its restart policy
+/// says), probes and status.
+struct Worker {
+    shared: Arc<Shared>,
+    program: Program,
+    /// The pod as last seen.
+    pod: Arc<Pod>,
+    /// `namespace/name`, for messages.
+    name: String,
+    api: Api<Pod>,
+    objects: Objects,
+    ip: Ipv4Addr,
+    process: Option<Arc<Supervised>>,
+    exit: Option<watch::Receiver<Option<ExitStatus>>>,
+    launched: Instant,
+    launches: u32,
+    desired: Desired,
+    readiness_spec: Option<ProbeSpec>,
+    readiness: Option<Periodic>,
+    liveness: Option<Periodic>,
+    backoff: Duration,
+    restart_at: Option<tokio::time::Instant>,
+    last_patch: Option<Instant>,
+}
+
+impl Worker {
+    /// Fetches what the pod needs and starts its process. `None` if the pod was deleted
+    /// while its Secrets were awaited.
+    async fn start(
+        shared: Arc<Shared>,
+        program: Program,
+        pod: Arc<Pod>,
+        updates: &watch::Receiver<Option<Arc<Pod>>>,
+    ) -> Result<Option<Self>> {
+        let namespace = pod.namespace().unwrap_or_default();
+        let name = format!("{namespace}/{}", pod.name_any());
+        let container = program_container(&pod, &program)
+            .ok_or_else(|| Error::Setup(format!("pod {name} has no container")))?;
+        let Some(objects) = volumes::fetch(&shared.client, &pod, container, updates).await? else {
+            return Ok(None);
+        };
+        let ip = allocate_address(&container.ports.clone().unwrap_or_default())?;
+        let desired = Desired::starting(
+            ip,
+            &container.name,
+            container.image.as_deref().unwrap_or_default(),
+        );
+        let api = Api::namespaced(shared.client.clone(), &namespace);
+        let mut worker = Self {
+            shared,
+            program,
+            pod,
+            name,
+            api,
+            objects,
+            ip,
+            process: None,
+            exit: None,
+            launched: Instant::now(),
+            launches: 0,
+            desired,
+            readiness_spec: None,
+            readiness: None,
+            liveness: None,
+            backoff: RESTART_BACKOFF,
+            restart_at: None,
+            last_patch: None,
+        };
+        worker.launch()?;
+        worker.after_launch().await;
+        Ok(Some(worker))
+    }
+
+    /// Starts the pod's process (again).
+    fn launch(&mut self) -> Result<()> {
+        let prepared = prepare_with(
+            &self.pod,
+            &self.objects,
+            &self.shared.dir,
+            &self.program,
+            Some(self.ip),
+            self.shared.api_server.as_ref(),
+        )?;
+        if self.launches == 0 {
+            for note in &prepared.notes {
+                eprintln!("e2e runner: pod {}: {note}", self.name);
+            }
+        } else if let Ok(mut log) = std::fs::OpenOptions::new().append(true).open(&prepared.log) {
+            // The restarted container's output follows its predecessor's in the same file.
+            let _ = writeln!(
+                log,
+                "-------- e2e runner: container restarted ({})",
+                self.launches
+            );
+        }
+        make_mount_points(&prepared)?;
+        let process = Arc::new(Supervised::spawn(prepared.command, &prepared.log)?);
+        eprintln!(
+            "e2e runner: pod {} runs as {}, pid {}{}\n    command: {}\n    log: {}",
+            self.name,
+            self.ip,
+            process.pid(),
+            if self.launches > 0 {
+                format!(" (restart {})", self.launches)
+            } else {
+                String::new()
+            },
+            prepared.printed,
+            prepared.log.display()
+        );
+        self.shared.records().push(Record {
+            info: ProcessInfo {
+                pod: self.pod.name_any(),
+                namespace: self.pod.namespace().unwrap_or_default(),
+                app: self.program.app.clone(),
+                uid: self.pod.uid().unwrap_or_default(),
+                ip: self.ip,
+                pid: process.pid(),
+                restart: self.launches,
+                command: prepared.printed,
+                log: prepared.log,
+                exit: None,
+            },
+            process: process.clone(),
+        });
+        self.exit = Some(process.watch_exit());
+        self.process = Some(process);
+        self.launched = Instant::now();
+        self.launches += 1;
+        self.readiness_spec.clone_from(&prepared.readiness_probe);
+        if self.program.probe_periodically {
+            self.readiness = prepared
+                .readiness_probe
+                .map(|spec| Periodic::new(spec, ProbeState::readiness()));
+            self.liveness = prepared
+                .liveness_probe
+                .map(|spec| Periodic::new(spec, ProbeState::liveness()));
+        }
+        Ok(())
+    }
+
+    /// Readiness right after a launch: awaited once, or left to the periodic probe (a
+    /// container without a readiness probe is ready once it runs).
+    async fn after_launch(&mut self) {
+        if self.program.probe_periodically {
+            let ready = self.readiness.is_none();
+            self.desired = self.desired.clone().with_ready(ready);
+        } else if let Some(process) = self.process.clone() {
+            probe_ready(
+                &self.name,
+                &process,
+                self.readiness_spec.as_ref(),
+                READINESS_WAIT,
+            )
+            .await;
+            self.desired = self.desired.clone().with_ready(true);
+        }
+    }
+
+    /// Keeps the pod's status true to its process until the pod is deleted.
+    async fn supervise(mut self, updates: &mut watch::Receiver<Option<Arc<Pod>>>) {
+        self.patch().await;
+        loop {
+            tokio::select! {
+                changed = updates.changed() => {
+                    if changed.is_err() {
+                        // The runner stopped.
+                        if let Some(process) = &self.process {
+                            process.kill();
                         }
-                    }
-                    _ => {
-                        eprintln!("e2e runner: pod {name} deleted: SIGTERM to pid {}", process.pid());
-                        let status = process.terminate(TERMINATION_GRACE).await;
-                        eprintln!(
-                            "e2e runner: pod {name}: process ended ({})",
-                            status.map_or_else(|| "unknown".to_string(), |s| s.to_string())
-                        );
                         return;
                     }
+                    let current = updates.borrow_and_update().clone();
+                    match current {
+                        Some(p) if p.metadata.deletion_timestamp.is_none() => {
+                            if !self.desired.holds(&p) {
+                                eprintln!(
+                                    "e2e runner: pod {}: status was overwritten ({}), re-asserting",
+                                    self.name,
+                                    describe_status(&p)
+                                );
+                                self.patch().await;
+                            }
+                            self.pod = p;
+                        }
+                        _ => {
+                            self.stop().await;
+                            return;
+                        }
+                    }
                 }
-            }
-            status = exited(&mut exit), if desired.running => {
-                let code = status.map_or(137, exit_code);
-                eprintln!(
-                    "e2e runner: pod {name}: process {} exited with code {code}",
-                    process.pid()
-                );
-                desired = desired.terminated(code);
-                patch_status(&api, &name, &uid, &desired, &mut last_patch).await;
+                status = exited(&mut self.exit) => self.on_exit(status).await,
+                () = wait_until(self.restart_at) => self.restart().await,
+                () = tick(&mut self.readiness) => self.probe_readiness().await,
+                () = tick(&mut self.liveness) => self.probe_liveness().await,
             }
         }
     }
-}
 
-async fn exited(rx: &mut watch::Receiver<Option<ExitStatus>>) -> Option<ExitStatus> {
-    match rx.wait_for(Option::is_some).await {
-        Ok(status) => *status,
-        Err(_) => None,
+    /// The grace period between SIGTERM and SIGKILL.
+    fn grace(&self) -> Duration {
+        self.program.termination_grace.unwrap_or_else(|| {
+            let seconds = self.pod.metadata.deletion_grace_period_seconds.or_else(|| {
+                self.pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            });
+            seconds
+                .and_then(|s| u64::try_from(s).ok())
+                .map_or(DEFAULT_GRACE, Duration::from_secs)
+        })
     }
-}
 
-/// Writes `desired` through the status subresource, a few times if the API fails. The pod's
-/// UID in the patch makes it fail rather than touch a new pod of the same name.
-async fn patch_status(
-    api: &Api<Pod>,
-    name: &str,
-    uid: &str,
-    desired: &Desired,
-    last: &mut Option<Instant>,
-) {
-    if let Some(at) = *last {
-        let since = at.elapsed();
-        if since < PATCH_SPACING {
-            tokio::time::sleep(PATCH_SPACING.saturating_sub(since)).await;
+    /// The pod was deleted: SIGTERM, SIGKILL after the grace period.
+    async fn stop(&mut self) {
+        self.restart_at = None;
+        let Some(process) = self.process.take() else {
+            eprintln!("e2e runner: pod {} deleted (no process running)", self.name);
+            return;
+        };
+        let grace = self.grace();
+        eprintln!(
+            "e2e runner: pod {} deleted: SIGTERM to pid {} (SIGKILL after {grace:?})",
+            self.name,
+            process.pid()
+        );
+        let status = process.terminate(grace).await;
+        eprintln!(
+            "e2e runner: pod {}: process ended ({})",
+            self.name,
+            status.map_or_else(|| "unknown".to_string(), |s| s.to_string())
+        );
+    }
+
+    /// The process ended: report it, and restart it if the pod's restart policy says so.
+    async fn on_exit(&mut self, status: Option<ExitStatus>) {
+        let code = status.map_or(137, exit_code);
+        let pid = self.process.take().map_or(0, |p| p.pid());
+        self.exit = None;
+        self.readiness = None;
+        self.liveness = None;
+        let policy = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.clone())
+            .unwrap_or_else(|| "Always".into());
+        let restart = match policy.as_str() {
+            "Never" => false,
+            "OnFailure" => code != 0,
+            _ => true,
+        };
+        if restart {
+            if self.launched.elapsed() >= BACKOFF_RESET {
+                self.backoff = RESTART_BACKOFF;
+            }
+            let delay = self.backoff;
+            self.backoff = (self.backoff * 2).min(MAX_RESTART_BACKOFF);
+            eprintln!(
+                "e2e runner: pod {}: process {pid} exited with code {code}; restart in {delay:?} \
+                 (restartPolicy {policy})",
+                self.name
+            );
+            self.desired = self.desired.clone().backing_off(code, delay);
+            self.restart_at = Some(tokio::time::Instant::now() + delay);
+        } else {
+            eprintln!(
+                "e2e runner: pod {}: process {pid} exited with code {code}",
+                self.name
+            );
+            self.desired = self.desired.clone().terminated(code);
         }
+        self.patch().await;
     }
-    let body = json!({ "metadata": { "uid": uid }, "status": desired.status() });
-    for attempt in 1..=5 {
-        *last = Some(Instant::now());
-        match api
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
-            .await
-        {
-            Ok(_) => return,
-            Err(e) if is_not_found(&e) => return,
+
+    /// The back-off is over: start the container again.
+    async fn restart(&mut self) {
+        self.restart_at = None;
+        match self.launch() {
+            Ok(()) => {
+                self.desired = self.desired.clone().restarted();
+                self.after_launch().await;
+            }
             Err(e) => {
-                eprintln!("e2e runner: pod {name}: status write {attempt}/5 failed: {e}");
-                if matches!(&e, kube::Error::Api(s) if s.code == 409 || s.code == 422) {
-                    // A new pod of the same name, or a status the API refuses: retrying
-                    // the same write will not help.
-                    return;
+                let delay = self.backoff;
+                self.backoff = (self.backoff * 2).min(MAX_RESTART_BACKOFF);
+                eprintln!(
+                    "e2e runner: ERROR: pod {}: restart failed: {e}; trying again in {delay:?}",
+                    self.name
+                );
+                self.restart_at = Some(tokio::time::Instant::now() + delay);
+            }
+        }
+        self.patch().await;
+    }
+
+    async fn probe_readiness(&mut self) {
+        let Some(spec) = self.readiness.as_ref().map(|p| p.spec.clone()) else {
+            return;
+        };
+        let result = spec.check().await;
+        let Some(probe) = self.readiness.as_mut() else {
+            return;
+        };
+        if let Some(ready) = probe.state.record(&spec, result.is_ok()) {
+            eprintln!(
+                "e2e runner: pod {}: {} (readiness probe {}{})",
+                self.name,
+                if ready { "ready" } else { "not ready" },
+                spec.target(),
+                result.err().map(|e| format!(": {e}")).unwrap_or_default()
+            );
+            self.desired = self.desired.clone().with_ready(ready);
+            self.patch().await;
+        }
+    }
+
+    async fn probe_liveness(&mut self) {
+        let Some(spec) = self.liveness.as_ref().map(|p| p.spec.clone()) else {
+            return;
+        };
+        let result = spec.check().await;
+        let Some(probe) = self.liveness.as_mut() else {
+            return;
+        };
+        if probe.state.record(&spec, result.is_ok()) == Some(false) {
+            let grace = self.grace();
+            eprintln!(
+                "e2e runner: pod {}: liveness probe {} failed {} times ({}): killing the \
+                 container (SIGTERM, SIGKILL after {grace:?})",
+                self.name,
+                spec.target(),
+                spec.failure_threshold,
+                result.err().unwrap_or_default()
+            );
+            self.liveness = None;
+            if let Some(process) = self.process.clone() {
+                // The exit is handled as any other: the restart policy decides.
+                tokio::spawn(async move {
+                    process.terminate(grace).await;
+                });
+            }
+        }
+    }
+
+    /// Writes the desired status through the status subresource, a few times if the API
+    /// fails. The pod's UID in the patch makes it fail rather than touch a new pod of the same
+    /// name.
+    async fn patch(&mut self) {
+        if let Some(at) = self.last_patch {
+            let since = at.elapsed();
+            if since < PATCH_SPACING {
+                tokio::time::sleep(PATCH_SPACING.saturating_sub(since)).await;
+            }
+        }
+        let name = self.pod.name_any();
+        let uid = self.pod.uid().unwrap_or_default();
+        let body = json!({ "metadata": { "uid": uid }, "status": self.desired.status() });
+        for attempt in 1..=5 {
+            self.last_patch = Some(Instant::now());
+            match self
+                .api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
+                .await
+            {
+                Ok(_) => return,
+                Err(e) if is_not_found(&e) => return,
+                Err(e) => {
+                    eprintln!(
+                        "e2e runner: pod {}: status write {attempt}/5 failed: {e}",
+                        self.name
+                    );
+                    if matches!(&e, kube::Error::Api(s) if s.code == 409 || s.code == 422) {
+                        // A new pod of the same name, or a status the API refuses: retrying
+                        // the same write will not help.
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }
@@ -575,139 +1222,6 @@ fn describe_status(pod: &Pod) -> String {
     )
 }
 
-/// The status the runner wants a pod to have.
-#[derive(Clone, Debug)]
-pub struct Desired {
-    ip: Ipv4Addr,
-    container: String,
-    image: String,
-    started: String,
-    running: bool,
-    exit_code: i32,
-    finished: String,
-}
-
-/// The current time as the API writes it.
-fn now() -> String {
-    k8s_openapi::jiff::fmt::strtime::format("%Y-%m-%dT%H:%M:%SZ", Timestamp::now())
-        .unwrap_or_default()
-}
-
-impl Desired {
-    /// A pod whose container runs and is ready.
-    pub fn running(ip: Ipv4Addr, container: &str, image: &str) -> Self {
-        Self {
-            ip,
-            container: container.to_string(),
-            image: image.to_string(),
-            started: now(),
-            running: true,
-            exit_code: 0,
-            finished: String::new(),
-        }
-    }
-
-    /// The same pod once its container exited with `code`.
-    #[must_use]
-    pub fn terminated(mut self, code: i32) -> Self {
-        self.running = false;
-        self.exit_code = code;
-        self.finished = now();
-        self
-    }
-
-    fn phase(&self) -> &'static str {
-        match (self.running, self.exit_code) {
-            (true, _) => "Running",
-            (false, 0) => "Succeeded",
-            (false, _) => "Failed",
-        }
-    }
-
-    /// The `status` to write.
-    pub fn status(&self) -> Value {
-        let ip = self.ip.to_string();
-        let t = &self.started;
-        // The readiness conditions last changed when the container stopped, if it has.
-        let changed = if self.running { t } else { &self.finished };
-        let condition = |type_: &str, ok: bool, reason: &str| {
-            let at = if type_ == "ContainersReady" || type_ == "Ready" {
-                changed
-            } else {
-                t
-            };
-            let mut c = json!({ "type": type_, "status": if ok { "True" } else { "False" }, "lastTransitionTime": at });
-            if !reason.is_empty() {
-                c["reason"] = json!(reason);
-            }
-            c
-        };
-        let ready_reason = match (self.running, self.exit_code) {
-            (true, _) => "",
-            (false, 0) => "PodCompleted",
-            (false, _) => "ContainersNotReady",
-        };
-        let state = if self.running {
-            json!({ "running": { "startedAt": t } })
-        } else {
-            json!({ "terminated": {
-                "exitCode": self.exit_code,
-                "reason": if self.exit_code == 0 { "Completed" } else { "Error" },
-                "startedAt": t,
-                "finishedAt": self.finished,
-            } })
-        };
-        json!({
-            "phase": self.phase(),
-            "hostIP": ip,
-            "hostIPs": [{ "ip": ip }],
-            "podIP": ip,
-            "podIPs": [{ "ip": ip }],
-            "startTime": t,
-            "conditions": [
-                condition("PodScheduled", true, ""),
-                condition("Initialized", true, ""),
-                condition("ContainersReady", self.running, ready_reason),
-                condition("Ready", self.running, ready_reason),
-            ],
-            "containerStatuses": [{
-                "name": self.container,
-                "image": self.image,
-                "imageID": "",
-                "ready": self.running,
-                "started": self.running,
-                "restartCount": 0,
-                "state": state,
-            }],
-        })
-    }
-
-    /// Whether `pod`'s status says what this one does (phase, addresses, readiness, scheduling).
-    pub fn holds(&self, pod: &Pod) -> bool {
-        let Some(s) = &pod.status else {
-            return false;
-        };
-        let ip = self.ip.to_string();
-        let condition = |type_: &str| {
-            s.conditions
-                .iter()
-                .flatten()
-                .find(|c| c.type_ == type_)
-                .map(|c| c.status.as_str())
-        };
-        let want = if self.running { "True" } else { "False" };
-        s.phase.as_deref() == Some(self.phase())
-            && s.pod_ip.as_deref() == Some(ip.as_str())
-            && s.host_ip.as_deref() == Some(ip.as_str())
-            && condition("PodScheduled") == Some("True")
-            && condition("Ready") == Some(want)
-            && s.container_statuses
-                .iter()
-                .flatten()
-                .any(|c| c.name == self.container && c.ready == self.running)
-    }
-}
-
 /// The loopback address of host number `n`: 127.0.0.10 upward, past 127.0.0.254 into
 /// 127.0.1.x and on (all of 127/8 reaches the loopback interface), skipping .0 and .255.
 fn host_address(n: u32) -> Option<Ipv4Addr> {
@@ -721,7 +1235,7 @@ fn allocate_address(ports: &[ContainerPort]) -> Result<Ipv4Addr> {
         let n = NEXT_HOST.fetch_add(1, Ordering::SeqCst);
         if n > LAST_HOST {
             return Err(Error::Setup(
-                "out of loopback addresses 127.0.0.10-127.0.255.254 for media nodes".into(),
+                "out of loopback addresses 127.0.0.10-127.0.255.254 for pods".into(),
             ));
         }
         let Some(ip) = host_address(n) else {
@@ -748,417 +1262,12 @@ fn exposed_port(p: &ContainerPort) -> u16 {
     u16::try_from(port).unwrap_or(0)
 }
 
-/// The Secrets and ConfigMaps a pod refers to, keyed by name.
-#[derive(Default, Debug)]
-pub struct Objects {
-    /// Secret data by Secret name.
-    pub secrets: HashMap<String, BTreeMap<String, Vec<u8>>>,
-    /// ConfigMap data (and binary data) by ConfigMap name.
-    pub config_maps: HashMap<String, BTreeMap<String, Vec<u8>>>,
-}
-
-/// What the pod refers to: (is a Secret, name, required).
-fn references(pod: &Pod, container: &Container) -> Vec<(bool, String, bool)> {
-    let mut refs = Vec::new();
-    let required = |optional: Option<bool>| !optional.unwrap_or(false);
-    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-        if let Some(s) = &v.secret {
-            refs.push((
-                true,
-                s.secret_name.clone().unwrap_or_default(),
-                required(s.optional),
-            ));
-        }
-        if let Some(c) = &v.config_map {
-            refs.push((false, c.name.clone(), required(c.optional)));
-        }
-    }
-    for e in container.env.iter().flatten() {
-        let Some(from) = &e.value_from else { continue };
-        if let Some(s) = &from.secret_key_ref {
-            refs.push((true, s.name.clone(), required(s.optional)));
-        }
-        if let Some(c) = &from.config_map_key_ref {
-            refs.push((false, c.name.clone(), required(c.optional)));
-        }
-    }
-    for e in container.env_from.iter().flatten() {
-        if let Some(s) = &e.secret_ref {
-            refs.push((true, s.name.clone(), required(s.optional)));
-        }
-        if let Some(c) = &e.config_map_ref {
-            refs.push((false, c.name.clone(), required(c.optional)));
-        }
-    }
-    refs.sort();
-    refs.dedup();
-    refs
-}
-
-/// Fetches what the pod refers to, waiting up to [`SECRET_WAIT`] for required objects (the
-/// operator may create a fleet's Secrets after its first pods). `None` if the pod is deleted
-/// meanwhile.
-async fn fetch_objects(
-    shared: &Shared,
-    pod: &Pod,
-    container: &Container,
-    updates: &watch::Receiver<Option<Arc<Pod>>>,
-) -> Result<Option<Objects>> {
-    let secrets: Api<Secret> = Api::namespaced(shared.client.clone(), &shared.namespace);
-    let config_maps: Api<ConfigMap> = Api::namespaced(shared.client.clone(), &shared.namespace);
-    let deadline = Instant::now() + SECRET_WAIT;
-    let mut objects = Objects::default();
-    for (is_secret, name, required) in references(pod, container) {
-        loop {
-            let found = if is_secret {
-                secrets.get_opt(&name).await.map(|s| {
-                    s.map(|s| {
-                        s.data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, v.0))
-                            .collect::<BTreeMap<_, _>>()
-                    })
-                })
-            } else {
-                config_maps.get_opt(&name).await.map(|c| {
-                    c.map(|c| {
-                        let mut data: BTreeMap<String, Vec<u8>> = c
-                            .data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, v.into_bytes()))
-                            .collect();
-                        data.extend(
-                            c.binary_data
-                                .unwrap_or_default()
-                                .into_iter()
-                                .map(|(k, v)| (k, v.0)),
-                        );
-                        data
-                    })
-                })
-            };
-            let what = if is_secret { "Secret" } else { "ConfigMap" };
-            match found {
-                Ok(Some(data)) => {
-                    if is_secret {
-                        objects.secrets.insert(name.clone(), data);
-                    } else {
-                        objects.config_maps.insert(name.clone(), data);
-                    }
-                    break;
-                }
-                Ok(None) if !required => break,
-                Ok(None) | Err(_) if Instant::now() < deadline => {
-                    if updates.borrow().is_none() {
-                        return Ok(None);
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Ok(None) => {
-                    return Err(Error::Setup(format!(
-                        "{what} {name} still missing after {SECRET_WAIT:?}"
-                    )));
-                }
-                Err(e) => {
-                    return Err(Error::Setup(format!("reading {what} {name}: {e}")));
-                }
-            }
-        }
-    }
-    Ok(Some(objects))
-}
-
-/// Writes the container's mounted volumes under `root`; returns (mountPath, local path) pairs,
-/// longest mount path first.
-fn write_volumes(
-    pod: &Pod,
-    container: &Container,
-    objects: &Objects,
-    root: &Path,
-) -> Result<Vec<(String, PathBuf)>> {
-    let volumes: Vec<_> = pod
-        .spec
-        .iter()
-        .flat_map(|s| s.volumes.iter().flatten())
-        .collect();
-    let mut mounts = Vec::new();
-    for m in container.volume_mounts.iter().flatten() {
-        let Some(volume) = volumes.iter().find(|v| v.name == m.name) else {
-            return Err(Error::Setup(format!(
-                "volume mount {} names no volume",
-                m.name
-            )));
-        };
-        let dir = root.join(&volume.name);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
-        let (data, items) = if let Some(s) = &volume.secret {
-            let name = s.secret_name.clone().unwrap_or_default();
-            (objects.secrets.get(&name), s.items.clone())
-        } else if let Some(c) = &volume.config_map {
-            (objects.config_maps.get(&c.name), c.items.clone())
-        } else {
-            if volume.empty_dir.is_none() {
-                eprintln!(
-                    "e2e runner: volume {} is neither a Secret, a ConfigMap nor an emptyDir: \
-                     mounted as an empty directory",
-                    volume.name
-                );
-            }
-            (None, None)
-        };
-        if let Some(data) = data {
-            let files: Vec<(String, String)> = match items {
-                Some(items) => items.into_iter().map(|i| (i.key, i.path)).collect(),
-                None => data.keys().map(|k| (k.clone(), k.clone())).collect(),
-            };
-            for (key, path) in files {
-                let Some(bytes) = data.get(&key) else {
-                    return Err(Error::Setup(format!(
-                        "volume {}: key {key} not found",
-                        volume.name
-                    )));
-                };
-                let file = dir.join(&path);
-                if let Some(parent) = file.parent() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
-                }
-                std::fs::write(&file, bytes)
-                    .map_err(|e| Error::io(format!("cannot write {}", file.display()), e))?;
-            }
-        }
-        let local = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            Some(sub) => dir.join(sub),
-            None => dir,
-        };
-        let mount_path = m.mount_path.trim_end_matches('/');
-        if !mount_path.is_empty() {
-            mounts.push((mount_path.to_string(), local));
-        }
-    }
-    mounts.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
-    Ok(mounts)
-}
-
-/// The value of a `fieldRef`, as a kubelet resolves it, with `ip` as pod and host IP.
-fn field_value(pod: &Pod, path: &str, ip: Ipv4Addr) -> Result<String, String> {
-    let meta = &pod.metadata;
-    let from_map = |map: Option<&BTreeMap<String, String>>, prefix: &str| {
-        let key = path
-            .strip_prefix(prefix)
-            .and_then(|k| k.strip_suffix("']"))
-            .unwrap_or_default();
-        map.and_then(|m| m.get(key)).cloned().unwrap_or_default()
-    };
-    Ok(match path {
-        "status.hostIP" | "status.hostIPs" | "status.podIP" | "status.podIPs" => ip.to_string(),
-        "metadata.name" => pod.name_any(),
-        "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
-        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
-        "spec.nodeName" => pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.clone())
-            .unwrap_or_default(),
-        "spec.serviceAccountName" => pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.service_account_name.clone())
-            .unwrap_or_else(|| "default".into()),
-        p if p.starts_with("metadata.labels['") => {
-            from_map(meta.labels.as_ref(), "metadata.labels['")
-        }
-        p if p.starts_with("metadata.annotations['") => {
-            from_map(meta.annotations.as_ref(), "metadata.annotations['")
-        }
-        other => {
-            return Err(format!(
-                "fieldRef {other} is not supported by the e2e runner"
-            ));
-        }
-    })
-}
-
-fn lookup(
-    source: &HashMap<String, BTreeMap<String, Vec<u8>>>,
-    what: &str,
-    name: &str,
-    key: &str,
-    optional: Option<bool>,
-) -> Result<Option<String>, String> {
-    match source.get(name).and_then(|d| d.get(key)) {
-        Some(v) => Ok(Some(String::from_utf8_lossy(v).into_owned())),
-        None if optional.unwrap_or(false) => Ok(None),
-        None => Err(format!("{what} {name} has no key {key}")),
-    }
-}
-
-/// The container's environment as a kubelet builds it (`envFrom`, then `env` in order with
-/// `$(VAR)` expansion), then bind addresses and volume paths rewritten for this machine.
-pub fn resolve_env(
-    pod: &Pod,
-    container: &Container,
-    ip: Ipv4Addr,
-    ports: &[ContainerPort],
-    mounts: &[(String, PathBuf)],
-    objects: &Objects,
-) -> Result<Vec<(String, String)>, String> {
-    let mut env: Vec<(String, String)> = Vec::new();
-    let mut vars: HashMap<String, String> = HashMap::new();
-    for from in container.env_from.iter().flatten() {
-        let prefix = from.prefix.clone().unwrap_or_default();
-        let data = if let Some(s) = &from.secret_ref {
-            objects.secrets.get(&s.name)
-        } else if let Some(c) = &from.config_map_ref {
-            objects.config_maps.get(&c.name)
-        } else {
-            None
-        };
-        for (k, v) in data.into_iter().flatten() {
-            let value = String::from_utf8_lossy(v).into_owned();
-            define(&mut env, &mut vars, format!("{prefix}{k}"), value);
-        }
-    }
-    for EnvVar {
-        name,
-        value,
-        value_from,
-    } in container.env.iter().flatten()
-    {
-        let resolved = if let Some(from) = value_from {
-            if let Some(f) = &from.field_ref {
-                Some(field_value(pod, &f.field_path, ip)?)
-            } else if let Some(s) = &from.secret_key_ref {
-                lookup(&objects.secrets, "Secret", &s.name, &s.key, s.optional)?
-            } else if let Some(c) = &from.config_map_key_ref {
-                lookup(
-                    &objects.config_maps,
-                    "ConfigMap",
-                    &c.name,
-                    &c.key,
-                    c.optional,
-                )?
-            } else {
-                eprintln!("e2e runner: env {name}: resourceFieldRef is given as 0");
-                Some("0".to_string())
-            }
-        } else {
-            Some(expand(value.as_deref().unwrap_or_default(), &vars))
-        };
-        if let Some(v) = resolved {
-            define(&mut env, &mut vars, name.clone(), v);
-        }
-    }
-    Ok(env
-        .into_iter()
-        .map(|(k, v)| {
-            let v = rewrite(&v, ip, ports, mounts);
-            (k, v)
-        })
-        .collect())
-}
-
-/// Defines (or redefines, in place) a variable.
-fn define(
-    env: &mut Vec<(String, String)>,
-    vars: &mut HashMap<String, String>,
-    name: String,
-    value: String,
-) {
-    vars.insert(name.clone(), value.clone());
-    match env.iter_mut().find(|(n, _)| *n == name) {
-        Some(slot) => slot.1 = value,
-        None => env.push((name, value)),
-    }
-}
-
-/// Kubernetes' `$(VAR)` expansion: `$$` is a literal `$`; `$(NAME)` is NAME's value if it
-/// is defined, else left as written; any other `$` is literal.
-pub fn expand<S: std::hash::BuildHasher>(input: &str, vars: &HashMap<String, String, S>) -> String {
-    let bytes = input.as_bytes();
-    let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'$' && i + 1 < bytes.len() {
-            match bytes[i + 1] {
-                b'$' => {
-                    out.push(b'$');
-                    i += 2;
-                }
-                b'(' => {
-                    if let Some(close) = bytes[i + 2..].iter().position(|b| *b == b')') {
-                        let name = &input[i + 2..i + 2 + close];
-                        match vars.get(name) {
-                            Some(v) => out.extend_from_slice(v.as_bytes()),
-                            None => out.extend_from_slice(&bytes[i..i + 3 + close]),
-                        }
-                        i += 3 + close;
-                    } else {
-                        out.extend_from_slice(b"$(");
-                        i += 2;
-                    }
-                }
-                other => {
-                    out.push(b'$');
-                    out.push(other);
-                    i += 2;
-                }
-            }
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Rewrites a wildcard bind address (`0.0.0.0:P`, `[::]:P`) to `ip:Q` (Q: container port P's
-/// host port, else P), and a path under a volume's mount path to where the volume was written.
-pub fn rewrite(
-    value: &str,
-    ip: Ipv4Addr,
-    ports: &[ContainerPort],
-    mounts: &[(String, PathBuf)],
-) -> String {
-    let wildcard = value
-        .strip_prefix("0.0.0.0:")
-        .or_else(|| value.strip_prefix("[::]:"));
-    if let Some(port) = wildcard.and_then(|p| p.parse::<i32>().ok()) {
-        let mapped = ports
-            .iter()
-            .filter(|p| p.container_port == port)
-            .find_map(|p| p.host_port.filter(|h| *h > 0))
-            .unwrap_or(port);
-        return format!("{ip}:{mapped}");
-    }
-    for (mount, local) in mounts {
-        if value == mount {
-            return local.display().to_string();
-        }
-        if let Some(rest) = value
-            .strip_prefix(mount.as_str())
-            .and_then(|r| r.strip_prefix('/'))
-        {
-            return local.join(rest).display().to_string();
-        }
-    }
-    value.to_string()
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
-    use super::*;
+    use serde_json::json;
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-            .collect()
-    }
+    use super::*;
 
     #[test]
     fn host_numbers_map_to_loopback_addresses_past_254() {
@@ -1176,150 +1285,186 @@ mod tests {
     }
 
     #[test]
-    fn expansion_follows_kubernetes() {
-        let v = vars(&[("A", "x"), ("HOST", "127.0.0.10")]);
-        assert_eq!(expand("$(HOST):21000", &v), "127.0.0.10:21000");
-        assert_eq!(expand("$(A)$(A)", &v), "xx");
-        assert_eq!(expand("$(MISSING)", &v), "$(MISSING)");
-        assert_eq!(expand("$$(A)", &v), "$(A)");
-        assert_eq!(expand("$$", &v), "$");
-        assert_eq!(expand("a$b", &v), "a$b");
-        assert_eq!(expand("$(A", &v), "$(A");
-        assert_eq!(expand("end$", &v), "end$");
-        assert_eq!(expand("é$(A)é", &v), "éxé");
-    }
-
-    fn port(container: i32, host: Option<i32>, protocol: &str) -> ContainerPort {
-        ContainerPort {
-            container_port: container,
-            host_port: host,
-            protocol: Some(protocol.into()),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn bind_addresses_and_mount_paths_are_rewritten() {
-        let ip = Ipv4Addr::new(127, 0, 0, 12);
-        let ports = [
-            port(7882, Some(21003), "UDP"),
-            port(7880, Some(21003), "TCP"),
-            port(7881, None, "TCP"),
-        ];
-        let mounts = vec![(
-            "/etc/ruche/join-key".to_string(),
-            PathBuf::from("/tmp/x/join-key"),
-        )];
+    fn one_watch_selects_every_programs_pods() {
+        let media = Program::media_node(Path::new("/bin/m"));
+        let operator = Program::operator(Path::new("/bin/o"));
+        assert_eq!(selector(std::slice::from_ref(&media)), POD_SELECTOR);
+        assert_eq!(selector(std::slice::from_ref(&operator)), OPERATOR_SELECTOR);
+        let both = [media, operator];
         assert_eq!(
-            rewrite("0.0.0.0:7882", ip, &ports, &mounts),
-            "127.0.0.12:21003"
+            selector(&both),
+            "app.kubernetes.io/name in (ruche-media-node,ruche-operator)"
         );
-        assert_eq!(
-            rewrite("0.0.0.0:7880", ip, &ports, &mounts),
-            "127.0.0.12:21003"
-        );
-        assert_eq!(
-            rewrite("0.0.0.0:7881", ip, &ports, &mounts),
-            "127.0.0.12:7881"
-        );
-        assert_eq!(
-            rewrite("0.0.0.0:9999", ip, &ports, &mounts),
-            "127.0.0.12:9999"
-        );
-        assert_eq!(
-            rewrite("/etc/ruche/join-key/token-key", ip, &ports, &mounts),
-            "/tmp/x/join-key/token-key"
-        );
-        assert_eq!(
-            rewrite("/etc/ruche/join-keys", ip, &ports, &mounts),
-            "/etc/ruche/join-keys"
-        );
-        assert_eq!(rewrite("100", ip, &ports, &mounts), "100");
-    }
-
-    #[test]
-    fn environment_resolves_like_a_kubelet() {
         let pod: Pod = serde_json::from_value(json!({
-            "metadata": { "name": "n1", "namespace": "ns", "uid": "u1", "labels": { "zone": "a" } },
-            "spec": {
-                "containers": [{
-                    "name": "media-node",
-                    "image": "img",
-                    "ports": [
-                        { "containerPort": 7882, "hostPort": 21001, "protocol": "UDP" },
-                        { "containerPort": 7880, "hostPort": 21001, "protocol": "TCP" }
-                    ],
-                    "env": [
-                        { "name": "RUCHE_HOST_IP", "valueFrom": { "fieldRef": { "fieldPath": "status.hostIP" } } },
-                        { "name": "RUCHE_MEDIA_BIND", "value": "0.0.0.0:7882" },
-                        { "name": "RUCHE_ADVERTISE", "value": "$(RUCHE_HOST_IP):21001" },
-                        { "name": "RUCHE_HTTP_BIND", "value": "0.0.0.0:7880" },
-                        { "name": "EARLY", "value": "$(LATE)" },
-                        { "name": "LATE", "value": "l" },
-                        { "name": "ZONE", "valueFrom": { "fieldRef": { "fieldPath": "metadata.labels['zone']" } } },
-                        { "name": "KEY", "value": "/etc/ruche/join-key/token-key" },
-                        { "name": "FROM_SECRET", "valueFrom": { "secretKeyRef": { "name": "s", "key": "k" } } }
-                    ],
-                    "volumeMounts": [{ "name": "join-key", "mountPath": "/etc/ruche/join-key" }]
-                }],
-                "volumes": [{ "name": "join-key", "secret": { "secretName": "s" } }]
-            }
+            "metadata": { "name": "p", "labels": { "app.kubernetes.io/name": "ruche-operator" } }
         }))
         .unwrap();
-        let container = media_container(&pod).unwrap();
-        let ports = container.ports.clone().unwrap();
-        let mut objects = Objects::default();
-        objects.secrets.insert(
-            "s".into(),
-            BTreeMap::from([("k".to_string(), b"v".to_vec())]),
-        );
-        let mounts = vec![(
-            "/etc/ruche/join-key".to_string(),
-            PathBuf::from("/t/join-key"),
-        )];
-        let ip = Ipv4Addr::new(127, 0, 0, 10);
-        let env = resolve_env(&pod, container, ip, &ports, &mounts, &objects).unwrap();
-        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        assert_eq!(get("RUCHE_HOST_IP"), Some("127.0.0.10"));
-        assert_eq!(get("RUCHE_MEDIA_BIND"), Some("127.0.0.10:21001"));
-        assert_eq!(get("RUCHE_ADVERTISE"), Some("127.0.0.10:21001"));
-        assert_eq!(get("RUCHE_HTTP_BIND"), Some("127.0.0.10:21001"));
         assert_eq!(
-            get("EARLY"),
-            Some("$(LATE)"),
-            "only earlier variables expand"
+            program_for(&both, &pod).map(|p| p.app.as_str()),
+            Some("ruche-operator")
         );
-        assert_eq!(get("ZONE"), Some("a"));
-        assert_eq!(get("KEY"), Some("/t/join-key/token-key"));
-        assert_eq!(get("FROM_SECRET"), Some("v"));
-        assert_eq!(
-            references(&pod, container),
-            vec![(true, "s".to_string(), true)]
-        );
+        let other: Pod = serde_json::from_value(json!({
+            "metadata": { "name": "p", "labels": { "app.kubernetes.io/name": "other" } }
+        }))
+        .unwrap();
+        assert!(program_for(&both, &other).is_none());
     }
 
     #[test]
-    fn status_round_trips_through_the_pod_type() {
-        let d = Desired::running(Ipv4Addr::new(127, 0, 0, 11), "media-node", "img");
-        let pod: Pod =
-            serde_json::from_value(json!({ "metadata": { "name": "p" }, "status": d.status() }))
-                .unwrap();
-        assert!(d.holds(&pod));
-        let mut overwritten = pod.clone();
-        if let Some(c) = overwritten
-            .status
-            .as_mut()
-            .and_then(|s| s.conditions.as_mut())
-            .and_then(|c| c.iter_mut().find(|c| c.type_ == "PodScheduled"))
-        {
-            c.status = "False".into();
+    fn the_api_server_comes_from_the_client_configuration() {
+        let config = kube::Config::new("https://127.0.0.1:28689".parse().unwrap());
+        assert_eq!(
+            ApiServer::of(&config),
+            Some(ApiServer {
+                host: "127.0.0.1".into(),
+                port: 28689
+            })
+        );
+        let config = kube::Config::new("https://[::1]/".parse().unwrap());
+        assert_eq!(
+            ApiServer::of(&config),
+            Some(ApiServer {
+                host: "::1".into(),
+                port: 443
+            })
+        );
+    }
+
+    /// The operator Deployment's pod as the controller-manager and admission leave it.
+    fn operator_pod() -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": "ruche-operator-67996875c4-g6v76",
+                "namespace": "ruche-system",
+                "uid": "536e7895-35d6-407f-90f5-51b90f7370ba",
+                "labels": { "app.kubernetes.io/name": "ruche-operator" }
+            },
+            "spec": {
+                "serviceAccountName": "ruche-operator",
+                "restartPolicy": "Always",
+                "terminationGracePeriodSeconds": 30,
+                "containers": [{
+                    "name": "operator",
+                    "image": "registry.example.gouv.fr/ruche/operator:0.1.0",
+                    "args": ["run"],
+                    "env": [
+                        { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
+                        { "name": "POD_NAMESPACE", "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } },
+                        { "name": "RUCHE_HTTP_BIND", "value": "0.0.0.0:8080" }
+                    ],
+                    "ports": [{ "name": "http", "containerPort": 8080, "protocol": "TCP" }],
+                    "readinessProbe": { "httpGet": { "path": "/readyz?standby=true", "port": "http" }, "periodSeconds": 5 },
+                    "livenessProbe": { "httpGet": { "path": "/livez", "port": "http" }, "periodSeconds": 10 },
+                    "volumeMounts": [{
+                        "name": "kube-api-access-s2mz9",
+                        "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                        "readOnly": true
+                    }]
+                }],
+                "volumes": [{
+                    "name": "kube-api-access-s2mz9",
+                    "projected": { "defaultMode": 420, "sources": [
+                        { "serviceAccountToken": { "expirationSeconds": 3607, "path": "token" } },
+                        { "configMap": { "name": "kube-root-ca.crt", "items": [{ "key": "ca.crt", "path": "ca.crt" }] } },
+                        { "downwardAPI": { "items": [{ "path": "namespace", "fieldRef": { "fieldPath": "metadata.namespace" } }] } },
+                        { "configMap": { "name": "openshift-service-ca.crt", "items": [{ "key": "service-ca.crt", "path": "service-ca.crt" }] } }
+                    ] }
+                }]
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_operator_pod_runs_in_cluster_in_its_own_mount_namespace() {
+        let pod = operator_pod();
+        let mut objects = Objects::default();
+        objects.config_maps.insert(
+            ROOT_CA_CONFIG_MAP.into(),
+            std::collections::BTreeMap::from([("ca.crt".to_string(), b"CA".to_vec())]),
+        );
+        objects
+            .tokens
+            .insert(token_key("kube-api-access-s2mz9", "token"), "tok".into());
+        let dir = std::env::temp_dir().join(format!("ruche-e2e-prepare-{}", std::process::id()));
+        let server = ApiServer {
+            host: "127.0.0.1".into(),
+            port: 28689,
+        };
+        let ip = Ipv4Addr::new(127, 0, 0, 44);
+        let program = Program::operator(Path::new("/opt/ruche-operator"));
+        let prepared =
+            prepare_with(&pod, &objects, &dir, &program, Some(ip), Some(&server)).unwrap();
+        assert!(prepared.isolated);
+        let env: std::collections::BTreeMap<_, _> = prepared.env.iter().cloned().collect();
+        assert_eq!(env["RUCHE_HTTP_BIND"], "127.0.0.44:8080");
+        assert_eq!(env["POD_NAME"], "ruche-operator-67996875c4-g6v76");
+        assert_eq!(env["POD_NAMESPACE"], "ruche-system");
+        assert_eq!(env["KUBERNETES_SERVICE_HOST"], "127.0.0.1");
+        assert_eq!(env["KUBERNETES_SERVICE_PORT"], "28689");
+        assert_eq!(env["HOME"], "/");
+        assert!(!env.contains_key("KUBECONFIG"));
+        assert_eq!(prepared.container, "operator");
+        assert_eq!(
+            prepared.readiness_probe.as_ref().map(ProbeSpec::target),
+            Some("http://127.0.0.44:8080/readyz?standby=true".into())
+        );
+        assert_eq!(
+            prepared.liveness_probe.as_ref().map(ProbeSpec::target),
+            Some("http://127.0.0.44:8080/livez".into())
+        );
+        assert_eq!(
+            prepared.notes,
+            vec![
+                "kube-api-access-s2mz9: ConfigMap openshift-service-ca.crt does not exist: \
+                 source skipped"
+                    .to_string()
+            ]
+        );
+        let volume = &prepared.mounts[0];
+        assert_eq!(
+            volume.mount_path,
+            "/var/run/secrets/kubernetes.io/serviceaccount"
+        );
+        assert!(volume.read_only);
+        for (file, content) in [
+            ("token", "tok"),
+            ("ca.crt", "CA"),
+            ("namespace", "ruche-system"),
+        ] {
+            assert_eq!(
+                std::fs::read_to_string(volume.local.join(file)).unwrap(),
+                content
+            );
         }
-        assert!(!d.holds(&overwritten), "an Unschedulable mark is noticed");
-        let done = d.terminated(137);
-        let pod: Pod =
-            serde_json::from_value(json!({ "metadata": { "name": "p" }, "status": done.status() }))
-                .unwrap();
-        assert!(done.holds(&pod));
-        assert_eq!(pod.status.unwrap().phase.as_deref(), Some("Failed"));
+        let command = prepared.command.as_std();
+        assert_eq!(command.get_program(), "unshare");
+        let args: Vec<String> = command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args[..6],
+            ["--mount", "--propagation", "private", "--", "sh", "-c"]
+        );
+        assert_eq!(args[6], MOUNT_SCRIPT);
+        assert_eq!(
+            args[7..],
+            [
+                "sh".to_string(),
+                "1".into(),
+                volume.local.display().to_string(),
+                "/var/run/secrets/kubernetes.io/serviceaccount".into(),
+                "ro".into(),
+                "/opt/ruche-operator".into(),
+                "run".into(),
+            ]
+        );
+        assert!(
+            prepared.printed.starts_with("[private mount namespace: "),
+            "{}",
+            prepared.printed
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
