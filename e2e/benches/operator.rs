@@ -1,4 +1,5 @@
-//! `make bench-operator`: the operator at scale against the cluster `KUBECONFIG` names.
+//! `make bench-operator`: the operator at scale against the cluster `RUCHE_E2E_KUBECONFIG`
+//! names.
 //!
 //! In a fresh namespace, under exactly the RBAC of `manifests/rbac/`, one `ruche-operator run`
 //! (release build) runs a fleet of 1,000 media nodes whose pods the pod runner starts as
@@ -9,12 +10,17 @@
 //!    just before its create request is sent to the moment a watch on Rooms shows it placed
 //!    (`status.node` set, phase Scheduled) is recorded: created → scheduled as a client sees
 //!    it, the API server's round trips and watch delivery included. p50, p90, p99 and max.
-//! 2. **Memory.** Rooms are created, 50 requests at a time, until there are 20,000; once all
+//! 2. **Burst.** 2,000 rooms are created at once (100 requests in flight): the time from the
+//!    first create request to the last room seen placed.
+//! 3. **Memory.** Rooms are created, 50 requests at a time, until there are 20,000; once all
 //!    are placed and a few poll periods have passed, the operator's resident memory (VmRSS)
 //!    and its peak (VmHWM) are read from `/proc`.
 //!
+//! Around each phase it reads the API server's own request counters (`/metrics`) and the
+//! operator's CPU time, and prints the writes the operator made per placement, by kind.
+//!
 //! Sizes change with `RUCHE_BENCH_NODES`, `RUCHE_BENCH_ROOMS`, `RUCHE_BENCH_RATE` (rooms per
-//! second) and `RUCHE_BENCH_RATE_SECONDS`. Without a cluster it prints
+//! second), `RUCHE_BENCH_RATE_SECONDS` and `RUCHE_BENCH_BURST`. Without a cluster it prints
 //! `SKIPPED (no cluster): <why>` and succeeds. Under `cargo test` (no `--bench` argument) it
 //! only says how to run it: a scale run is not a unit test.
 
@@ -29,7 +35,9 @@ use kube::api::PostParams;
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event, watcher};
 use ruche_crds::{MediaFleet, Room, RoomPhase};
+use ruche_e2e::apiserver::{RequestCounts, RequestKind};
 use ruche_e2e::fixtures;
+use ruche_e2e::usage::Usage;
 use ruche_e2e::{Error, NodeProgram, Result, TestEnv, wait};
 use tokio::task::JoinSet;
 
@@ -41,9 +49,13 @@ const ROOM_SLOTS: u32 = 4;
 const HOST_PORT_BASE: u16 = 20_000;
 /// Create requests in flight at once while filling up to the room count.
 const FILL_PARALLEL: usize = 50;
+/// Create requests in flight at once during the burst.
+const BURST_PARALLEL: usize = 100;
 /// The goals the figures are held against.
 const GOAL_P99: Duration = Duration::from_millis(50);
+const GOAL_BURST: Duration = Duration::from_secs(10);
 const GOAL_RSS_BYTES: u64 = 150_000_000;
+const GOAL_WRITES_PER_PLACEMENT: f64 = 2.0;
 
 /// The run's sizes, from the environment.
 struct Sizes {
@@ -51,6 +63,7 @@ struct Sizes {
     rooms: u32,
     rate: u32,
     rate_seconds: u32,
+    burst: u32,
 }
 
 fn setting(name: &str, default: u32) -> Result<u32> {
@@ -72,6 +85,7 @@ impl Sizes {
             rooms: setting("RUCHE_BENCH_ROOMS", 20_000)?,
             rate: setting("RUCHE_BENCH_RATE", 100)?,
             rate_seconds: setting("RUCHE_BENCH_RATE_SECONDS", 60)?,
+            burst: setting("RUCHE_BENCH_BURST", 2_000)?,
         };
         if !sizes.nodes.is_multiple_of(ZONES.len() as u32) {
             return Err(Error::Setup(format!(
@@ -80,10 +94,10 @@ impl Sizes {
                 ZONES.len()
             )));
         }
-        if sizes.rate * sizes.rate_seconds > sizes.rooms {
+        if sizes.rate * sizes.rate_seconds + sizes.burst > sizes.rooms {
             return Err(Error::Setup(format!(
-                "{} rooms/s for {} s is more than RUCHE_BENCH_ROOMS={}",
-                sizes.rate, sizes.rate_seconds, sizes.rooms
+                "{} rooms/s for {} s and a burst of {} is more than RUCHE_BENCH_ROOMS={}",
+                sizes.rate, sizes.rate_seconds, sizes.burst, sizes.rooms
             )));
         }
         if u64::from(sizes.rooms) * u64::from(ROOM_SLOTS)
@@ -208,17 +222,98 @@ async fn measure(env: &TestEnv, sizes: &Sizes) -> Result<()> {
     );
 
     let (seen, watch) = watch_placements(env);
-    let latency = latency_phase(env, sizes, &seen).await;
-    let result = match latency {
-        Ok(latency) => fill_and_weigh(env, sizes, &seen, operator_pid)
-            .await
-            .map(|memory| (latency, memory)),
-        Err(e) => Err(e),
+    let meter = Meter {
+        env,
+        pid: operator_pid,
+        seen: &seen,
     };
+    let result = async {
+        let (latency, steady) = meter
+            .phase(
+                &format!("{} rooms/s for {} s", sizes.rate, sizes.rate_seconds),
+                latency_phase(env, sizes, &seen),
+            )
+            .await?;
+        let (burst, burst_cost) = meter
+            .phase(
+                &format!("a burst of {} rooms", sizes.burst),
+                burst_phase(env, sizes, &seen),
+            )
+            .await?;
+        let (memory, fill) = meter
+            .phase(
+                &format!("fill to {} rooms", sizes.rooms),
+                fill_and_weigh(env, sizes, &seen, operator_pid),
+            )
+            .await?;
+        Ok::<_, Error>((latency, burst, memory, [steady, burst_cost, fill]))
+    }
+    .await;
     watch.abort();
-    let (latency, memory) = result?;
-    report(&server, sizes, fleet_ready, &latency, &memory);
+    let (latency, burst, memory, phases) = result?;
+    report(
+        &server,
+        sizes,
+        fleet_ready,
+        &latency,
+        &burst,
+        &memory,
+        &phases,
+    );
     Ok(())
+}
+
+/// What one phase of the run cost: placements made, the API requests the API server served
+/// (by kind), the operator's CPU time, the wall time.
+struct Cost {
+    name: String,
+    placements: usize,
+    requests: RequestCounts,
+    cpu: Duration,
+    wall: Duration,
+}
+
+/// Reads the costs around a phase.
+struct Meter<'a> {
+    env: &'a TestEnv,
+    pid: u32,
+    seen: &'a Seen,
+}
+
+impl Meter<'_> {
+    async fn phase<T>(
+        &self,
+        name: &str,
+        run: impl Future<Output = Result<T>>,
+    ) -> Result<(T, Cost)> {
+        let placed = count(self.seen);
+        let requests = RequestCounts::read(&self.env.client).await?;
+        let cpu = Usage::of(self.pid)?.cpu;
+        let started = Instant::now();
+        let out = run.await?;
+        let wall = started.elapsed();
+        // The event of the last placements is written just after their status.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let cost = Cost {
+            name: name.to_string(),
+            placements: count(self.seen).saturating_sub(placed),
+            requests: RequestCounts::read(&self.env.client)
+                .await?
+                .since(&requests),
+            cpu: Usage::of(self.pid)?.cpu.saturating_sub(cpu),
+            wall,
+        };
+        Ok((out, cost))
+    }
+}
+
+/// Writes made by the operator: everything but the bench's own room creations and what the
+/// pod runner does as a kubelet (pod status, ServiceAccount tokens).
+fn by_operator(k: &RequestKind) -> bool {
+    let bench = k.verb == "POST" && k.resource == "rooms" && k.subresource.is_empty();
+    let kubelet = (k.resource == "pods" && k.subresource == "status")
+        || (k.resource == "serviceaccounts" && k.subresource == "token");
+    !bench && !kubelet
 }
 
 /// The bench fleet: `per_zone` nodes in each zone, host ports.
@@ -328,6 +423,53 @@ async fn latency_phase(env: &TestEnv, sizes: &Sizes, seen: &Seen) -> Result<Late
     })
 }
 
+/// How long a burst of rooms created at once took to be placed.
+struct Burst {
+    rooms: usize,
+    /// From the first create request to the last room seen placed.
+    all_placed: Duration,
+    /// From the first create request to the last create answered.
+    all_created: Duration,
+}
+
+async fn burst_phase(env: &TestEnv, sizes: &Sizes, seen: &Seen) -> Result<Burst> {
+    let first = sizes.rate * sizes.rate_seconds;
+    let names: Vec<String> = (first..first + sizes.burst)
+        .map(|i| format!("burst-{i:06}"))
+        .collect();
+    let rooms = names
+        .iter()
+        .map(|n| fixtures::room(n, FLEET, ROOM_SLOTS, &[]))
+        .collect::<Result<Vec<_>>>()?;
+    let started = Instant::now();
+    env.create_rooms(rooms, BURST_PARALLEL).await?;
+    let all_created = started.elapsed();
+    wait::until_every(
+        &format!("the {} rooms of the burst to be placed", names.len()),
+        Duration::from_secs(120),
+        Duration::from_millis(20),
+        || async {
+            let seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+            let placed = names.iter().filter(|n| seen.contains_key(*n)).count();
+            if placed == names.len() {
+                Ok(())
+            } else {
+                Err(format!("{placed} of {} placed", names.len()))
+            }
+        },
+    )
+    .await?;
+    let last = {
+        let seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+        names.iter().filter_map(|n| seen.get(n)).max().copied()
+    };
+    Ok(Burst {
+        rooms: names.len(),
+        all_placed: last.map_or(started.elapsed(), |l| l.saturating_duration_since(started)),
+        all_created,
+    })
+}
+
 /// The operator's memory once every room is placed.
 struct Memory {
     rss: u64,
@@ -341,8 +483,8 @@ async fn fill_and_weigh(
     seen: &Seen,
     operator_pid: u32,
 ) -> Result<Memory> {
-    let steady = sizes.rate * sizes.rate_seconds;
-    let rooms = (steady..sizes.rooms)
+    let done = sizes.rate * sizes.rate_seconds + sizes.burst;
+    let rooms = (done..sizes.rooms)
         .map(|i| fixtures::room(&format!("fill-{i:06}"), FLEET, ROOM_SLOTS, &[]))
         .collect::<Result<Vec<_>>>()?;
     let started = Instant::now();
@@ -366,7 +508,7 @@ async fn fill_and_weigh(
     println!(
         "bench-operator: {} rooms placed; {} more created and placed in {fill_seconds:.1} s",
         expected,
-        sizes.rooms - steady
+        sizes.rooms - done
     );
     // Placements are checked against the nodes before memory is read: a fast wrong answer
     // is no result.
@@ -376,27 +518,12 @@ async fn fill_and_weigh(
         .map_err(|problems| Error::Setup(format!("placements are wrong: {problems}")))?;
     // A few poll periods and gauge refreshes with everything in the caches.
     tokio::time::sleep(Duration::from_secs(15)).await;
-    let (rss, peak) = memory_of(operator_pid)?;
+    let usage = Usage::of(operator_pid)?;
     Ok(Memory {
-        rss,
-        peak,
+        rss: usage.rss,
+        peak: usage.peak,
         fill_seconds,
     })
-}
-
-/// VmRSS and VmHWM of a process, in bytes.
-fn memory_of(pid: u32) -> Result<(u64, u64)> {
-    let path = format!("/proc/{pid}/status");
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| Error::io(format!("cannot read {path}"), e))?;
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-            .ok_or_else(|| Error::Setup(format!("{path} has no {name}")))
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -411,13 +538,23 @@ fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "MISSED" }
 }
 
-fn report(server: &str, sizes: &Sizes, fleet_ready: Duration, l: &Latency, m: &Memory) {
+fn report(
+    server: &str,
+    sizes: &Sizes,
+    fleet_ready: Duration,
+    l: &Latency,
+    b: &Burst,
+    m: &Memory,
+    phases: &[Cost],
+) {
     let p99 = l.percentile(0.99);
     println!(
         "\n==== bench-operator: against {server}\n\
          media nodes: {nodes} admin API stand-ins in {zones} zones, Ready {ready:.1} s after the fleet was applied\n\
          Room created -> scheduled, as a watching client sees it; {rooms} rooms at {rate} rooms/s (achieved {achieved:.1}/s):\n\
          \x20 p50 {p50:.1} ms   p90 {p90:.1} ms   p99 {p99v:.1} ms   max {max:.1} ms   goal p99 < {goal} ms: {v1}\n\
+         a burst of {burst} rooms created at once ({parallel} requests in flight, all created in {created:.2} s):\n\
+         \x20 all placed {placed:.2} s after the first create   goal < {burst_goal} s: {v3}\n\
          operator memory with {nodes} media nodes and {total} rooms (filled in {fill:.1} s):\n\
          \x20 RSS {rss:.1} MiB ({rss_mb:.1} MB), peak {peak:.1} MiB   goal < 150 MB: {v2}",
         nodes = sizes.nodes,
@@ -432,11 +569,56 @@ fn report(server: &str, sizes: &Sizes, fleet_ready: Duration, l: &Latency, m: &M
         max = ms(l.percentile(1.0)),
         goal = GOAL_P99.as_millis(),
         v1 = verdict(p99 < GOAL_P99),
+        burst = b.rooms,
+        parallel = BURST_PARALLEL,
+        created = b.all_created.as_secs_f64(),
+        placed = b.all_placed.as_secs_f64(),
+        burst_goal = GOAL_BURST.as_secs(),
+        v3 = verdict(b.all_placed < GOAL_BURST),
         total = sizes.rooms,
         fill = m.fill_seconds,
         rss = mib(m.rss),
         rss_mb = m.rss as f64 / 1e6,
         peak = mib(m.peak),
         v2 = verdict(m.rss < GOAL_RSS_BYTES),
+    );
+    println!(
+        "cost per phase (API requests as the API server counted them; operator CPU from /proc):"
+    );
+    let mut total_writes = 0;
+    let mut total_placements = 0;
+    for c in phases {
+        let writes = c.requests.writes(by_operator);
+        total_writes += writes;
+        total_placements += c.placements;
+        println!(
+            "  {name:<24} {placements:>6} placements in {wall:>6.1} s   operator CPU {cpu:>6.1} s ({per_cpu:.2} ms per placement)   operator writes {writes:>6} ({per:.2} per placement)",
+            name = c.name,
+            placements = c.placements,
+            wall = c.wall.as_secs_f64(),
+            cpu = c.cpu.as_secs_f64(),
+            per_cpu = ms(c.cpu) / c.placements.max(1) as f64,
+            per = writes as f64 / c.placements.max(1) as f64,
+        );
+        let kinds: Vec<String> = c
+            .requests
+            .0
+            .iter()
+            .filter(|(k, _)| k.is_write())
+            .map(|(k, n)| {
+                let who = if by_operator(k) {
+                    ""
+                } else {
+                    " (not the operator)"
+                };
+                format!("{n} {k}{who}")
+            })
+            .collect();
+        println!("      writes: {}", kinds.join(", "));
+    }
+    let per = total_writes as f64 / total_placements.max(1) as f64;
+    println!(
+        "  all phases: {total_writes} operator writes for {total_placements} placements: {per:.3} per placement   goal <= 2: {}",
+        verdict(per <= GOAL_WRITES_PER_PLACEMENT)
     );
 }

@@ -12,8 +12,11 @@
 //! - [`harness`]: one namespace-scoped scenario's world, cleaned up by a guard;
 //! - [`install`]: the operator installed cluster-wide by `kubectl apply -k manifests`, for
 //!   the scenarios of `tests/install.rs`;
-//! - [`fixtures`]: the fleets and rooms the scenarios create, and how to read their status.
+//! - [`fixtures`]: the fleets and rooms the scenarios create, and how to read their status;
+//! - [`apiserver`] and [`usage`]: what a bench measures: the API server's request counters,
+//!   a process's memory and CPU time.
 
+pub mod apiserver;
 pub mod cluster;
 pub mod crds;
 pub mod error;
@@ -26,6 +29,7 @@ pub mod process;
 pub mod rbac;
 pub mod runner;
 pub mod stand_in;
+pub mod usage;
 pub mod wait;
 
 pub use error::{Error, Result};

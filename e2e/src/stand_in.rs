@@ -271,11 +271,11 @@ async fn assign(
     };
     let mut told = state.told();
     if StaleList::refuses(told.version, list.version) {
-        let stale = StaleList {
+        let refusal = StaleList {
             current: told.version,
             refused: list.version,
         };
-        return (StatusCode::CONFLICT, Json(stale)).into_response();
+        return (StatusCode::CONFLICT, Json(refusal)).into_response();
     }
     told.version = list.version;
     told.assigned = list.rooms.into_iter().map(|a| (a.room, a.slots)).collect();

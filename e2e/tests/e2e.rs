@@ -556,3 +556,139 @@ async fn refused(env: &TestEnv, file: &Path) -> Result<String, String> {
         Err(e) => Err(format!("{e}; expected 422 with `{expect}`")),
     }
 }
+
+/// (8) A pod the API server refuses is visible where users look: in a namespace whose Pod
+/// Security level (`baseline`) refuses host ports, the MediaNode gets a `PodRefused` condition
+/// and a Warning event with the API server's own words, and the fleet is Degraded with reason
+/// `PodsRefused`. Once the namespace allows the pods, the retries (backing off) succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pod_the_api_server_refuses_is_a_condition_an_event_and_a_degraded_fleet() {
+    let env = setup!(TestEnv::start, "a-refused-pod-is-visible");
+    let pod_security = |level: &str| json!({ "metadata": { "labels": { "pod-security.kubernetes.io/enforce": level } } });
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(env.client.clone());
+    namespaces
+        .patch(
+            &env.namespace,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(pod_security("baseline")),
+        )
+        .await
+        .unwrap();
+    let fleet = fixtures::fleet_with(FLEET, host_port_base(8), &[("e2e-a", 1, 1)], 100);
+    env.apply::<MediaFleet>(FLEET, &fleet).await.unwrap();
+
+    let refused = wait::until(
+        "the media node to say its pod was refused",
+        Duration::from_secs(60),
+        || async {
+            let nodes = env.nodes(FLEET).await.map_err(|e| e.to_string())?;
+            let node = nodes.first().ok_or("no MediaNode yet")?;
+            let ready = node
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+                .ok_or("no Ready condition yet")?;
+            if ready.reason == "PodRefused" {
+                Ok((node.name_any(), ready.message.clone()))
+            } else {
+                Err(format!(
+                    "Ready condition {}: {}",
+                    ready.reason, ready.message
+                ))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (node, message) = refused;
+    eprintln!(
+        "e2e [{}]: MediaNode {node}: PodRefused: {message}",
+        env.test
+    );
+    assert!(
+        message.contains("violates PodSecurity") && message.contains("hostPort"),
+        "the API server's own reason: {message}"
+    );
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> = env.api();
+    let warned = wait::until(
+        "a PodRefused event on the media node",
+        Duration::from_secs(30),
+        || async {
+            let list = events
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            list.items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("PodRefused")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(&node)
+                })
+                .and_then(|e| e.note)
+                .ok_or_else(|| "no PodRefused event yet".to_string())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(warned.contains("violates PodSecurity"), "{warned}");
+    let degraded = wait::until(
+        "the fleet to be Degraded with PodsRefused",
+        Duration::from_secs(60),
+        || async {
+            let f = env
+                .api::<MediaFleet>()
+                .get(FLEET)
+                .await
+                .map_err(|e| e.to_string())?;
+            let c = f
+                .status
+                .unwrap_or_default()
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Degraded")
+                .ok_or("no Degraded condition yet")?;
+            if c.status == "True" && c.reason == "PodsRefused" {
+                Ok(c.message)
+            } else {
+                Err(format!("Degraded {} {}: {}", c.status, c.reason, c.message))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(degraded.contains(&node), "{degraded}");
+
+    // The namespace is fixed: a later retry creates the pod and the node serves.
+    namespaces
+        .patch(
+            &env.namespace,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(pod_security("privileged")),
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    wait::until(
+        "the media node to be Ready once its pod is allowed",
+        Duration::from_secs(120),
+        || async {
+            let nodes = env.nodes(FLEET).await.map_err(|e| e.to_string())?;
+            match nodes
+                .first()
+                .and_then(|n| n.status.as_ref())
+                .map(|s| s.phase)
+            {
+                Some(NodePhase::Ready) => Ok(()),
+                other => Err(format!("phase {other:?}")),
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "e2e [{}]: Ready {:?} after the namespace allowed its pod",
+        env.test,
+        started.elapsed()
+    );
+}

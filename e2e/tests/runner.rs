@@ -219,40 +219,7 @@ async fn drive(node: &Started) {
         "{label}: no participant, so no live room"
     );
 
-    let list = |seq: u32, rooms: &[(&str, u32)]| AssignmentList {
-        version: ListVersion::new(3, seq),
-        rooms: rooms
-            .iter()
-            .map(|(room, slots)| Assignment {
-                room: (*room).to_string(),
-                slots: *slots,
-            })
-            .collect(),
-    };
-    let accepted = admin
-        .assign(&target, &list(2, &[("a", 4), ("b", 6)]))
-        .await
-        .unwrap_or_else(|e| panic!("{label}: {e}"));
-    assert_eq!(accepted.version, ListVersion::new(3, 2), "{label}");
-    let r = report_of(&admin, &target, label).await;
-    assert_eq!(
-        (r.status.reserved_slots, r.status.used_slots),
-        (10, 10),
-        "{label}"
-    );
-    assert_eq!(
-        r.status.assignments_version,
-        ListVersion::new(3, 2),
-        "{label}"
-    );
-    match admin.assign(&target, &list(1, &[])).await {
-        Err(AdminError::Stale { stale, .. }) => assert_eq!(
-            (stale.current, stale.refused),
-            (ListVersion::new(3, 2), ListVersion::new(3, 1)),
-            "{label}"
-        ),
-        other => panic!("{label}: an older list must be refused, got {other:?}"),
-    }
+    assignments(&admin, &target, label).await;
 
     admin
         .advertise(&target, "127.0.0.9:4000")
@@ -268,13 +235,6 @@ async fn drive(node: &Started) {
         admin.advertise(&target, "0.0.0.0:4000").await.is_err(),
         "{label}: an unspecified address is refused"
     );
-
-    admin
-        .assign(&target, &list(3, &[("b", 6)]))
-        .await
-        .unwrap_or_else(|e| panic!("{label}: {e}"));
-    let r = report_of(&admin, &target, label).await;
-    assert_eq!(r.status.reserved_slots, 6, "{label}: room a left the list");
 
     admin
         .drain(&target, Some(Duration::from_secs(60)))
@@ -370,4 +330,50 @@ async fn the_stand_in_answers_the_operator_as_a_media_node_does() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The versioned assignment list: taken, reported, an older one refused, a newer one replaces
+/// it (a room that leaves the list frees its slots).
+async fn assignments(admin: &HttpAdmin, target: &AdminTarget, label: &str) {
+    let list = |seq: u32, rooms: &[(&str, u32)]| AssignmentList {
+        version: ListVersion::new(3, seq),
+        rooms: rooms
+            .iter()
+            .map(|(room, slots)| Assignment {
+                room: (*room).to_string(),
+                slots: *slots,
+            })
+            .collect(),
+    };
+    let accepted = admin
+        .assign(target, &list(2, &[("a", 4), ("b", 6)]))
+        .await
+        .unwrap_or_else(|e| panic!("{label}: {e}"));
+    assert_eq!(accepted.version, ListVersion::new(3, 2), "{label}");
+    let r = report_of(admin, target, label).await;
+    assert_eq!(
+        (r.status.reserved_slots, r.status.used_slots),
+        (10, 10),
+        "{label}"
+    );
+    assert_eq!(
+        r.status.assignments_version,
+        ListVersion::new(3, 2),
+        "{label}"
+    );
+    match admin.assign(target, &list(1, &[])).await {
+        Err(AdminError::Stale { stale, .. }) => assert_eq!(
+            (stale.current, stale.refused),
+            (ListVersion::new(3, 2), ListVersion::new(3, 1)),
+            "{label}"
+        ),
+        other => panic!("{label}: an older list must be refused, got {other:?}"),
+    }
+
+    admin
+        .assign(target, &list(3, &[("b", 6)]))
+        .await
+        .unwrap_or_else(|e| panic!("{label}: {e}"));
+    let r = report_of(admin, target, label).await;
+    assert_eq!(r.status.reserved_slots, 6, "{label}: room a left the list");
 }

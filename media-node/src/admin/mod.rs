@@ -151,7 +151,7 @@ async fn assign(
     };
     match state.media.ask(|r| Command::Assign(list, r)).await {
         Some(Ok(accepted)) => Json(accepted).into_response(),
-        Some(Err(stale)) => (StatusCode::CONFLICT, Json(stale)).into_response(),
+        Some(Err(refused)) => (StatusCode::CONFLICT, Json(refused)).into_response(),
         None => (StatusCode::SERVICE_UNAVAILABLE, "media loop stopped").into_response(),
     }
 }

@@ -55,13 +55,16 @@ pub async fn reconcile<A: NodeAdmin>(
             .ensure(&key)
             .map_err(|e| Error::Invalid(e.to_string()))?;
         let nodes = registry.nodes(&key);
+        let placed = registry.rooms_per_node(&key).unwrap_or_default();
+        // A node the placements do not know (of a zone the fleet dropped) counts the live
+        // rooms whose status names it, so it drains rather than goes.
         let rooms: HashMap<String, u32> = nodes
             .iter()
             .map(|n| {
                 let name = n.name_any();
-                let count = registry
-                    .rooms_per_node(&key)
-                    .and_then(|r| r.get(&name).copied())
+                let count = placed
+                    .get(&name)
+                    .copied()
                     .unwrap_or_else(|| registry.rooms_naming(&key, &name));
                 (name, count)
             })

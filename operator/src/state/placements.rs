@@ -8,7 +8,7 @@
 //! placement: when the fleet's spec changes and the snapshot is rebuilt, the placements of the
 //! old snapshot are carried over.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ruche_crds::{MediaFleet, MediaNode, NodePhase, Room};
 
@@ -16,7 +16,7 @@ use super::keys::room_key;
 use super::world::{self, node_info};
 use crate::core::request::UnknownZones;
 use crate::core::snapshot::RulesError;
-use crate::core::{Action, NodeId, NodeState, RoomKey, Snapshot, Unschedulable, failover, place};
+use crate::core::{Action, NodeId, RoomKey, Snapshot, Unschedulable, failover, place};
 
 /// A room moved off a failed node: room, node left, node now hosting it.
 pub type Move = (RoomKey, String, String);
@@ -50,10 +50,56 @@ pub struct NodeChange {
     pub stranded: Vec<(RoomKey, Unschedulable)>,
     /// Nodes whose list of rooms changed (by name).
     pub lists: BTreeSet<String>,
-    /// Whether a node can now take rooms it could not before (waiting rooms may fit).
-    pub capacity_up: bool,
+    /// Waiting rooms that may fit now (a node can take more than before): to look at again,
+    /// first come first, as many as the new room could hold.
+    pub woken: Vec<RoomKey>,
     /// Live rooms whose status names a node the fleet no longer has: to place again.
     pub orphans: Vec<RoomKey>,
+}
+
+/// The rooms no node could take, first come first: when capacity appears, only as many are
+/// woken as it could hold, so a deletion in a full fleet costs a few reconciles, not one per
+/// waiting room.
+#[derive(Clone, Debug, Default)]
+struct Waiting {
+    next: u64,
+    order: BTreeMap<u64, (RoomKey, u32)>,
+    by_room: HashMap<RoomKey, u64>,
+}
+
+/// How many waiting rooms are looked at, at most, to fill freed slots.
+const WAKE_SCAN: usize = 1024;
+
+impl Waiting {
+    fn insert(&mut self, room: RoomKey, slots: u32) {
+        if self.by_room.contains_key(&room) {
+            return;
+        }
+        self.next += 1;
+        self.order.insert(self.next, (room.clone(), slots));
+        self.by_room.insert(room, self.next);
+    }
+
+    fn remove(&mut self, room: &RoomKey) {
+        if let Some(seq) = self.by_room.remove(room) {
+            self.order.remove(&seq);
+        }
+    }
+
+    /// The oldest waiting rooms that `slots` free slots could hold (first fit).
+    fn fitting(&self, mut slots: u32) -> Vec<RoomKey> {
+        let mut woken = Vec::new();
+        for (room, need) in self.order.values().take(WAKE_SCAN) {
+            if slots == 0 {
+                break;
+            }
+            if *need <= slots {
+                slots -= need;
+                woken.push(room.clone());
+            }
+        }
+        woken
+    }
 }
 
 /// The placements of one fleet.
@@ -62,7 +108,7 @@ pub struct FleetPlacement {
     generation: Option<i64>,
     snapshot: Snapshot,
     /// Rooms no node could take, waiting for capacity.
-    pending: BTreeSet<RoomKey>,
+    pending: Waiting,
 }
 
 impl FleetPlacement {
@@ -76,7 +122,7 @@ impl FleetPlacement {
         let mut placement = Self {
             generation: fleet.metadata.generation,
             snapshot: built.snapshot,
-            pending: BTreeSet::new(),
+            pending: Waiting::default(),
         };
         let mut change = NodeChange {
             problems: built.problems,
@@ -138,7 +184,9 @@ impl FleetPlacement {
             let name = info.name.clone();
             match self.snapshot.add_node(info.clone()) {
                 Ok(id) => {
-                    change.capacity_up = self.snapshot.node(id).is_some_and(NodeState::schedulable);
+                    if let Some(n) = self.snapshot.node(id).filter(|n| n.schedulable()) {
+                        change.woken = self.pending.fitting(n.free());
+                    }
                     id
                 }
                 Err(e) => {
@@ -159,11 +207,15 @@ impl FleetPlacement {
         if before.load.measured != measured {
             let _ = self.snapshot.observe(id, measured);
         }
-        let after = self.snapshot.node(id);
-        if after
-            .is_some_and(|n| n.schedulable() && (!before.schedulable() || n.free() > before.free()))
-        {
-            change.capacity_up = true;
+        if let Some(after) = self.snapshot.node(id).filter(|n| n.schedulable()) {
+            let was = if before.schedulable() {
+                before.free()
+            } else {
+                0
+            };
+            if after.free() > was {
+                change.woken = self.pending.fitting(after.free() - was);
+            }
         }
         if info.phase == NodePhase::Failed && before.phase != NodePhase::Failed {
             self.fail_over(&mut change);
@@ -231,25 +283,32 @@ impl FleetPlacement {
                 }
             }
             Err(why) => {
-                self.pending.insert(key);
+                self.pending.insert(key, room.spec.slots);
                 Decision::Unschedulable(why)
             }
         }
     }
 
     /// Forgets a room (closed, deleted, or its placement could not be confirmed); returns the
-    /// node it was on.
-    pub fn release(&mut self, room: &RoomKey) -> Option<String> {
+    /// node it was on, and the waiting rooms its slots may hold.
+    pub fn release(&mut self, room: &RoomKey) -> Option<(String, Vec<RoomKey>)> {
         self.pending.remove(room);
-        let node = self.snapshot.room(room).map(|r| r.node)?;
-        let name = self.snapshot.node(node).map(|n| n.name.to_string());
+        let record = self.snapshot.room(room)?;
+        let (node, slots) = (record.node, record.request.slots);
+        let name = self.snapshot.node(node).map(|n| n.name.to_string())?;
         let _ = self.snapshot.apply(&Action::Release { room: room.clone() });
-        name
+        let woken = self
+            .snapshot
+            .node(node)
+            .filter(|n| n.schedulable())
+            .map(|n| self.pending.fitting(slots.min(n.free())))
+            .unwrap_or_default();
+        Some((name, woken))
     }
 
-    /// The rooms waiting for capacity.
+    /// The rooms waiting for capacity, first come first.
     pub fn pending(&self) -> impl Iterator<Item = &RoomKey> {
-        self.pending.iter()
+        self.pending.order.values().map(|(k, _)| k)
     }
 
     /// The rooms on a node with their slots, sorted: what the node is told it may host.
@@ -300,7 +359,7 @@ impl FleetPlacement {
             change.moved.push((room, name(&self.snapshot, from), to));
         }
         for (room, why) in plan.stranded {
-            self.pending.insert(room.clone());
+            self.pending.insert(room.clone(), why.slots);
             change.stranded.push((room, why));
         }
     }
@@ -349,7 +408,11 @@ mod tests {
             p.decide(&room("r3", 1, &["zz"])),
             Decision::BadZones(_)
         ));
-        assert_eq!(p.release(&room_key(&r)), Some("a1".into()));
+        // Waking goes by slots alone; the woken room's own rules (zone b) decide again.
+        assert_eq!(
+            p.release(&room_key(&r)),
+            Some(("a1".into(), vec![RoomKey::new("ns/r2")]))
+        );
         assert!(p.assignments("a1").is_empty());
     }
 
@@ -361,9 +424,10 @@ mod tests {
             Decision::Unschedulable(_)
         ));
         let up = p.sync_node(&node("a1", "a", NodePhase::Ready));
-        assert!(
-            up.capacity_up,
-            "a node that becomes Ready wakes waiting rooms"
+        assert_eq!(
+            up.woken,
+            [RoomKey::new("ns/r1")],
+            "a node that becomes Ready wakes the waiting room"
         );
         assert!(matches!(
             p.decide(&room("r1", 10, &[])),
@@ -375,7 +439,7 @@ mod tests {
             mode: ruche_crds::DrainMode::default(),
             reason: None,
         });
-        assert!(!p.sync_node(&drained).capacity_up);
+        assert!(p.sync_node(&drained).woken.is_empty());
         assert!(
             matches!(p.decide(&room("r2", 10, &[])), Decision::Unschedulable(_)),
             "a drain request stops new rooms at once"
@@ -410,6 +474,25 @@ mod tests {
             BTreeSet::from([first.clone(), other.to_string()])
         );
         assert_eq!(p.node_of(&RoomKey::new("ns/r1")), Some(other.to_string()));
+    }
+
+    #[test]
+    fn freed_slots_wake_only_the_waiting_rooms_they_could_hold_first_come_first() {
+        let mut p = built(&[node("a1", "a", NodePhase::Ready)], &[]);
+        let big = room("big", 100, &[]);
+        assert!(matches!(p.decide(&big), Decision::Placed { .. }));
+        for (name, slots) in [("w1", 30), ("w2", 80), ("w3", 20), ("w4", 10), ("w5", 5)] {
+            assert!(matches!(
+                p.decide(&room(name, slots, &[])),
+                Decision::Unschedulable(_)
+            ));
+        }
+        let (_, woken) = p.release(&room_key(&big)).unwrap();
+        assert_eq!(
+            woken,
+            ["ns/w1", "ns/w3", "ns/w4", "ns/w5"].map(RoomKey::new),
+            "100 slots hold w1, w3, w4 and w5 (w2 is too large after w1)"
+        );
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub struct Effects {
 }
 
 impl Effects {
-    fn absorb(&mut self, fleet: &FleetKey, change: NodeChange, pending: &[RoomKey]) {
+    fn absorb(&mut self, fleet: &FleetKey, change: NodeChange) {
         self.problems.extend(change.problems);
         self.lists
             .extend(change.lists.into_iter().map(|n| fleet.node(n)));
@@ -53,11 +53,9 @@ impl Effects {
             self.rooms.insert(room.clone());
         }
         self.rooms.extend(change.orphans);
+        self.rooms.extend(change.woken);
         self.moved.extend(change.moved);
         self.stranded.extend(change.stranded);
-        if change.capacity_up {
-            self.rooms.extend(pending.iter().cloned());
-        }
     }
 
     /// Whether there is nothing to do.
@@ -137,7 +135,7 @@ impl Registry {
                 Ok((next, change)) => {
                     entry.placement = Some(next);
                     let pending = entry.pending();
-                    effects.absorb(&key, change, &pending);
+                    effects.absorb(&key, change);
                     // The zones may have changed: every waiting room may fit now, every
                     // node's list may be different.
                     effects.rooms.extend(pending);
@@ -194,8 +192,7 @@ impl Registry {
         let mut effects = Effects::default();
         if let Some(placement) = entry.placement.as_mut() {
             let change = placement.sync_node(&node);
-            let pending = entry.pending();
-            effects.absorb(&key, change, &pending);
+            effects.absorb(&key, change);
         }
         if entry
             .nodes
@@ -219,8 +216,7 @@ impl Registry {
             effects.fleets.insert(key.clone());
             if let Some(placement) = entry.placement.as_mut() {
                 let change = placement.remove_node(&name);
-                let pending = entry.pending();
-                effects.absorb(&key, change, &pending);
+                effects.absorb(&key, change);
             }
             if entry.is_empty() {
                 self.fleets.remove(&key);
@@ -356,9 +352,9 @@ impl Registry {
         let Some(placement) = entry.placement.as_mut() else {
             return effects;
         };
-        if let Some(node) = placement.release(room) {
+        if let Some((node, woken)) = placement.release(room) {
             effects.lists.insert(fleet.node(node));
-            effects.rooms.extend(placement.pending().cloned());
+            effects.rooms.extend(woken);
         }
         self.bump(&effects.lists);
         effects
@@ -506,8 +502,7 @@ impl Registry {
             )
             .map_err(|e| RegistryError::Rules(key.clone(), e.to_string()))?;
             entry.placement = Some(placement);
-            let pending = entry.pending();
-            effects.absorb(key, change, &pending);
+            effects.absorb(key, change);
             // Every node gets this leader's list once: a new leader's first push.
             effects
                 .lists
