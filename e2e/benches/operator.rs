@@ -264,12 +264,14 @@ async fn measure(env: &TestEnv, sizes: &Sizes) -> Result<()> {
 }
 
 /// What one phase of the run cost: placements made, the API requests the API server served
-/// (by kind), the operator's CPU time, the wall time.
+/// (by kind), the operator's CPU time, the control plane's (when its processes are known),
+/// the wall time.
 struct Cost {
     name: String,
     placements: usize,
     requests: RequestCounts,
     cpu: Duration,
+    control_plane: Vec<(&'static str, Duration)>,
     wall: Duration,
 }
 
@@ -278,6 +280,29 @@ struct Meter<'a> {
     env: &'a TestEnv,
     pid: u32,
     seen: &'a Seen,
+}
+
+/// The control plane's processes, when the kubeconfig sits in a directory of
+/// `../shared/k8s/up` (which keeps their pid files beside it): their CPU time is printed too.
+fn control_plane() -> Vec<(&'static str, u32)> {
+    let Some(dir) = std::env::var_os(ruche_e2e::cluster::KUBECONFIG_ENV)
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
+    else {
+        return Vec::new();
+    };
+    ["kube-apiserver", "etcd"]
+        .into_iter()
+        .filter_map(|name| {
+            let pid = std::fs::read_to_string(dir.join(format!("{name}.pid"))).ok()?;
+            let pid: u32 = pid.trim().parse().ok()?;
+            Usage::of(pid).ok().map(|_| (name, pid))
+        })
+        .collect()
+}
+
+fn cpu_of(pid: u32) -> Duration {
+    Usage::of(pid).map(|u| u.cpu).unwrap_or_default()
 }
 
 impl Meter<'_> {
@@ -289,6 +314,10 @@ impl Meter<'_> {
         let placed = count(self.seen);
         let requests = RequestCounts::read(&self.env.client).await?;
         let cpu = Usage::of(self.pid)?.cpu;
+        let plane: Vec<_> = control_plane()
+            .into_iter()
+            .map(|(name, pid)| (name, pid, cpu_of(pid)))
+            .collect();
         let started = Instant::now();
         let out = run.await?;
         let wall = started.elapsed();
@@ -301,6 +330,10 @@ impl Meter<'_> {
                 .await?
                 .since(&requests),
             cpu: Usage::of(self.pid)?.cpu.saturating_sub(cpu),
+            control_plane: plane
+                .into_iter()
+                .map(|(name, pid, before)| (name, cpu_of(pid).saturating_sub(before)))
+                .collect(),
             wall,
         };
         Ok((out, cost))
@@ -615,6 +648,14 @@ fn report(
             })
             .collect();
         println!("      writes: {}", kinds.join(", "));
+        if !c.control_plane.is_empty() {
+            let plane: Vec<String> = c
+                .control_plane
+                .iter()
+                .map(|(name, cpu)| format!("{name} {:.1} s", cpu.as_secs_f64()))
+                .collect();
+            println!("      control plane CPU: {}", plane.join(", "));
+        }
     }
     let per = total_writes as f64 / total_placements.max(1) as f64;
     println!(

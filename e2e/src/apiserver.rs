@@ -23,9 +23,10 @@ pub struct RequestKind {
 impl RequestKind {
     /// Whether the request writes (creates, changes or deletes something).
     pub fn is_write(&self) -> bool {
+        // Server-side apply is counted under its own verb, APPLY.
         matches!(
             self.verb.as_str(),
-            "POST" | "PUT" | "PATCH" | "DELETE" | "DELETECOLLECTION"
+            "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE" | "DELETECOLLECTION"
         )
     }
 }
@@ -128,6 +129,7 @@ mod tests {
              apiserver_request_total{code=\"200\",component=\"apiserver\",dry_run=\"\",group=\"ruche.dev\",resource=\"rooms\",scope=\"resource\",subresource=\"status\",verb=\"PATCH\",version=\"v1alpha1\"} 20\n\
              apiserver_request_total{code=\"409\",component=\"apiserver\",dry_run=\"\",group=\"ruche.dev\",resource=\"rooms\",scope=\"resource\",subresource=\"status\",verb=\"PATCH\",version=\"v1alpha1\"} 4\n\
              apiserver_request_total{code=\"201\",component=\"apiserver\",dry_run=\"\",group=\"events.k8s.io\",resource=\"events\",scope=\"resource\",subresource=\"\",verb=\"POST\",version=\"v1\"} 20\n\
+             apiserver_request_total{code=\"200\",component=\"apiserver\",dry_run=\"\",group=\"ruche.dev\",resource=\"medianodes\",scope=\"resource\",subresource=\"status\",verb=\"APPLY\",version=\"v1alpha1\"} 2\n\
              apiserver_request_total{code=\"200\",component=\"apiserver\",dry_run=\"\",group=\"ruche.dev\",resource=\"rooms\",scope=\"namespace\",subresource=\"\",verb=\"WATCH\",version=\"v1alpha1\"} 3\n",
         );
         let d = after.since(&before);
@@ -140,9 +142,10 @@ mod tests {
         assert_eq!(d.0.get(&kind("PATCH", "rooms", "status")), Some(&20));
         assert_eq!(
             d.writes(|k| k.resource != "rooms" || k.subresource == "status"),
-            40
+            42,
+            "server-side applies are writes"
         );
-        assert_eq!(d.writes(|_| true), 60, "watches are not writes");
+        assert_eq!(d.writes(|_| true), 62, "watches are not writes");
         assert_eq!(
             kind("PATCH", "rooms", "status").to_string(),
             "PATCH rooms/status"

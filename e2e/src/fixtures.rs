@@ -194,6 +194,24 @@ pub async fn join_key(client: &Client, namespace: &str, fleet: &str) -> Result<T
         .map_err(|e| Error::Setup(format!("Secret {namespace}/{name}: {e}")))
 }
 
+/// The key of the admin token in the fleet's `<fleet>-admin-token` Secret.
+pub const ADMIN_TOKEN: &str = "admin-token";
+
+/// The bearer token of the fleet's media nodes' admin API, from its Secret.
+pub async fn admin_token(client: &Client, namespace: &str, fleet: &str) -> Result<String> {
+    let name = format!("{fleet}-admin-token");
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get(&name)
+        .await?;
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(ADMIN_TOKEN))
+        .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| Error::Setup(format!("Secret {namespace}/{name} has no `{ADMIN_TOKEN}`")))
+}
+
 /// A join token for `identity` in `room`, valid for an hour.
 pub fn mint(key: &TokenKey, room: &str, identity: &str) -> Result<String> {
     let now = SystemTime::now()

@@ -20,7 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::cluster::{self, Cluster, Connection};
 use crate::crds::{self, MANAGER};
 use crate::error::{Error, Result, is_conflict};
-use crate::fixtures::{self, ADMIN_PORT, SLOTS_PER_NODE, ZONES};
+use crate::fixtures::{self, ADMIN_PORT};
 use crate::operator::{Operator, READY_TIMEOUT};
 use crate::process::{self, tail};
 use crate::rbac::{self, TEST_LABEL};
@@ -359,7 +359,7 @@ impl TestEnv {
         Ok(self.api::<Room>().list(&ListParams::default()).await?.items)
     }
 
-    /// Waits until the fleet runs `per_zone` Ready nodes in each of the three zones: the
+    /// Waits until the fleet runs `per_zone` Ready nodes in each of its zones: the
     /// fleet's status counts them, and every node is Ready with the addresses its pod's
     /// loopback address and host port give.
     pub async fn wait_fleet_ready(
@@ -524,9 +524,9 @@ pub(crate) async fn create_namespace(client: &Client, namespace: &str) -> Result
     }
 }
 
-/// Waits until the fleet `fleet` of `namespace` runs `per_zone` Ready nodes in each of the
-/// three zones: the fleet's status counts them, and every node is Ready with the addresses
-/// its pod's loopback address (given by `runner`) and host port give.
+/// Waits until the fleet `fleet` of `namespace` runs `per_zone` Ready nodes in each of its
+/// zones: the fleet's status counts them, and every node is Ready with the addresses its
+/// pod's loopback address (given by `runner`) and host port give.
 pub async fn wait_fleet_ready(
     client: &Client,
     namespace: &str,
@@ -557,11 +557,13 @@ async fn check_fleet(
     fleet: &str,
     per_zone: u32,
 ) -> Result<FleetView, String> {
-    let total = per_zone * ZONES.len() as u32;
     let f = Api::<MediaFleet>::namespaced(client.clone(), namespace)
         .get(fleet)
         .await
         .map_err(|e| e.to_string())?;
+    let zones: Vec<String> = f.spec.zones.iter().map(|z| z.name.clone()).collect();
+    let total = per_zone * zones.len() as u32;
+    let node_slots = f.spec.capacity.slots;
     let nodes: Vec<MediaNode> = list::<MediaNode>(client, namespace)
         .await
         .map_err(|e| e.to_string())?
@@ -576,12 +578,12 @@ async fn check_fleet(
             status.replicas, status.ready_replicas, status.phases.ready
         ));
     }
-    for zone in ZONES {
-        match status.zones.iter().find(|z| z.name == zone) {
+    for zone in &zones {
+        match status.zones.iter().find(|z| &z.name == zone) {
             Some(z)
                 if z.nodes == per_zone
                     && z.ready_nodes == per_zone
-                    && z.slots == per_zone * SLOTS_PER_NODE => {}
+                    && z.slots == per_zone * node_slots => {}
             other => problems.push(format!("zone {zone} status: {other:?}")),
         }
     }
@@ -597,7 +599,7 @@ async fn check_fleet(
         .map(|p| (p.name_any(), p))
         .collect();
     for node in &nodes {
-        if let Err(p) = check_node(runner, node, &pods) {
+        if let Err(p) = check_node(runner, namespace, node, &pods) {
             problems.push(p);
         }
     }
@@ -611,6 +613,7 @@ async fn check_fleet(
 /// A node is Ready with the addresses its pod's loopback address and host port give.
 fn check_node(
     runner: &PodRunner,
+    namespace: &str,
     node: &MediaNode,
     pods: &BTreeMap<String, Pod>,
 ) -> Result<(), String> {
@@ -621,7 +624,7 @@ fn check_node(
     }
     let pod_name = status.pod.clone().unwrap_or_else(|| name.clone());
     let ip = runner
-        .address_of(&pod_name)
+        .address_in(namespace, &pod_name)
         .ok_or_else(|| format!("node {name}: the runner runs no pod {pod_name}"))?;
     let host_port = pods
         .get(&pod_name)

@@ -368,7 +368,18 @@ impl PodRunner {
         self.shared.records().iter().map(Record::snapshot).collect()
     }
 
-    /// The loopback address of the latest process of `pod`.
+    /// The loopback address of the latest process of pod `pod` in `namespace`.
+    pub fn address_in(&self, namespace: &str, pod: &str) -> Option<Ipv4Addr> {
+        self.shared
+            .records()
+            .iter()
+            .rev()
+            .find(|r| r.info.pod == pod && r.info.namespace == namespace)
+            .map(|r| r.info.ip)
+    }
+
+    /// The loopback address of the latest process of a pod named `pod`, in any namespace the
+    /// runner serves (see [`PodRunner::address_in`] when names repeat across namespaces).
     pub fn address_of(&self, pod: &str) -> Option<Ipv4Addr> {
         self.shared
             .records()

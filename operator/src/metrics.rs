@@ -82,6 +82,8 @@ pub struct Metrics {
     /// Slots in use by fleet and zone.
     pub zone_used_slots: Family<ZoneLabel, Gauge>,
     leader: Gauge,
+    /// Events dropped because the API server could not take them fast enough.
+    pub events_dropped: Gauge,
 }
 
 impl Default for Metrics {
@@ -156,6 +158,12 @@ impl Metrics {
             "1 while this replica holds the leader Lease",
             leader.clone(),
         );
+        let events_dropped = Gauge::default();
+        registry.register(
+            "events_dropped",
+            "Kubernetes events dropped since the start because their queue was full",
+            events_dropped.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -169,6 +177,7 @@ impl Metrics {
             zone_slots,
             zone_used_slots,
             leader,
+            events_dropped,
         }
     }
 

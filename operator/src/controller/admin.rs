@@ -112,9 +112,14 @@ pub struct RoomReport {
     pub tracks: u32,
 }
 
+/// `GET /v1/status`: the status and, in the same answer, the live rooms.
 #[derive(Deserialize)]
-struct RoomsReport {
-    rooms: Vec<RoomReport>,
+#[serde(rename_all = "camelCase")]
+struct StatusWithRooms {
+    #[serde(flatten)]
+    status: NodeStatusReport,
+    #[serde(default)]
+    room_list: Vec<RoomReport>,
 }
 
 /// One poll of a node: its status and its live rooms.
@@ -267,11 +272,10 @@ impl NodeAdmin for HttpAdmin {
     }
 
     async fn report(&self, target: &AdminTarget) -> Result<NodeReport, AdminError> {
-        let status: NodeStatusReport = self.get(target, "/v1/status").await?;
-        let rooms: RoomsReport = self.get(target, "/v1/rooms").await?;
+        let answer: StatusWithRooms = self.get(target, "/v1/status").await?;
         Ok(NodeReport {
-            status,
-            rooms: rooms.rooms,
+            status: answer.status,
+            rooms: answer.room_list,
         })
     }
 

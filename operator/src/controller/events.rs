@@ -4,8 +4,17 @@
 //! written: the controllers publish an event when something happens or changes (a room placed,
 //! a pod refused), never the same one over and over, so there are no repeats to fold into a
 //! series, and memory does not grow with the number of rooms.
+//!
+//! The running operator queues its events to writers of their own ([`Events::queued`]), so a
+//! reconcile does not wait for its event: a room's placement is done when its status is
+//! written. A full queue (the API server far behind) drops events rather than memory or
+//! placements, and counts them.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
@@ -55,18 +64,55 @@ pub struct Events {
     client: Client,
     controller: String,
     instance: String,
+    queue: Option<mpsc::Sender<Event>>,
+    dropped: Arc<AtomicU64>,
 }
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 impl Events {
-    /// Events reported by `controller`, from replica `instance`.
+    /// Events reported by `controller`, from replica `instance`, each written before
+    /// [`Events::publish`] returns.
     pub fn new(client: Client, controller: &str, instance: &str) -> Self {
         Self {
             client,
             controller: controller.to_string(),
             instance: instance.to_string(),
+            queue: None,
+            dropped: Arc::default(),
         }
+    }
+
+    /// Events queued (up to `capacity`) to `writers` tasks that write them, so that
+    /// [`Events::publish`] does not wait for the API server. Must be called in a runtime.
+    pub fn queued(
+        client: Client,
+        controller: &str,
+        instance: &str,
+        capacity: usize,
+        writers: usize,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel::<Event>(capacity.max(1));
+        let api_client = client.clone();
+        tokio::spawn(async move {
+            futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|event| (event, rx))
+            })
+            .for_each_concurrent(writers.max(1), |event| {
+                let client = api_client.clone();
+                async move { write(&client, &event).await }
+            })
+            .await;
+        });
+        Self {
+            queue: Some(tx),
+            ..Self::new(client, controller, instance)
+        }
+    }
+
+    /// Events dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Records an event on `regarding`, naming `related` (a node a fleet created, say) when
@@ -79,10 +125,16 @@ impl Events {
         related: Option<ObjectReference>,
     ) {
         let event = self.build(regarding, happened, related, Timestamp::now());
-        let namespace = regarding.namespace.as_deref().unwrap_or("default");
-        let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
-        if let Err(e) = api.create(&PostParams::default(), &event).await {
-            tracing::debug!(error = %e, reason = happened.reason, "event not recorded");
+        match &self.queue {
+            None => write(&self.client, &event).await,
+            Some(queue) => {
+                if queue.try_send(event).is_err() {
+                    let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n.is_power_of_two() {
+                        tracing::warn!(dropped = n, "event queue full: events dropped");
+                    }
+                }
+            }
         }
     }
 
@@ -113,6 +165,15 @@ impl Events {
             reporting_instance: Some(self.instance.clone()),
             ..Event::default()
         }
+    }
+}
+
+/// Writes one event; one that cannot be written is logged and dropped.
+async fn write(client: &Client, event: &Event) {
+    let namespace = event.metadata.namespace.as_deref().unwrap_or("default");
+    let api: Api<Event> = Api::namespaced(client.clone(), namespace);
+    if let Err(e) = api.create(&PostParams::default(), event).await {
+        tracing::debug!(error = %e, reason = ?event.reason, "event not recorded");
     }
 }
 

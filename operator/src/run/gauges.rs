@@ -29,6 +29,8 @@ pub async fn run<A: NodeAdmin>(ctx: Arc<Context<A>>) {
 /// than removed, so a dashboard sees them drop.
 pub fn refresh<A: NodeAdmin>(ctx: &Context<A>) {
     let m = &ctx.metrics;
+    m.events_dropped
+        .set(i64::try_from(ctx.events.dropped()).unwrap_or(i64::MAX));
     let mut rooms: HashMap<RoomPhase, i64> = RoomPhase::ALL.iter().map(|p| (*p, 0)).collect();
     for room in ctx.rooms.state() {
         let phase = room.status.as_ref().map(|s| s.phase).unwrap_or_default();

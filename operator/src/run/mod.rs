@@ -239,6 +239,13 @@ where
     }
 }
 
+/// Events waiting to be written, at most; more are dropped (and counted).
+const EVENT_QUEUE: usize = 10_000;
+/// Events written at once.
+const EVENT_WRITERS: usize = 16;
+/// Room reconciles at once.
+const ROOM_CONCURRENCY: u16 = 128;
+
 /// What a replica leads with.
 struct Leadership<'a> {
     identity: &'a str,
@@ -287,7 +294,13 @@ async fn lead(
         client.clone(),
         HttpAdmin::new(args.admin_timeout),
         Parts {
-            events: Events::new(client.clone(), labels::MANAGER, leadership.identity),
+            events: Events::queued(
+                client.clone(),
+                labels::MANAGER,
+                leadership.identity,
+                EVENT_QUEUE,
+                EVENT_WRITERS,
+            ),
             stores: stores.clone(),
             settings,
             metrics: leadership.metrics.clone(),
@@ -341,7 +354,7 @@ async fn lead(
             }))
         });
 
-    let config = ControllerConfig::default().concurrency(32);
+    let config = ControllerConfig::default().concurrency(16);
     let fleets_ctrl = Controller::for_stream(fleet_events, fleets.clone())
         .reconcile_on(fleet_rx)
         .with_config(config.clone())
@@ -352,9 +365,10 @@ async fn lead(
         .reconcile_on(node_rx)
         .with_config(config.clone())
         .graceful_shutdown_on(stop.clone());
+    // A room's reconcile mostly waits (for its node, then the API server): many at once.
     let rooms_ctrl = Controller::for_stream(room_events, rooms.clone())
         .reconcile_on(room_rx)
-        .with_config(config)
+        .with_config(ControllerConfig::default().concurrency(ROOM_CONCURRENCY))
         .graceful_shutdown_on(stop.clone());
     let synced = Arc::new(AtomicBool::new(false));
 
