@@ -207,6 +207,8 @@ pub mod condition {
     pub const UNREACHABLE: &str = "Unreachable";
     /// Reason: the API server refused the node's pod (Pod Security, quota, a bad template).
     pub const POD_REFUSED: &str = "PodRefused";
+    /// Reason: the node as written cannot be served (say, no index label for its host port).
+    pub const INVALID: &str = "Invalid";
 }
 
 impl MediaNodeStatus {

@@ -895,3 +895,36 @@ async fn a_pod_the_api_server_refuses_is_a_condition_and_an_event_on_the_node() 
         [1, 2, 4, 8].map(|s| Action::requeue(Duration::from_secs(s)))
     );
 }
+
+#[tokio::test]
+async fn a_node_that_cannot_be_served_as_written_says_why_and_waits_for_a_change() {
+    // A host-port node without its index label: no host port can be given to it.
+    let mut n = node_two(None);
+    n.metadata.labels = None;
+    let (ctx, mut api) = context_with(
+        vec![host_port_fleet()],
+        vec![n.clone()],
+        vec![],
+        vec![],
+        FakeAdmin::default(),
+    );
+    let task = spawn_reconcile(&ctx, &n);
+    let status = expect_node_status(&mut api, &n).await;
+    let (ready, reason, message) = ready_of(&status);
+    assert_eq!((ready, reason), ("False", "Invalid"));
+    assert!(
+        message.contains("no numeric ruche.dev/index label"),
+        "{message}"
+    );
+    let event = expect_event(&mut api).await;
+    assert_eq!(
+        (&event.body["type"], &event.body["reason"]),
+        (&json!("Warning"), &json!("Invalid"))
+    );
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::await_change(),
+        "nothing to retry until the node changes"
+    );
+    expect_no_request(&mut api).await;
+}

@@ -162,6 +162,9 @@ pub trait NodeAdmin: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), AdminError>> + Send;
 }
 
+/// The read buffer of each connection to a node.
+const READ_BUFFER: usize = 4096;
+
 /// The admin API over plain HTTP (pod to pod, inside the cluster).
 #[derive(Clone)]
 pub struct HttpAdmin {
@@ -174,10 +177,13 @@ impl HttpAdmin {
     pub fn new(timeout: Duration) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(timeout));
-        Self {
-            client: Client::builder(TokioExecutor::new()).build(connector),
-            timeout,
-        }
+        // One kept-alive connection per node, with a small read buffer: an answer is a few
+        // kilobytes, and a thousand nodes' buffers add up.
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(1)
+            .http1_read_buf_exact_size(READ_BUFFER)
+            .build(connector);
+        Self { client, timeout }
     }
 
     async fn call(

@@ -213,12 +213,13 @@ async fn run<A: NodeAdmin>(
     let mut retry_at: Option<Instant> = None;
     let mut retry_wait = FIRST_PUSH_RETRY;
     loop {
+        // Boxed: an idle agent (most of them, most of the time) then holds only its loop.
         if Instant::now() >= next_poll {
-            poll(&ctx, &key, &url, &acked).await;
+            Box::pin(poll(&ctx, &key, &url, &acked)).await;
             next_poll = Instant::now() + period;
         }
         if retry_at.is_none_or(|at| Instant::now() >= at) {
-            match push(&ctx, &key, &url, &acked).await {
+            match Box::pin(push(&ctx, &key, &url, &acked)).await {
                 Pushed::UpToDate => {
                     retry_at = None;
                     retry_wait = FIRST_PUSH_RETRY;

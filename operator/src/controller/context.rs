@@ -55,7 +55,7 @@ impl Default for Settings {
             poll_interval: Duration::from_secs(2),
             health: HealthPolicy::default(),
             assign_timeout: Duration::from_secs(4),
-            load_status_interval: Duration::from_secs(60),
+            load_status_interval: Duration::from_secs(300),
         }
     }
 }

@@ -82,17 +82,7 @@ pub async fn reconcile<A: NodeAdmin>(
     }
 
     // The phase first: a Failed node gets no new pod, and loses the one it has.
-    let pod_state = match pod.as_deref() {
-        None => PodState::Absent,
-        Some(p) => match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
-            Some("Running") => PodState::Running {
-                since: ctx.live().running(&key, now),
-                ready: pod_ready(p),
-            },
-            Some("Failed" | "Succeeded") => PodState::Gone,
-            _ => PodState::Pending,
-        },
-    };
+    let pod_state = pod_state(pod.as_deref(), &ctx, &key, now);
     let (polls, report) = {
         let live = ctx.live();
         live.node(&key)
@@ -126,13 +116,15 @@ pub async fn reconcile<A: NodeAdmin>(
         return Ok(Action::requeue(Duration::from_secs(30)));
     }
 
-    let external = external_port(&ctx, &fleet, &node).await?;
+    let external = match external_port(&ctx, &fleet, &node).await {
+        Ok(external) => external,
+        Err(e) => return refused(&node, &ctx, &current, e).await,
+    };
     if pod.is_none()
         && phase != NodePhase::Drained
         && let Err(e) = create_pod(&ctx, &fleet, &node, external.port).await
     {
-        refused(&node, &ctx, &current, &e).await?;
-        return Err(e);
+        return refused(&node, &ctx, &current, e).await;
     }
 
     let addresses = match pod.as_deref() {
@@ -207,10 +199,14 @@ async fn record<A: NodeAdmin>(
     ) {
         WriteDue::No => return Ok(None),
         WriteDue::Later(wait) => return Ok(Some(wait)),
+        WriteDue::Load => {
+            if let Err(wait) = ctx.live().take_load_write(now) {
+                return Ok(Some(wait));
+            }
+        }
         WriteDue::Now => {}
     }
     let (phase, unreachable) = (status.phase, status.unreachable());
-    let load_changed = status.load != current.load;
     let message = status
         .conditions
         .condition(READY)
@@ -219,9 +215,8 @@ async fn record<A: NodeAdmin>(
     if !write_status(node, ctx, status).await? {
         return Ok(None);
     }
-    if load_changed {
-        ctx.live().load_written(&key, now);
-    }
+    // The load is as fresh as this write: the next write for the load alone waits a while.
+    ctx.live().load_written(&key, now);
     if phase != current.phase {
         let text = format!("media node is {phase}");
         publish(ctx, node, EventType::Normal, phase.as_str(), &text).await;
@@ -239,6 +234,27 @@ async fn record<A: NodeAdmin>(
     Ok(None)
 }
 
+/// The node's pod as the health rules see it. A running pod's start is when the operator first
+/// saw it running.
+fn pod_state<A: NodeAdmin>(
+    pod: Option<&Pod>,
+    ctx: &Context<A>,
+    key: &NodeKey,
+    now: Instant,
+) -> PodState {
+    let Some(p) = pod else {
+        return PodState::Absent;
+    };
+    match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+        Some("Running") => PodState::Running {
+            since: ctx.live().running(key, now),
+            ready: pod_ready(p),
+        },
+        Some("Failed" | "Succeeded") => PodState::Gone,
+        _ => PodState::Pending,
+    }
+}
+
 /// Whether the pod's `Ready` condition is True.
 fn pod_ready(pod: &Pod) -> bool {
     pod.status
@@ -252,14 +268,18 @@ fn pod_ready(pod: &Pod) -> bool {
 enum WriteDue {
     /// Nothing worth writing changed.
     No,
-    /// Only the load changed, and it was written too recently: wait this long.
+    /// Only the load changed, and the status was written too recently: wait this long.
     Later(Duration),
+    /// Only the load changed, long enough ago: write if the shared budget allows.
+    Load,
     /// Write now.
     Now,
 }
 
 /// Phase, addresses and conditions are written as soon as they change; the load counters at
-/// most every `interval`; bitrates, heartbeat and condition timestamps never on their own.
+/// most every `interval` after the last write (and within a budget shared by all nodes, see
+/// [`Live::take_load_write`](crate::state::live::Live::take_load_write)); bitrates, heartbeat
+/// and condition timestamps never on their own.
 fn write_due(
     current: &MediaNodeStatus,
     next: &MediaNodeStatus,
@@ -285,40 +305,53 @@ fn write_due(
     }
     match load_written.map(|at| now.saturating_duration_since(at)) {
         Some(since) if since < interval => WriteDue::Later(interval.saturating_sub(since)),
-        _ => WriteDue::Now,
+        _ => WriteDue::Load,
     }
 }
 
-/// The API server refused the node's pod: the node's `Ready` condition says so in the API
-/// server's words, with a Warning event when that changes. The reconcile then fails with the
-/// refusal, so it is retried with the node's growing backoff.
+/// What the node cannot get past, where users look: the API server refused what the operator
+/// built for it (its pod, its Service: Pod Security, a quota, a bad template), or the node
+/// as written cannot be served (no index label, a host port out of range). The node's
+/// `Ready` condition says so in those words, with a Warning event when that changes. A
+/// refusal fails the reconcile, retried with the node's growing backoff (the namespace's
+/// rules or quota may change); an invalid node waits for a change of the node. Other errors
+/// are passed on as they are.
 async fn refused<A: NodeAdmin>(
     node: &MediaNode,
     ctx: &Context<A>,
     current: &MediaNodeStatus,
-    error: &Error,
-) -> Result<(), Error> {
-    let Some((code, message)) = error.refusal() else {
-        return Ok(());
+    error: Error,
+) -> Result<Action, Error> {
+    let (reason, text, wait) = match (&error, error.refusal()) {
+        (_, Some((code, message))) => (
+            condition::POD_REFUSED,
+            format!("the API server refused its pod (HTTP {code}): {message}"),
+            false,
+        ),
+        (Error::Invalid(why), None) => (condition::INVALID, why.clone(), true),
+        _ => return Err(error),
     };
-    let text = format!("the API server refused its pod (HTTP {code}): {message}");
     let mut status = current.clone();
     status.observed_generation = node.meta().generation;
     status.conditions.set_condition(ready_condition(
         false,
-        condition::POD_REFUSED,
+        reason,
         text.clone(),
         node.meta().generation,
     ));
     let changed = current
         .conditions
         .condition(READY)
-        .is_none_or(|c| c.reason != condition::POD_REFUSED || c.message != text);
+        .is_none_or(|c| c.reason != reason || c.message != text);
     if changed {
         write_status(node, ctx, status).await?;
-        publish(ctx, node, EventType::Warning, condition::POD_REFUSED, &text).await;
+        publish(ctx, node, EventType::Warning, reason, &text).await;
     }
-    Ok(())
+    if wait {
+        Ok(Action::await_change())
+    } else {
+        Err(error)
+    }
 }
 
 /// The node's status after this reconcile.
@@ -454,11 +487,11 @@ async fn resolve(media: &str) -> Result<String, Error> {
     }
     let mut found = tokio::net::lookup_host(media)
         .await
-        .map_err(|e| Error::Invalid(format!("cannot resolve the media address {media}: {e}")))?;
+        .map_err(|e| Error::Waiting(format!("cannot resolve the media address {media}: {e}")))?;
     found
         .next()
         .map(|a| a.to_string())
-        .ok_or_else(|| Error::Invalid(format!("the media address {media} resolves to nothing")))
+        .ok_or_else(|| Error::Waiting(format!("the media address {media} resolves to nothing")))
 }
 
 fn pod_state_running(state: PodState) -> bool {
@@ -554,7 +587,7 @@ async fn external_port<A: NodeAdmin>(
             .and_then(|p| u16::try_from(p).ok())
     };
     let (Some(media), Some(signaling)) = (node_port("media"), node_port("signaling")) else {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Waiting(format!(
             "Service {} has no node ports yet",
             svc.name_any()
         )));
@@ -793,7 +826,7 @@ mod tests {
         bitrate.load.bitrate_in_bps = 1_000_000;
         assert_eq!(write_due(&a, &bitrate, None, t0, minute), WriteDue::No);
         let b = status(NodePhase::Ready, 4);
-        assert_eq!(write_due(&a, &b, None, t0, minute), WriteDue::Now);
+        assert_eq!(write_due(&a, &b, None, t0, minute), WriteDue::Load);
         let later = t0 + Duration::from_secs(20);
         assert_eq!(
             write_due(&a, &b, Some(t0), later, minute),
@@ -801,7 +834,7 @@ mod tests {
         );
         assert_eq!(
             write_due(&a, &b, Some(t0), t0 + minute, minute),
-            WriteDue::Now
+            WriteDue::Load
         );
         let draining = status(NodePhase::Draining, 4);
         assert_eq!(

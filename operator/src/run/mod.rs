@@ -80,8 +80,9 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 3)]
     pub node_missed_polls: u32,
     /// The shortest time between two writes of a media node's status for its load alone
-    /// (phase, addresses and conditions are written at once).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    /// (phase, addresses and conditions are written at once; load-only writes also share a
+    /// budget of two a second over all nodes).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub load_status_interval: Duration,
 }
 

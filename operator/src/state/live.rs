@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use super::budget::Budget;
 use super::keys::NodeKey;
 use crate::controller::admin::NodeReport;
 use crate::core::RoomKey;
@@ -46,10 +47,25 @@ pub struct LiveRoom {
 }
 
 /// The live view of every node, keyed by namespace and name.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Live {
     nodes: HashMap<NodeKey, LiveNode>,
     rooms: HashMap<RoomKey, LiveRoom>,
+    /// Status writes for load counters alone, shared by every node.
+    load_writes: Budget,
+}
+
+/// Status writes for load counters alone, per second, over all nodes.
+pub const LOAD_WRITES_PER_SECOND: f64 = 2.0;
+
+impl Default for Live {
+    fn default() -> Self {
+        Self {
+            nodes: HashMap::new(),
+            rooms: HashMap::new(),
+            load_writes: Budget::new(LOAD_WRITES_PER_SECOND),
+        }
+    }
 }
 
 /// A node's reported phase, read from the admin API's words.
@@ -78,9 +94,15 @@ impl Live {
             .get_or_insert(now)
     }
 
-    /// Records that the node's load was written to its status.
+    /// Records that the node's status (with its load) was written.
     pub fn load_written(&mut self, key: &NodeKey, now: Instant) {
         self.nodes.entry(key.clone()).or_default().load_written = Some(now);
+    }
+
+    /// Takes a write for a node's load counters alone from the budget shared by all nodes,
+    /// or says how long until one is free.
+    pub fn take_load_write(&mut self, now: Instant) -> Result<(), Duration> {
+        self.load_writes.take(now)
     }
 
     /// Records an answer.

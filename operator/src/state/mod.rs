@@ -7,8 +7,10 @@
 //! - [`live`]: what the media nodes' admin APIs last said, in memory.
 //! - [`fleet_status`]: a fleet's status, from its nodes and placements.
 //! - [`expectations`]: nodes created or deleted that the cache does not show yet.
+//! - [`budget`]: a budget of writes per second shared by many objects.
 //! - [`trim`]: what the caches keep of each object (what the operator reads, no more).
 
+pub mod budget;
 pub mod expectations;
 pub mod fleet_status;
 pub mod keys;
