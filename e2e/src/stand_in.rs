@@ -34,7 +34,9 @@ use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use ruche_crds::admin::{Accepted, AssignmentList, ListVersion, StaleList};
-use ruche_media_node::admin::wire::{AdvertiseBody, DrainBody, advertised_addr, bearer_refusal};
+use ruche_media_node::admin::wire::{
+    AdvertiseBody, DrainBody, advertised_addr, assignment_answer, assignment_list, bearer_refusal,
+};
 use serde_json::json;
 
 /// What the stand-in is configured with, from the media node's environment.
@@ -259,32 +261,26 @@ async fn assign(
     State(state): State<Arc<StandIn>>,
     body: Result<Json<AssignmentList>, JsonRejection>,
 ) -> Response {
-    let list = match body {
-        Ok(Json(list)) => list,
-        Err(rejection) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("invalid assignment list: {}", rejection.body_text()),
-            )
-                .into_response();
-        }
+    let list = match assignment_list(body) {
+        Ok(list) => list,
+        Err(bad) => return *bad,
     };
     let mut told = state.told();
-    if StaleList::refuses(told.version, list.version) {
-        let refusal = StaleList {
+    let outcome = if StaleList::refuses(told.version, list.version) {
+        Err(StaleList {
             current: told.version,
             refused: list.version,
-        };
-        return (StatusCode::CONFLICT, Json(refusal)).into_response();
-    }
-    told.version = list.version;
-    told.assigned = list.rooms.into_iter().map(|a| (a.room, a.slots)).collect();
-    Json(Accepted {
-        version: told.version,
-        assigned: told.assigned.len(),
-        ended: Vec::new(),
-    })
-    .into_response()
+        })
+    } else {
+        told.version = list.version;
+        told.assigned = list.rooms.into_iter().map(|a| (a.room, a.slots)).collect();
+        Ok(Accepted {
+            version: told.version,
+            assigned: told.assigned.len(),
+            ended: Vec::new(),
+        })
+    };
+    assignment_answer(outcome)
 }
 
 async fn advertise(

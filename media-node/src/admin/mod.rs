@@ -137,19 +137,12 @@ async fn assign(
     State(state): State<Arc<AdminState>>,
     body: Result<Json<AssignmentList>, JsonRejection>,
 ) -> Response {
-    let list = match body {
-        Ok(Json(list)) => list,
-        Err(rejection) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("invalid assignment list: {}", rejection.body_text()),
-            )
-                .into_response();
-        }
+    let list = match wire::assignment_list(body) {
+        Ok(list) => list,
+        Err(bad) => return *bad,
     };
     match state.media.ask(|r| Command::Assign(list, r)).await {
-        Some(Ok(accepted)) => Json(accepted).into_response(),
-        Some(Err(refused)) => (StatusCode::CONFLICT, Json(refused)).into_response(),
+        Some(outcome) => wire::assignment_answer(outcome),
         None => (StatusCode::SERVICE_UNAVAILABLE, "media loop stopped").into_response(),
     }
 }

@@ -5,8 +5,11 @@
 
 use std::net::SocketAddr;
 
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
+use ruche_crds::admin::{Accepted, AssignmentList, StaleList};
 use serde::Deserialize;
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -32,6 +35,30 @@ pub fn bearer_refusal(headers: &HeaderMap, expected: &str) -> Option<Response> {
             )
                 .into_response(),
         ),
+    }
+}
+
+/// The list of a `PUT /v1/assignments` body, or the 400 that says what is wrong with it.
+pub fn assignment_list(
+    body: Result<Json<AssignmentList>, JsonRejection>,
+) -> Result<AssignmentList, Box<Response>> {
+    body.map(|Json(list)| list).map_err(|rejection| {
+        Box::new(
+            (
+                StatusCode::BAD_REQUEST,
+                format!("invalid assignment list: {}", rejection.body_text()),
+            )
+                .into_response(),
+        )
+    })
+}
+
+/// The answer to an assignment list: 200 with what the node now holds, or 409 with the newer
+/// version it kept.
+pub fn assignment_answer(outcome: Result<Accepted, StaleList>) -> Response {
+    match outcome {
+        Ok(accepted) => Json(accepted).into_response(),
+        Err(refused) => (StatusCode::CONFLICT, Json(refused)).into_response(),
     }
 }
 
