@@ -243,6 +243,42 @@ fn node_port_and_load_balancer_services_select_the_nodes_pod() {
 }
 
 #[test]
+fn a_cached_service_with_its_node_ports_needs_no_apply_until_it_differs() {
+    let f = fleet(ExposureMode::NodePort);
+    let desired = service::service(&f, &node("fr-par-1")).unwrap().unwrap();
+    // As the API server returns it: node ports allocated, a cluster IP, more labels.
+    let mut cached = desired.clone();
+    let spec = cached.spec.as_mut().unwrap();
+    spec.cluster_ip = Some("10.96.0.7".into());
+    for (i, p) in spec.ports.as_mut().unwrap().iter_mut().enumerate() {
+        p.node_port = Some(30_000 + i32::try_from(i).unwrap());
+    }
+    cached
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("team".into(), "ops".into());
+    assert!(service::up_to_date(&cached, &desired));
+    let mut no_node_port = cached.clone();
+    no_node_port.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = None;
+    assert!(
+        !service::up_to_date(&no_node_port, &desired),
+        "ports not allocated yet"
+    );
+    let load_balancer = service::service(&fleet(ExposureMode::LoadBalancer), &node("fr-par-1"))
+        .unwrap()
+        .unwrap();
+    assert!(
+        !service::up_to_date(&cached, &load_balancer),
+        "the exposure changed"
+    );
+    let mut other_port = cached.clone();
+    other_port.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].port = 9999;
+    assert!(!service::up_to_date(&other_port, &desired));
+}
+
+#[test]
 fn secrets_are_random_and_owned_by_the_fleet() {
     let f = fleet(ExposureMode::NodePort);
     let a = secrets::random_text(64).unwrap();

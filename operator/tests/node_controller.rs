@@ -22,10 +22,10 @@ use ruche_operator::core::health::{HealthPolicy, Reported};
 use ruche_operator::state::keys::NodeKey;
 use serde_json::{Value, json};
 use support::{
-    FakeAdmin, Handle, assert_status_apply, context_with, context_with_settings, drain_request,
-    expect, expect_echo, expect_event, expect_no_request, expect_status, fleet, fleet_node,
-    host_port_fleet, media_pod, node_report, ready_condition, ready_status, reply, secret_reply,
-    set_pod_ready, status_reply, test_settings,
+    FakeAdmin, Handle, assert_status_apply, context_with, context_with_services,
+    context_with_settings, drain_request, expect, expect_echo, expect_event, expect_no_request,
+    expect_status, fleet, fleet_node, host_port_fleet, media_pod, node_report, ready_condition,
+    ready_status, reply, secret_reply, set_pod_ready, status_reply, test_settings,
 };
 
 const PODS: &str = "/api/v1/namespaces/ns/pods";
@@ -382,6 +382,46 @@ async fn a_node_port_node_advertises_its_kubernetes_nodes_external_address() {
         task.await.unwrap().unwrap(),
         Action::requeue(ctx.settings.poll_interval)
     );
+}
+
+#[tokio::test]
+async fn an_unchanged_service_in_the_cache_is_not_applied_again() {
+    let mut n = node_two(None);
+    n.status = Some(MediaNodeStatus {
+        pod: Some(NAME.into()),
+        ..Default::default()
+    });
+    let mut svc = ruche_operator::build::service::service(&fleet(), &n)
+        .unwrap()
+        .unwrap();
+    for (i, p) in svc
+        .spec
+        .as_mut()
+        .unwrap()
+        .ports
+        .as_mut()
+        .unwrap()
+        .iter_mut()
+        .enumerate()
+    {
+        p.node_port = Some(31_000 + i32::try_from(i).unwrap());
+    }
+    let (ctx, mut api) = context_with_services(
+        vec![fleet()],
+        vec![n.clone()],
+        vec![],
+        vec![media_pod(NAME, "Pending", None)],
+        vec![svc],
+        FakeAdmin::default(),
+        test_settings(),
+    );
+    // The pod is not running yet: with the Service cached as it should be, the reconcile
+    // writes the node's status and nothing else.
+    let task = spawn_reconcile(&ctx, &n);
+    let status = expect_node_status(&mut api, &n).await;
+    assert_eq!(status["phase"], "Pending");
+    task.await.unwrap().unwrap();
+    expect_no_request(&mut api).await;
 }
 
 fn impatient() -> Settings {

@@ -62,3 +62,43 @@ pub fn service(fleet: &MediaFleet, node: &MediaNode) -> Result<Option<Service>, 
         status: None,
     }))
 }
+
+/// Whether a Service the cache holds already is `desired`, as far as the operator decides it:
+/// type, selector, traffic policy, ports (with their node ports allocated), labels and owner.
+/// Then there is nothing to apply: a node's reconcile costs no API request for its Service.
+pub fn up_to_date(cached: &Service, desired: &Service) -> bool {
+    let (Some(have), Some(want)) = (cached.spec.as_ref(), desired.spec.as_ref()) else {
+        return false;
+    };
+    let ports_match = match (have.ports.as_deref(), want.ports.as_deref()) {
+        (Some(have), Some(want)) => {
+            have.len() == want.len()
+                && want.iter().all(|w| {
+                    have.iter().any(|h| {
+                        h.name == w.name
+                            && h.protocol == w.protocol
+                            && h.port == w.port
+                            && h.target_port == w.target_port
+                            && h.node_port.is_some()
+                    })
+                })
+        }
+        _ => false,
+    };
+    let labels_match = desired
+        .labels()
+        .iter()
+        .all(|(k, v)| cached.labels().get(k) == Some(v));
+    let owner_match = desired.owner_references().iter().all(|o| {
+        cached
+            .owner_references()
+            .iter()
+            .any(|c| c.uid == o.uid && c.controller == o.controller)
+    });
+    have.type_ == want.type_
+        && have.selector == want.selector
+        && have.external_traffic_policy == want.external_traffic_policy
+        && ports_match
+        && labels_match
+        && owner_match
+}

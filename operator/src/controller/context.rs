@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures::channel::mpsc::UnboundedSender;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 use ruche_crds::{MediaFleet, MediaNode, Room};
@@ -34,6 +34,8 @@ pub struct Stores {
     pub rooms: Store<Room>,
     /// The media nodes' pods (selected by label).
     pub pods: Store<Pod>,
+    /// The media nodes' Services (NodePort and LoadBalancer exposures).
+    pub services: Store<Service>,
 }
 
 /// Tunables of the controllers.
@@ -126,6 +128,8 @@ pub struct Context<A: NodeAdmin> {
     pub rooms: Store<Room>,
     /// Pod cache.
     pub pods: Store<Pod>,
+    /// Service cache.
+    pub services: Store<Service>,
     /// Tunables.
     pub settings: Settings,
     /// Metrics.
@@ -180,6 +184,7 @@ impl<A: NodeAdmin> Context<A> {
             nodes: parts.stores.nodes,
             rooms: parts.stores.rooms,
             pods: parts.stores.pods,
+            services: parts.stores.services,
             settings: parts.settings,
             metrics: parts.metrics,
             backoff: Backoff::default(),

@@ -41,7 +41,7 @@ use super::events::{EventType, Happened};
 use crate::build::labels::MANAGER;
 use crate::build::node::{INDEX, index_of};
 use crate::build::pod::{ADMIN_PORT, ExternalPort, SIGNALING_PORT, host_port, pod};
-use crate::build::service::service;
+use crate::build::service::{service, up_to_date};
 use crate::core::health::{self, PodState, Polls, Reported};
 use crate::state::keys::{FleetKey, NodeKey};
 use crate::state::live::reported;
@@ -568,15 +568,24 @@ async fn external_port<A: NodeAdmin>(
     let svc = service(fleet, node)
         .map_err(|e| Error::Invalid(e.to_string()))?
         .ok_or_else(|| Error::Invalid("a Service exposure built no Service".into()))?;
-    let api: Api<Service> =
-        Api::namespaced(ctx.client.clone(), &node.namespace().unwrap_or_default());
-    let applied = api
-        .patch(
-            &svc.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&svc),
-        )
-        .await?;
+    let namespace = node.namespace().unwrap_or_default();
+    let cached = ctx
+        .services
+        .get(&ObjectRef::new(&svc.name_any()).within(&namespace))
+        .filter(|cached| up_to_date(cached, &svc));
+    // Applied only when missing or different: most reconciles of a node cost no request.
+    let applied = match cached {
+        Some(cached) => (*cached).clone(),
+        None => {
+            Api::<Service>::namespaced(ctx.client.clone(), &namespace)
+                .patch(
+                    &svc.name_any(),
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(&svc),
+                )
+                .await?
+        }
+    };
     let node_port = |name: &str| {
         applied
             .spec

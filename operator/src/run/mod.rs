@@ -272,11 +272,13 @@ async fn lead(
     let (nodes, node_writer) = reflector::store::<MediaNode>();
     let (rooms, room_writer) = reflector::store::<Room>();
     let (pods, pod_writer) = reflector::store::<Pod>();
+    let (services, service_writer) = reflector::store::<Service>();
     let stores = Stores {
         fleets: fleets.clone(),
         nodes: nodes.clone(),
         rooms: rooms.clone(),
         pods: pods.clone(),
+        services: services.clone(),
     };
     let (fleet_tx, fleet_rx) = futures::channel::mpsc::unbounded();
     let (node_tx, node_rx) = futures::channel::mpsc::unbounded();
@@ -355,13 +357,20 @@ async fn lead(
             }))
         });
 
+    // The nodes' Services: cached, so that an unchanged one is not applied again.
+    let service_events = watcher(api::<Service>(client, ns), owned.clone())
+        .default_backoff()
+        .modify(trim::metadata)
+        .reflect(service_writer)
+        .applied_objects();
+
     let config = ControllerConfig::default().concurrency(16);
     let fleets_ctrl = Controller::for_stream(fleet_events, fleets.clone())
         .reconcile_on(fleet_rx)
         .with_config(config.clone())
         .graceful_shutdown_on(stop.clone());
     let nodes_ctrl = Controller::for_stream(node_events, nodes.clone())
-        .owns(api::<Service>(client, ns), owned.clone())
+        .owns_stream(service_events)
         .reconcile_on(pod_triggers)
         .reconcile_on(node_rx)
         .with_config(config.clone())
@@ -399,11 +408,12 @@ async fn lead(
         let (ctx, synced, ready) = (ctx.clone(), synced.clone(), leadership.ready.clone());
         async move {
             let started = Instant::now();
-            let waits = future::try_join4(
+            let waits = future::try_join5(
                 stores.fleets.wait_until_ready(),
                 stores.nodes.wait_until_ready(),
                 stores.rooms.wait_until_ready(),
                 stores.pods.wait_until_ready(),
+                stores.services.wait_until_ready(),
             );
             if let Err(e) = waits.await {
                 tracing::error!(error = %e, "caches never synced");

@@ -235,6 +235,19 @@ pub fn context_with_settings<A: NodeAdmin>(
     admin: A,
     settings: Settings,
 ) -> (Arc<Context<A>>, Handle) {
+    context_with_services(fleets, nodes, rooms, pods, Vec::new(), admin, settings)
+}
+
+/// [`context_with_settings`], with Services in the cache.
+pub fn context_with_services<A: NodeAdmin>(
+    fleets: Vec<MediaFleet>,
+    nodes: Vec<MediaNode>,
+    rooms: Vec<Room>,
+    pods: Vec<Pod>,
+    services: Vec<k8s_openapi::api::core::v1::Service>,
+    admin: A,
+    settings: Settings,
+) -> (Arc<Context<A>>, Handle) {
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, "ns");
     let stores = Stores {
@@ -242,6 +255,7 @@ pub fn context_with_settings<A: NodeAdmin>(
         nodes: store(nodes),
         rooms: store(rooms),
         pods: store(pods),
+        services: store(services),
     };
     let ctx = Arc::new(Context::new(
         client.clone(),
