@@ -11,11 +11,27 @@ use ruche_crds::NodePhase;
 use ruche_operator::controller::room;
 use ruche_operator::state::keys::NodeKey;
 use support::{
-    FakeAdmin, context, context_with, event_reply, expect, expect_after_token, expect_no_request,
-    fleet, node, room, room_reply, secret_reply,
+    FakeAdmin, Seen, context, context_with, event_reply, expect, expect_after_token,
+    expect_no_request, fleet, node, room, room_reply, secret_reply,
 };
 
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/ns/events";
+
+/// The status a room's status write puts: one JSON patch, `add` of the whole `/status`, as the
+/// operator's field manager.
+fn replaced_status(seen: &Seen) -> &serde_json::Value {
+    assert_eq!(
+        seen.content_type.as_deref(),
+        Some("application/json-patch+json")
+    );
+    assert_eq!(
+        seen.query.get("fieldManager").map(String::as_str),
+        Some("ruche-operator")
+    );
+    assert_eq!(seen.body[0]["op"], "add", "{}", seen.body);
+    assert_eq!(seen.body[0]["path"], "/status", "{}", seen.body);
+    &seen.body[0]["value"]
+}
 
 #[tokio::test]
 async fn a_new_room_is_placed_its_node_told_then_its_status_written_with_an_event() {
@@ -41,12 +57,7 @@ async fn a_new_room_is_placed_its_node_told_then_its_status_written_with_an_even
         room_reply("weekly"),
     )
     .await;
-    assert_eq!(
-        status.query.get("fieldManager").map(String::as_str),
-        Some("ruche-operator")
-    );
-    assert_eq!(status.query.get("force").map(String::as_str), Some("true"));
-    let s = &status.body["status"];
+    let s = replaced_status(&status);
     assert_eq!(
         (s["node"].as_str(), s["zone"].as_str(), s["phase"].as_str()),
         (Some("a1"), Some("a"), Some("Scheduled")),
@@ -56,10 +67,6 @@ async fn a_new_room_is_placed_its_node_told_then_its_status_written_with_an_even
     assert_eq!(s["conditions"][0]["type"], "Scheduled");
     assert_eq!(s["conditions"][0]["status"], "True");
     assert!(s["scheduledAt"].is_string());
-    assert_eq!(
-        status.body["kind"], "Room",
-        "server-side apply needs apiVersion and kind"
-    );
     let event = expect(
         &mut api,
         Method::POST,
@@ -120,7 +127,7 @@ async fn an_unschedulable_room_says_why_and_is_retried() {
         room_reply("big"),
     )
     .await;
-    let s = &status.body["status"];
+    let s = replaced_status(&status);
     assert_eq!(s["phase"], "Pending");
     assert_eq!(s["conditions"][0]["status"], "False");
     assert_eq!(s["conditions"][0]["reason"], "NoReadyNode");
@@ -194,7 +201,8 @@ async fn a_node_that_does_not_take_the_room_releases_the_placement_and_fails_the
     )
     .await;
     assert_eq!(
-        status.body["status"]["node"], "a1",
+        replaced_status(&status)["node"],
+        "a1",
         "the cached admin token is reused: no second Secret read"
     );
     expect(
@@ -224,11 +232,11 @@ async fn a_room_of_a_missing_fleet_gets_a_clear_condition() {
     )
     .await;
     assert_eq!(
-        status.body["status"]["conditions"][0]["reason"],
+        replaced_status(&status)["conditions"][0]["reason"],
         "FleetNotFound"
     );
     assert_eq!(
-        status.body["status"]["conditions"][0]["message"],
+        replaced_status(&status)["conditions"][0]["message"],
         "no MediaFleet nope in namespace ns"
     );
     assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
@@ -272,8 +280,11 @@ async fn a_room_empty_for_its_timeout_is_closed_on_its_node() {
         room_reply("stale"),
     )
     .await;
-    assert_eq!(status.body["status"]["phase"], "Closed");
-    assert_eq!(status.body["status"]["conditions"][0]["reason"], "Closed");
+    assert_eq!(replaced_status(&status)["phase"], "Closed");
+    assert_eq!(
+        replaced_status(&status)["conditions"][0]["reason"],
+        "Closed"
+    );
     let event = expect_after_token(
         &mut api,
         Method::POST,
@@ -332,7 +343,7 @@ async fn a_deleted_room_frees_its_slots_at_once_and_wakes_a_waiting_room() {
     )
     .await;
     assert_eq!(
-        status.body["status"]["conditions"][0]["reason"],
+        replaced_status(&status)["conditions"][0]["reason"],
         "InsufficientCapacity"
     );
     expect(&mut api, Method::POST, EVENTS, event_reply()).await;
@@ -365,7 +376,8 @@ async fn a_deleted_room_frees_its_slots_at_once_and_wakes_a_waiting_room() {
     )
     .await;
     assert_eq!(
-        status.body["status"]["node"], "a1",
+        replaced_status(&status)["node"],
+        "a1",
         "the freed slots are used at once"
     );
     expect(&mut api, Method::POST, EVENTS, event_reply()).await;

@@ -59,6 +59,37 @@ where
     Ok(())
 }
 
+/// Replaces an object's whole status through the status subresource with one JSON patch
+/// (`add` of `/status`, which creates it or replaces it). For the operator's hottest write, a
+/// room's placement: the API server does less for it than for a server-side apply, and the
+/// operator is the only writer of a room's status, so there is no one else's field to keep.
+pub async fn replace_status<K>(
+    client: &Client,
+    object: &K,
+    status: &impl Serialize,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
+    let value = serde_json::to_value(status)
+        .map_err(|e| Error::Invalid(format!("cannot encode the status: {e}")))?;
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+        { "op": "add", "path": "/status", "value": value }
+    ]))
+    .map_err(|e| Error::Invalid(format!("cannot build the status patch: {e}")))?;
+    let params = PatchParams {
+        field_manager: Some(MANAGER.into()),
+        ..PatchParams::default()
+    };
+    api.patch_status(&object.name_any(), &params, &Patch::Json::<()>(patch))
+        .await?;
+    Ok(())
+}
+
 /// What to do when a reconcile of `controller`'s object failed: retry after the object's own
 /// backoff (see [`backoff`]), and count the error.
 pub fn retry_after<A: admin::NodeAdmin, K: Resource>(

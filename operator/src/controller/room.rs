@@ -347,7 +347,7 @@ async fn write_status<A: NodeAdmin>(
     if room.status.as_ref() == Some(status) {
         return Ok(());
     }
-    super::apply_status(&ctx.client, room, status).await
+    super::replace_status(&ctx.client, room, status).await
 }
 
 async fn publish<A: NodeAdmin>(
