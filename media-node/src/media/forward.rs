@@ -53,14 +53,20 @@ impl Selector {
 
     /// The source SSRC this subscriber should get, given the track's layers (`None` key for a
     /// track without simulcast).
+    ///
+    /// A preference is a cap: the preferred layer, or when the publisher does not send it (a
+    /// browser short of CPU or bandwidth drops layers), the best one below it, or else the
+    /// lowest there is. Never a layer above what the subscriber asked for when a lower one
+    /// exists. Without a preference, the best there is.
     pub fn target(&self, layers: &BTreeMap<Option<Layer>, u32>) -> Option<u32> {
-        if let Some(p) = self.preferred
-            && let Some(&ssrc) = layers.get(&Some(p))
-        {
-            return Some(ssrc);
+        match self.preferred {
+            Some(p) => layers
+                .range(..=Some(p))
+                .next_back()
+                .or_else(|| layers.iter().next())
+                .map(|(_, ssrc)| *ssrc),
+            None => layers.values().next_back().copied(),
         }
-        // Without a preference (or if the preferred layer is not sent), take the best there is.
-        layers.values().next_back().copied()
     }
 
     /// Decides for one packet of source `ssrc`.
@@ -138,11 +144,24 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_preferred_layer_falls_back_to_the_best() {
+    fn a_missing_preferred_layer_falls_back_below_it_never_above() {
         let mut s = Selector::new(true);
         s.prefer(Some(Layer::Medium));
         let two = BTreeMap::from([(Some(Layer::Low), 10), (Some(Layer::High), 30)]);
-        assert_eq!(s.target(&two), Some(30));
+        assert_eq!(
+            s.target(&two),
+            Some(10),
+            "medium asked, low is the best below it"
+        );
+        s.prefer(Some(Layer::Low));
+        let upper = BTreeMap::from([(Some(Layer::Medium), 20), (Some(Layer::High), 30)]);
+        assert_eq!(
+            s.target(&upper),
+            Some(20),
+            "low asked but not sent: the lowest there is, not the best"
+        );
+        s.prefer(None);
+        assert_eq!(s.target(&upper), Some(30));
     }
 
     #[test]
