@@ -63,6 +63,11 @@ pub struct Assignment {
     /// Slots reserved for it.
     #[serde(default)]
     pub slots: u32,
+    /// The room has moved to another node and its participants were told to reconnect there:
+    /// the node keeps the sessions still open (so nobody is cut before they have rejoined) but
+    /// admits nobody new and reserves nothing for it. Leaving the list ends what is left.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub leaving: bool,
 }
 
 /// `PUT /v1/assignments`: the whole list of rooms the node may host, at a version. Rooms that
@@ -143,15 +148,26 @@ mod tests {
     fn the_wire_form_is_a_plain_number_and_rejects_unknown_fields() {
         let list = AssignmentList {
             version: ListVersion::new(1, 2),
-            rooms: vec![Assignment {
-                room: "r1".into(),
-                slots: 4,
-            }],
+            rooms: vec![
+                Assignment {
+                    room: "r1".into(),
+                    slots: 4,
+                    leaving: false,
+                },
+                Assignment {
+                    room: "r0".into(),
+                    slots: 0,
+                    leaving: true,
+                },
+            ],
         };
         let json = serde_json::to_value(&list).unwrap_or_default();
         assert_eq!(
             json,
-            serde_json::json!({"version": 4_294_967_298_u64, "rooms": [{"room": "r1", "slots": 4}]})
+            serde_json::json!({"version": 4_294_967_298_u64, "rooms": [
+                {"room": "r1", "slots": 4},
+                {"room": "r0", "slots": 0, "leaving": true}
+            ]})
         );
         let unknown = serde_json::from_value::<AssignmentList>(
             serde_json::json!({"version": 1, "rooms": [], "extra": true}),

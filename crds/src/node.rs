@@ -209,6 +209,9 @@ pub mod condition {
     pub const POD_REFUSED: &str = "PodRefused";
     /// Reason: the node as written cannot be served (say, no index label for its host port).
     pub const INVALID: &str = "Invalid";
+    /// Whether the node drains, why, until when, and how it goes (`Migrating`,
+    /// `MigrationBlocked`, `DeadlinePassed`; False with `Drained` once empty).
+    pub const DRAINING: &str = "Draining";
 }
 
 impl MediaNodeStatus {

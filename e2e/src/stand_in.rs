@@ -273,7 +273,12 @@ async fn assign(
         })
     } else {
         told.version = list.version;
-        told.assigned = list.rooms.into_iter().map(|a| (a.room, a.slots)).collect();
+        told.assigned = list
+            .rooms
+            .into_iter()
+            .filter(|a| !a.leaving)
+            .map(|a| (a.room, a.slots))
+            .collect();
         Ok(Accepted {
             version: told.version,
             assigned: told.assigned.len(),

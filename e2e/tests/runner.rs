@@ -342,6 +342,7 @@ async fn assignments(admin: &HttpAdmin, target: &AdminTarget, label: &str) {
             .map(|(room, slots)| Assignment {
                 room: (*room).to_string(),
                 slots: *slots,
+                leaving: false,
             })
             .collect(),
     };

@@ -944,6 +944,69 @@ async fn the_assignment_list_is_versioned_and_the_whole_truth() {
     assert_eq!(status, 400, "a list without a version is refused: {body}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_listed_as_leaving_keeps_its_sessions_admits_nobody_and_ends_when_dropped() {
+    let node = Node::start(NodeOptions {
+        mode: ruche_media_node::admission::NodeMode::Managed,
+        ..NodeOptions::default()
+    })
+    .await;
+    let put = |version: u64, rooms: serde_json::Value| {
+        let node = &node;
+        async move {
+            node.admin(
+                "PUT",
+                "/v1/assignments",
+                Some(serde_json::json!({"version": version, "rooms": rooms})),
+                None,
+            )
+            .await
+        }
+    };
+    let (status, _) = put(1, serde_json::json!([{"room": "r1", "slots": 4}])).await;
+    assert_eq!(status, 200);
+    let alice = node.join("r1", "alice").await;
+    // The room moved elsewhere: alice was told to go, her session stays until she does.
+    let (status, body) = put(
+        2,
+        serde_json::json!([{"room": "r1", "slots": 0, "leaving": true}]),
+    )
+    .await;
+    assert_eq!(
+        (status, body["ended"].clone()),
+        (200, serde_json::json!([])),
+        "{body}"
+    );
+    let (_, s) = node.admin("GET", "/v1/status", None, None).await;
+    assert_eq!(
+        (s["participants"].as_u64(), s["reservedSlots"].as_u64()),
+        (Some(1), Some(0)),
+        "a leaving room reserves nothing: {s}"
+    );
+    assert_eq!(s["roomList"][0]["leaving"], true, "{s}");
+    assert_eq!(s["roomList"][0]["assigned"], false, "{s}");
+    let refused = Client::join(&node.ws_url(), "r1", &node.token("r1", "bob"))
+        .await
+        .err()
+        .expect("nobody new joins a leaving room");
+    assert_eq!(refused["code"], "not_assigned", "{refused}");
+    assert!(alice.messages_of("error").is_empty(), "alice is not cut");
+    // Dropped from the list: what is left of it ends.
+    let (status, body) = put(3, serde_json::json!([])).await;
+    assert_eq!(
+        (status, body["ended"].clone()),
+        (200, serde_json::json!(["r1"])),
+        "{body}"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || !alice
+            .messages_of("error")
+            .is_empty())
+        .await,
+        "alice's last session ends"
+    );
+}
+
 /// Whether `sdp` carries a host candidate for `addr`.
 fn has_host_candidate(sdp: &str, addr: std::net::SocketAddr) -> bool {
     let at = format!(" {} {} typ host", addr.ip(), addr.port());

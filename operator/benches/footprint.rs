@@ -169,6 +169,7 @@ fn main() {
                 name: format!("meeting-{:06}", k * NODES),
                 participants: 7,
                 tracks: 14,
+                leaving: false,
             })
             .collect();
         let report = NodeReport {

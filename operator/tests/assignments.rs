@@ -128,6 +128,10 @@ impl NodeAdmin for UnreliableNodes {
         Ok(())
     }
 
+    async fn migrate(&self, _: &AdminTarget, _: &str, _: &str) -> Result<u32, AdminError> {
+        Ok(0)
+    }
+
     async fn undrain(&self, _: &AdminTarget) -> Result<(), AdminError> {
         Ok(())
     }

@@ -65,16 +65,21 @@ async fn expect_node_status(api: &mut Handle, n: &MediaNode) -> Value {
     status
 }
 
-fn ready_of(status: &Value) -> (&str, &str, &str) {
+/// Status, reason and message of the condition `type_`.
+fn condition_of<'a>(status: &'a Value, type_: &str) -> (&'a str, &'a str, &'a str) {
     let c = status["conditions"]
         .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-        .unwrap_or_else(|| panic!("no Ready condition in {status}"));
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"));
     (
         c["status"].as_str().unwrap(),
         c["reason"].as_str().unwrap(),
         c["message"].as_str().unwrap(),
     )
+}
+
+fn ready_of(status: &Value) -> (&str, &str, &str) {
+    condition_of(status, "Ready")
 }
 
 fn port<'a>(pod: &'a Value, name: &str) -> &'a Value {
@@ -563,12 +568,26 @@ fn serving(
     (ctx, api, admin, n)
 }
 
+fn draining_of(status: &Value) -> (&str, &str, &str) {
+    condition_of(status, "Draining")
+}
+
 #[tokio::test]
 async fn a_drain_request_reaches_a_node_that_still_reports_ready() {
     let (ctx, mut api, admin, n) = serving(Some("Manual"), ("Ready", Reported::Ready), false);
     let task = spawn_reconcile(&ctx, &n);
     expect(&mut api, Method::GET, ADMIN_SECRET, secret_reply()).await;
-    expect_no_request(&mut api).await;
+    // Out of service at once, whatever the node says yet.
+    let status = expect_node_status(&mut api, &n).await;
+    assert_eq!(status["phase"], "Draining");
+    assert!(status["drainStartedAt"].is_string(), "{status}");
+    let (holds, reason, message) = draining_of(&status);
+    assert_eq!(
+        (holds, reason),
+        ("False", "Drained"),
+        "no room on it: {message}"
+    );
+    assert_eq!(expect_event(&mut api).await.body["reason"], "Draining");
     assert_eq!(
         task.await.unwrap().unwrap(),
         Action::requeue(Duration::from_secs(60))
@@ -578,6 +597,105 @@ async fn a_drain_request_reaches_a_node_that_still_reports_ready() {
         ["drain http://10.0.0.5:7881 Some(true)"],
         "drained with the time left before the deadline"
     );
+}
+
+/// A node draining with `request`, hosting room `weekly`, next to a Ready node `visio-a-3`.
+fn draining_with_a_room(
+    request: ruche_crds::DrainRequest,
+) -> (Arc<Context<FakeAdmin>>, Handle, FakeAdmin, MediaNode) {
+    let mut n = node_two(Some(ready_status(NAME, "10.0.0.5", 30002)));
+    n.spec.drain = Some(request);
+    let mut other = fleet_node("visio-a-3", "a", 3);
+    other.status = Some(ready_status("visio-a-3", "10.0.0.6", 30003));
+    let admin = FakeAdmin::default();
+    let (ctx, api) = context_with(
+        vec![host_port_fleet()],
+        vec![n.clone(), other],
+        vec![support::placed_room("weekly", 4, NAME, "a")],
+        vec![media_pod(NAME, "Running", Some("10.0.0.5"))],
+        admin.clone(),
+    );
+    answered(
+        &ctx,
+        node_report("Draining", "10.0.0.5:30002"),
+        Reported::Draining,
+    );
+    (ctx, api, admin, n)
+}
+
+fn past(seconds: i64) -> Option<Time> {
+    Timestamp::now()
+        .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(seconds))
+        .ok()
+        .map(Time)
+}
+
+#[tokio::test]
+async fn at_the_deadline_mode_migrate_moves_the_rooms_and_says_so() {
+    let mut request = drain_request("Manual");
+    request.deadline = past(5);
+    let mut n_status_started = None;
+    let (ctx, mut api, _admin, mut n) = draining_with_a_room(request);
+    // The drain was seen before its deadline: no complaint about a past deadline.
+    if let Some(st) = n.status.as_mut() {
+        st.phase = NodePhase::Draining;
+        st.drain_started_at = past(60);
+        n_status_started.clone_from(&st.drain_started_at);
+    }
+    let task = spawn_reconcile(&ctx, &n);
+    expect(&mut api, Method::GET, ADMIN_SECRET, secret_reply()).await;
+    let event = expect_event(&mut api).await;
+    assert_eq!(event.body["reason"], "Migrating");
+    assert_eq!(
+        event.body["note"],
+        "drain deadline reached: moving 1 room(s) live to other nodes"
+    );
+    let status = expect_node_status(&mut api, &n).await;
+    let (holds, reason, message) = draining_of(&status);
+    assert_eq!((holds, reason), ("True", "Migrating"), "{message}");
+    assert_eq!(status["drainStartedAt"], json!(n_status_started), "kept");
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(10)),
+        "looked at again while rooms are moving"
+    );
+    let room = ruche_operator::core::RoomKey::new("ns/weekly");
+    let fleet = ruche_operator::state::keys::FleetKey::new("ns", "visio");
+    assert_eq!(
+        ctx.registry().leaving_from(&fleet, &room),
+        Some((NAME.to_string(), false)),
+        "the room left {NAME}, whose list keeps it until its participants have moved"
+    );
+    assert_eq!(ctx.registry().rooms_on(&key()), Some(0));
+}
+
+#[tokio::test]
+async fn a_deadline_already_past_is_said_and_mode_wait_keeps_waiting_with_a_condition() {
+    let mut request = drain_request("Manual");
+    request.deadline = past(30);
+    request.mode = ruche_crds::DrainMode::Wait;
+    let (ctx, mut api, _admin, n) = draining_with_a_room(request);
+    let task = spawn_reconcile(&ctx, &n);
+    expect(&mut api, Method::GET, ADMIN_SECRET, secret_reply()).await;
+    let event = expect_event(&mut api).await;
+    assert_eq!(event.body["reason"], "DeadlineInPast");
+    assert!(
+        event.body["note"].as_str().unwrap().ends_with(
+            "was already past when the drain was set: mode Wait: its rooms are waited for"
+        ),
+        "{}",
+        event.body["note"]
+    );
+    let overdue = expect_event(&mut api).await;
+    assert_eq!(overdue.body["reason"], "DeadlinePassed");
+    assert_eq!(overdue.body["type"], "Warning");
+    let status = expect_node_status(&mut api, &n).await;
+    let (holds, reason, message) = draining_of(&status);
+    assert_eq!((holds, reason), ("True", "DeadlinePassed"), "{message}");
+    assert!(message.contains("1 room(s) left"), "{message}");
+    assert_eq!(expect_event(&mut api).await.body["reason"], "Draining");
+    assert!(task.await.unwrap().is_ok());
+    assert_eq!(ctx.registry().rooms_on(&key()), Some(1), "nothing moved");
 }
 
 #[tokio::test]

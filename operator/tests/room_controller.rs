@@ -414,3 +414,111 @@ async fn a_room_deleted_with_the_finalizer_of_an_earlier_version_is_let_go() {
     );
     assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
 }
+
+#[tokio::test]
+async fn a_room_moved_off_a_draining_node_goes_migrating_then_scheduled_and_only_then_its_participants_are_told()
+ {
+    let admin = FakeAdmin::default();
+    let a1 = node("a1", "10.0.0.1", NodePhase::Ready);
+    let (ctx, mut api) = context(
+        vec![a1.clone(), node("a2", "10.0.0.2", NodePhase::Ready)],
+        admin.clone(),
+    );
+    let r = room("weekly", 12);
+    let task = tokio::spawn({
+        let (ctx, r) = (ctx.clone(), r.clone());
+        async move { room::apply(&r, &ctx).await }
+    });
+    let path = "/apis/ruche.dev/v1alpha1/namespaces/ns/rooms/weekly/status";
+    let placed = expect_after_token(&mut api, Method::PATCH, path, room_reply("weekly")).await;
+    let placed = replaced_status(&placed).clone();
+    assert_eq!(placed["node"], "a1");
+    expect(&mut api, Method::POST, EVENTS, event_reply()).await;
+    task.await.unwrap().unwrap();
+
+    // a1 drains and its deadline has come: the room is planned onto a2.
+    let mut draining = a1.clone();
+    draining.spec.drain = Some(ruche_crds::node::DrainRequest {
+        deadline: None,
+        mode: ruche_crds::DrainMode::Migrate,
+        reason: Some("Manual".into()),
+    });
+    let _ = ctx.registry().apply_node(std::sync::Arc::new(draining));
+    let effects = ctx
+        .registry()
+        .migrate_off(&NodeKey::new("ns", "a1"), std::time::Instant::now());
+    assert_eq!(effects.migrated.len(), 1, "{effects:?}");
+    assert_eq!(
+        (
+            effects.migrated[0].1.as_str(),
+            effects.migrated[0].2.as_str()
+        ),
+        ("a1", "a2")
+    );
+    ctx.dispatch(effects);
+
+    let mut on_a1 = r.clone();
+    on_a1.status = Some(serde_json::from_value(placed).unwrap());
+    let task = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { room::apply(&on_a1, &ctx).await }
+    });
+    let moving = expect_after_token(&mut api, Method::PATCH, path, room_reply("weekly")).await;
+    let moving = replaced_status(&moving);
+    assert_eq!(
+        (moving["phase"].as_str(), moving["node"].as_str()),
+        (Some("Migrating"), Some("a1")),
+        "{moving}"
+    );
+    let event = expect(&mut api, Method::POST, EVENTS, event_reply()).await;
+    assert_eq!(event.body["reason"], "Migrating");
+    assert!(
+        admin.calls().iter().all(|c| !c.starts_with("migrate")),
+        "nobody is told before the new node holds the room"
+    );
+    let moved = expect_after_token(&mut api, Method::PATCH, path, room_reply("weekly")).await;
+    let moved = replaced_status(&moved);
+    assert_eq!(
+        (
+            moved["phase"].as_str(),
+            moved["node"].as_str(),
+            moved["endpoint"].as_str()
+        ),
+        (Some("Scheduled"), Some("a2"), Some("ws://10.0.0.2:7880/ws")),
+        "node, endpoint and phase change in one write: {moved}"
+    );
+    let migration = moved["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == room::MIGRATION)
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (migration["status"].as_str(), migration["reason"].as_str()),
+        (Some("True"), Some("Migrated"))
+    );
+    assert!(
+        admin
+            .assigns()
+            .iter()
+            .any(|a| a == r#"assign http://10.0.0.2:7881 admin-secret-token [("weekly", 12)]"#),
+        "a2 took the room before its endpoint was published: {:?}",
+        admin.assigns()
+    );
+    let event = expect(&mut api, Method::POST, EVENTS, event_reply()).await;
+    assert_eq!(event.body["reason"], "Migrated");
+    assert!(
+        admin
+            .calls()
+            .contains(&"migrate http://10.0.0.1:7881 weekly ws://10.0.0.2:7880/ws".to_string()),
+        "{:?}",
+        admin.calls()
+    );
+    task.await.unwrap().unwrap();
+    // a1 keeps the room as leaving (its sessions stay until they have rejoined), reserving
+    // nothing for it.
+    let (_, list) = ctx.registry().list(&NodeKey::new("ns", "a1")).unwrap();
+    assert_eq!(list.len(), 1);
+    assert!(list[0].leaving && list[0].room == "weekly" && list[0].slots == 0);
+}

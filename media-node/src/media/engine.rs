@@ -5,7 +5,7 @@
 //! which forwarding turns into writes on other connections. It runs on its own thread, so
 //! forwarding never waits behind signaling or the admin API.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -133,6 +133,8 @@ pub struct RoomStatus {
     pub reserved_slots: u32,
     /// Whether the room is in the assignment list.
     pub assigned: bool,
+    /// Whether the room has moved to another node and only its last sessions remain here.
+    pub leaving: bool,
 }
 
 /// A room live on the node.
@@ -171,6 +173,9 @@ pub struct Engine {
     pub(crate) drain: Drain,
     /// Rooms the operator assigned here, with their reserved slots.
     pub(crate) assigned: HashMap<String, u32>,
+    /// Rooms moved to another node whose open sessions are kept until they leave (see
+    /// [`ruche_crds::admin::Assignment::leaving`]).
+    pub(crate) leaving: HashSet<String>,
     /// The version of that list.
     pub(crate) assigned_version: ListVersion,
     bytes_in_window: u64,
@@ -303,6 +308,7 @@ impl Engine {
             next_track: 1,
             drain: Drain::new(),
             assigned: HashMap::new(),
+            leaving: HashSet::new(),
             assigned_version: ListVersion::NONE,
             bytes_in_window: 0,
             bytes_out_window: 0,
@@ -582,8 +588,10 @@ impl Engine {
     }
 
     /// Takes the operator's list of rooms unless it is older than the one held. In managed
-    /// mode, a room that leaves the list (deleted, closed, or moved elsewhere) ends here: the
-    /// list is the whole truth, so a node converges to it even if it missed a close.
+    /// mode, a room that leaves the list (deleted, closed, or gone elsewhere) ends here: the
+    /// list is the whole truth, so a node converges to it even if it missed a close. A room
+    /// listed as leaving keeps its open sessions (its participants are rejoining elsewhere)
+    /// but admits nobody.
     fn assign(&mut self, list: AssignmentList) -> Result<Accepted, StaleList> {
         if StaleList::refuses(self.assigned_version, list.version) {
             tracing::warn!(held = %self.assigned_version, refused = %list.version, "stale assignment list refused");
@@ -592,23 +600,33 @@ impl Engine {
                 refused: list.version,
             });
         }
-        let next: HashMap<String, u32> =
-            list.rooms.into_iter().map(|a| (a.room, a.slots)).collect();
-        let mut leaving: Vec<String> = if self.config.mode == NodeMode::Managed {
+        let (leaving, next): (Vec<_>, Vec<_>) = list.rooms.into_iter().partition(|a| a.leaving);
+        let next: HashMap<String, u32> = next.into_iter().map(|a| (a.room, a.slots)).collect();
+        let leaving: HashSet<String> = leaving
+            .into_iter()
+            .map(|a| a.room)
+            .filter(|r| !next.contains_key(r))
+            .collect();
+        let mut ended: Vec<String> = if self.config.mode == NodeMode::Managed {
             self.rooms
                 .iter()
-                .filter(|(name, room)| !room.participants.is_empty() && !next.contains_key(*name))
+                .filter(|(name, room)| {
+                    !room.participants.is_empty()
+                        && !next.contains_key(*name)
+                        && !leaving.contains(*name)
+                })
                 .map(|(name, _)| name.clone())
                 .collect()
         } else {
             Vec::new()
         };
-        leaving.sort();
+        ended.sort();
         self.assigned = next;
+        self.leaving = leaving;
         self.assigned_version = list.version;
         self.metrics
             .set_reserved(self.assigned.values().map(|s| u64::from(*s)).sum());
-        for room in &leaving {
+        for room in &ended {
             self.end_room(
                 room,
                 &format!("room {room} is no longer hosted on this media node"),
@@ -617,7 +635,7 @@ impl Engine {
         Ok(Accepted {
             version: self.assigned_version,
             assigned: self.assigned.len(),
-            ended: leaving,
+            ended,
         })
     }
 
@@ -696,6 +714,7 @@ impl Engine {
                 tracks: r.tracks.len() as u32,
                 reserved_slots: self.assigned.get(name).copied().unwrap_or(0),
                 assigned: self.assigned.contains_key(name),
+                leaving: self.leaving.contains(name),
             })
             .collect();
         rooms.sort_by(|a, b| a.name.cmp(&b.name));

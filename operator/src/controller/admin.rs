@@ -110,6 +110,9 @@ pub struct RoomReport {
     /// Tracks published.
     #[serde(default)]
     pub tracks: u32,
+    /// The room moved to another node; these are its last sessions here.
+    #[serde(default)]
+    pub leaving: bool,
 }
 
 /// `GET /v1/status`: the status and, in the same answer, the live rooms.
@@ -154,6 +157,14 @@ pub trait NodeAdmin: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), AdminError>> + Send;
     /// Cancels a drain.
     fn undrain(&self, target: &AdminTarget) -> impl Future<Output = Result<(), AdminError>> + Send;
+    /// Tells every participant of a room on the node to reconnect at `endpoint` (the node
+    /// mints each one a token for its own identity); returns how many were told.
+    fn migrate(
+        &self,
+        target: &AdminTarget,
+        room: &str,
+        endpoint: &str,
+    ) -> impl Future<Output = Result<u32, AdminError>> + Send;
     /// Sets the media address the node advertises to new peers.
     fn advertise(
         &self,
@@ -303,6 +314,34 @@ impl NodeAdmin for HttpAdmin {
         self.call(http::Method::DELETE, target, "/v1/drain", None)
             .await
             .map(drop)
+    }
+
+    async fn migrate(
+        &self,
+        target: &AdminTarget,
+        room: &str,
+        endpoint: &str,
+    ) -> Result<u32, AdminError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Told {
+            participants_told: u32,
+        }
+        let path = format!("/v1/rooms/{room}/migrate");
+        let body = self
+            .call(
+                http::Method::POST,
+                target,
+                &path,
+                Some(serde_json::json!({ "endpoint": endpoint })),
+            )
+            .await?;
+        serde_json::from_slice::<Told>(&body)
+            .map(|t| t.participants_told)
+            .map_err(|e| AdminError::Malformed {
+                url: format!("{}{path}", target.url.trim_end_matches('/')),
+                message: e.to_string(),
+            })
     }
 
     async fn advertise(&self, target: &AdminTarget, media: &str) -> Result<(), AdminError> {

@@ -350,6 +350,20 @@ async fn poll<A: NodeAdmin>(
                     false
                 }
             });
+            // Rooms moved off this node that it no longer shows have rejoined elsewhere:
+            // its next list (pushed right after this poll) ends what is left of them.
+            let leaving: std::collections::HashSet<String> = report
+                .rooms
+                .iter()
+                .filter(|r| r.leaving && r.participants > 0)
+                .map(|r| r.name.clone())
+                .collect();
+            ctx.registry().settle_leaving(
+                key,
+                |room| leaving.contains(room_name(room)),
+                now,
+                ctx.settings.migration_grace,
+            );
             let change = ctx.live().answered(key, report, phase, now);
             if change.node {
                 ctx.triggers.node(node_ref);

@@ -49,6 +49,9 @@ pub struct Settings {
     pub assign_timeout: Duration,
     /// The shortest time between two writes of a node's status for its load alone.
     pub load_status_interval: Duration,
+    /// How long a node keeps the sessions of a room moved off it, once its participants were
+    /// told where to go, if they do not all leave sooner.
+    pub migration_grace: Duration,
 }
 
 impl Default for Settings {
@@ -58,6 +61,7 @@ impl Default for Settings {
             health: HealthPolicy::default(),
             assign_timeout: Duration::from_secs(4),
             load_status_interval: Duration::from_secs(300),
+            migration_grace: Duration::from_secs(60),
         }
     }
 }

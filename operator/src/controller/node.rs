@@ -30,8 +30,8 @@ use kube::{Api, Resource, ResourceExt};
 use ruche_crds::common::new_condition;
 use ruche_crds::node::condition;
 use ruche_crds::{
-    ConditionsExt, ExposureMode, MediaFleet, MediaNode, MediaNodeStatus, NodeAddressType,
-    NodeAddresses, NodeLoad, NodePhase,
+    ConditionsExt, DrainMode, ExposureMode, MediaFleet, MediaNode, MediaNodeStatus,
+    NodeAddressType, NodeAddresses, NodeLoad, NodePhase,
 };
 
 use super::Error;
@@ -42,6 +42,8 @@ use crate::build::labels::MANAGER;
 use crate::build::node::{INDEX, index_of};
 use crate::build::pod::{ADMIN_PORT, ExternalPort, SIGNALING_PORT, host_port, pod};
 use crate::build::service::{service, up_to_date};
+use crate::core::drain::{DrainStep, DrainView};
+use crate::core::fleet_plan::DrainCause;
 use crate::core::health::{self, PodState, Polls, Reported};
 use crate::state::keys::{FleetKey, NodeKey};
 use crate::state::live::reported;
@@ -154,6 +156,10 @@ pub async fn reconcile<A: NodeAdmin>(
         phase = NodePhase::Starting;
     }
 
+    // A drain request takes the node out of service at once, whatever it says yet.
+    if node.spec.drain.is_some() && phase == NodePhase::Ready {
+        phase = NodePhase::Draining;
+    }
     let mut status = next_status(
         &node,
         &current,
@@ -162,6 +168,7 @@ pub async fn reconcile<A: NodeAdmin>(
         addresses,
         report.as_ref(),
     );
+    let drain_recheck = drain(&node, &ctx, &current, &mut status).await;
     if health.unreachable {
         let why = failure_reason(pod_state, polls, &ctx, &key);
         status.conditions.set_condition(ready_condition(
@@ -175,6 +182,7 @@ pub async fn reconcile<A: NodeAdmin>(
         NodePhase::Pending | NodePhase::Starting => ctx.settings.poll_interval,
         _ => Duration::from_secs(60),
     };
+    let next = drain_recheck.map_or(next, |d| d.min(next));
     let wait = record(&node, &ctx, &current, status, now).await?;
     Ok(Action::requeue(wait.map_or(next, |w| w.min(next))))
 }
@@ -232,6 +240,99 @@ async fn record<A: NodeAdmin>(
         .await;
     }
     Ok(None)
+}
+
+/// Acts on the node's drain and says how it goes in its `Draining` condition: at the deadline,
+/// mode `Migrate` moves every room that has somewhere to go (see [`crate::core::drain`]);
+/// mode `Wait` keeps waiting. Returns when to look again.
+async fn drain<A: NodeAdmin>(
+    node: &MediaNode,
+    ctx: &Context<A>,
+    current: &MediaNodeStatus,
+    status: &mut MediaNodeStatus,
+) -> Option<Duration> {
+    let Some(request) = &node.spec.drain else {
+        status.conditions.retain(|c| c.type_ != condition::DRAINING);
+        return None;
+    };
+    if status.phase == NodePhase::Failed {
+        return None;
+    }
+    let key = NodeKey::of(node);
+    let now = Timestamp::now();
+    let view = DrainView {
+        deadline: request.deadline.as_ref().map(|t| t.0),
+        mode: request.mode,
+        cause: DrainCause::parse(request.reason.as_deref()),
+        since: Some(current.drain_started_at.as_ref().map_or(now, |t| t.0)),
+    };
+    if current.drain_started_at.is_none() && view.deadline_was_past() {
+        let then = match view.mode {
+            DrainMode::Migrate => "its rooms move now",
+            DrainMode::Wait => "mode Wait: its rooms are waited for",
+        };
+        let text = format!(
+            "the drain deadline {} was already past when the drain was set: {then}",
+            view.deadline.map(|d| d.to_string()).unwrap_or_default()
+        );
+        publish(ctx, node, EventType::Warning, "DeadlineInPast", &text).await;
+    }
+    status.drain_started_at = Some(Time(view.since.unwrap_or(now)));
+    let (rooms, built) = {
+        let mut registry = ctx.registry();
+        let built = match registry.rooms_on(&key) {
+            Some(_) => None,
+            // The fleet's placements are built on first need (here, or its first room).
+            None => registry.ensure(&FleetKey::of_node(node)).ok(),
+        };
+        (registry.rooms_on(&key), built)
+    };
+    if let Some(effects) = built {
+        ctx.dispatch(effects);
+    }
+    // Placements unusable (the fleet's rules are broken, and say so): what the node reports.
+    let rooms = rooms.unwrap_or(status.load.rooms);
+    let step = view.step(rooms, now);
+    let mut stranded = 0;
+    if step == DrainStep::Migrate {
+        let effects = ctx.registry().migrate_off(&key, Instant::now());
+        let moved = effects.migrated.len();
+        stranded = u32::try_from(effects.stranded.len()).unwrap_or(u32::MAX);
+        ctx.dispatch(effects);
+        if moved > 0 {
+            let text = format!(
+                "drain deadline reached: moving {moved} room(s) live to other nodes{}",
+                if stranded > 0 {
+                    format!("; {stranded} have nowhere to go and stay")
+                } else {
+                    String::new()
+                }
+            );
+            publish(ctx, node, EventType::Normal, "Migrating", &text).await;
+        }
+    }
+    let (reason, message) = view.describe(step, rooms, stranded);
+    status.conditions.set_condition(new_condition(
+        condition::DRAINING,
+        step != DrainStep::Empty,
+        reason,
+        message.clone(),
+        node.meta().generation,
+    ));
+    let was = current.conditions.condition(condition::DRAINING);
+    if step == DrainStep::Overdue && was.is_none_or(|c| c.reason != reason) {
+        publish(ctx, node, EventType::Warning, reason, &message).await;
+    }
+    match step {
+        DrainStep::Waiting { until: Some(d) } => Some(
+            Duration::try_from(d.duration_since(now))
+                .unwrap_or_default()
+                .max(Duration::from_secs(1)),
+        ),
+        // Rooms with nowhere to go are tried again: capacity may have appeared.
+        DrainStep::Migrate => Some(Duration::from_secs(10)),
+        _ => None,
+    }
 }
 
 /// The node's pod as the health rules see it. A running pod's start is when the operator first

@@ -24,7 +24,7 @@ use ruche_crds::common::new_condition;
 use ruche_crds::{ConditionsExt, Room, RoomPhase, RoomStatus};
 
 use super::Error;
-use super::admin::NodeAdmin;
+use super::admin::{AdminTarget, NodeAdmin};
 use super::context::Context;
 use super::events::{EventType, Happened};
 use crate::core::room_lifecycle::{self, RoomView};
@@ -36,6 +36,9 @@ use crate::state::registry::RegistryError;
 pub const LEGACY_FINALIZER: &str = "ruche.dev/room";
 /// The condition saying whether (and why not) a room is placed.
 pub const SCHEDULED: &str = "Scheduled";
+/// The condition saying how a room's move off a draining node went: moving, moved, or
+/// blocked (with why: it then stays where it is).
+pub const MIGRATION: &str = "Migration";
 /// How soon a waiting room is looked at again when nothing wakes it first (capacity that
 /// appears wakes it at once).
 pub const RETRY_UNSCHEDULABLE: Duration = Duration::from_secs(60);
@@ -189,6 +192,14 @@ async fn placed<A: NodeAdmin>(
         )));
     };
     let moved_from = current.node.as_deref().filter(|old| *old != node);
+    // A live migration (not a failover): the node it leaves still has its participants.
+    let migration = ctx.registry().leaving_from(&fleet, &key);
+    if let (Some(old), Some((leaving, _))) = (moved_from, &migration)
+        && old == leaving
+        && current.phase != RoomPhase::Migrating
+    {
+        migrating(room, ctx, current, old, node, zone).await?;
+    }
     if (fresh || current.node.as_deref() != Some(node))
         && let Some(version) = version
         && let Err(e) = ctx
@@ -203,7 +214,9 @@ async fn placed<A: NodeAdmin>(
     status.observed_generation = room.meta().generation;
     status.node = Some(node.to_string());
     status.zone = Some(zone.to_string());
-    status.endpoint = Some(endpoint);
+    status.endpoint = Some(endpoint.clone());
+    let leaving = migration.as_ref().map(|(old, _)| old.as_str());
+    migration_condition(room, ctx, &fleet, &key, leaving, &mut status).await;
     if fresh || status.scheduled_at.is_none() || moved_from.is_some() {
         status.scheduled_at = Some(now());
     }
@@ -252,30 +265,23 @@ async fn placed<A: NodeAdmin>(
     if count_only {
         ctx.live().participants_written(&key, Instant::now());
     }
-    if fresh {
-        if let Some(created) = room.meta().creation_timestamp.as_ref() {
-            let waited = Timestamp::now().duration_since(created.0);
-            ctx.metrics
-                .scheduled(Duration::try_from(waited).unwrap_or_default());
-        }
+    if let Some((old, false)) = &migration {
+        // The new node holds the room and its endpoint is published: only now are the
+        // participants told to go there.
+        let told = tell_to_move(ctx, &fleet, &key, old, &endpoint).await?;
         publish(
             ctx,
             room,
             EventType::Normal,
-            "Scheduled",
-            &format!("placed on media node {node} in zone {zone}"),
-        )
-        .await;
-    } else if let Some(old) = moved_from {
-        publish(
-            ctx,
-            room,
-            EventType::Warning,
-            "Moved",
-            &format!("moved from media node {old} to {node} in zone {zone}: clients rejoin at the new endpoint"),
+            "Migrated",
+            &format!(
+                "moved live from media node {old} to {node} in zone {zone}: {told} participant(s) told to reconnect"
+            ),
         )
         .await;
     }
+    let moved_from = moved_from.filter(|_| migration.is_none());
+    announce(room, ctx, fresh, moved_from, node, zone).await;
     // An empty room is looked at again when its timeout runs out.
     Ok(Action::requeue(match view.empty_for {
         Some(empty) => empty_timeout
@@ -283,6 +289,146 @@ async fn placed<A: NodeAdmin>(
             .clamp(Duration::from_secs(1), RESYNC),
         None => RESYNC,
     }))
+}
+
+/// The event of a placement: a new room placed, or a room moved off a failed node.
+async fn announce<A: NodeAdmin>(
+    room: &Room,
+    ctx: &Context<A>,
+    fresh: bool,
+    moved_from: Option<&str>,
+    node: &str,
+    zone: &str,
+) {
+    if fresh {
+        if let Some(created) = room.meta().creation_timestamp.as_ref() {
+            let waited = Timestamp::now().duration_since(created.0);
+            ctx.metrics
+                .scheduled(Duration::try_from(waited).unwrap_or_default());
+        }
+        let text = format!("placed on media node {node} in zone {zone}");
+        publish(ctx, room, EventType::Normal, "Scheduled", &text).await;
+    } else if let Some(old) = moved_from {
+        let text = format!(
+            "moved from media node {old} to {node} in zone {zone}: clients rejoin at the new endpoint"
+        );
+        publish(ctx, room, EventType::Warning, "Moved", &text).await;
+    }
+}
+
+/// Says the room is moving (phase Migrating, still on its old node), with an event.
+async fn migrating<A: NodeAdmin>(
+    room: &Room,
+    ctx: &Context<A>,
+    current: &RoomStatus,
+    old: &str,
+    node: &str,
+    zone: &str,
+) -> Result<(), Error> {
+    let mut status = current.clone();
+    status.phase = RoomPhase::Migrating;
+    let message = format!("moving live from media node {old} to {node} in zone {zone}");
+    status.conditions.set_condition(new_condition(
+        MIGRATION,
+        true,
+        "Migrating",
+        message.clone(),
+        room.meta().generation,
+    ));
+    write_status(room, ctx, &status).await?;
+    publish(ctx, room, EventType::Normal, "Migrating", &message).await;
+    Ok(())
+}
+
+/// Tells the participants of a moved room, on the node it left, to reconnect at its new
+/// endpoint; returns how many were told. Once told, the old node keeps their sessions until
+/// they have left (see [`crate::state::placements`]).
+async fn tell_to_move<A: NodeAdmin>(
+    ctx: &Context<A>,
+    fleet: &FleetKey,
+    key: &crate::core::RoomKey,
+    old: &str,
+    endpoint: &str,
+) -> Result<u32, Error> {
+    let url = ctx
+        .registry()
+        .node(&fleet.node(old))
+        .and_then(|n| n.status.clone())
+        .and_then(|s| s.addresses)
+        .and_then(|a| a.admin);
+    let Some(url) = url else {
+        // The old node has no admin address any more (gone): nobody is left to tell.
+        ctx.registry().told(fleet, key);
+        return Ok(0);
+    };
+    let target = AdminTarget {
+        url,
+        token: ctx.admin_token(fleet).await?,
+    };
+    let told = ctx
+        .admin
+        .migrate(&target, crate::state::keys::room_name(key), endpoint)
+        .await?;
+    ctx.registry().told(fleet, key);
+    Ok(told)
+}
+
+/// Sets the room's `Migration` condition: moved live off `leaving`, or, from what the last
+/// migration of its node said, blocked (a room with nowhere to go stays where it is and says
+/// why, with an event when the reason changes), or cleared once its node no longer drains.
+async fn migration_condition<A: NodeAdmin>(
+    room: &Room,
+    ctx: &Context<A>,
+    fleet: &FleetKey,
+    key: &crate::core::RoomKey,
+    leaving: Option<&str>,
+    status: &mut RoomStatus,
+) {
+    let node = status.node.clone().unwrap_or_default();
+    if let Some(old) = leaving {
+        let zone = status.zone.clone().unwrap_or_default();
+        status.conditions.set_condition(new_condition(
+            MIGRATION,
+            true,
+            "Migrated",
+            format!("moved live from media node {old} to {node} in zone {zone}"),
+            room.meta().generation,
+        ));
+        return;
+    }
+    let stranded = ctx.registry().stranded(fleet, key);
+    let Some(why) = stranded else {
+        if status
+            .conditions
+            .condition(MIGRATION)
+            .is_some_and(|c| c.status == "False")
+        {
+            status.conditions.retain(|c| c.type_ != MIGRATION);
+        }
+        return;
+    };
+    let c = new_condition(
+        MIGRATION,
+        false,
+        why.reason(),
+        format!("cannot move off draining media node {node}, stays there: {why}"),
+        room.meta().generation,
+    );
+    let changed = status
+        .conditions
+        .condition(MIGRATION)
+        .is_none_or(|old| old.reason != c.reason || old.message != c.message);
+    status.conditions.set_condition(c.clone());
+    if changed {
+        publish(
+            ctx,
+            room,
+            EventType::Warning,
+            "MigrationBlocked",
+            &c.message,
+        )
+        .await;
+    }
 }
 
 /// How long a room has been empty: since the last poll that saw someone in it, or since its

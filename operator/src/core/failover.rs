@@ -1,9 +1,12 @@
-//! Placing again the rooms of nodes that failed (or must be emptied now).
+//! Placing again the rooms of nodes that failed, or that must be emptied now (a drain's
+//! deadline): failover and live migration share one plan.
 //!
-//! Each room is tried in its old zone first, then as its own rules say. Larger rooms go
-//! first, since they are the hardest to fit; ties go by room key, so the plan is the same
-//! for the same snapshot. Rooms that fit nowhere are released and reported as stranded, with
-//! the reason, so the shell can mark them Pending and retry when capacity appears.
+//! Each room is tried in its old zone first, then as its own rules say, by reservation. Larger
+//! rooms go first, since they are the hardest to fit; ties go by room key, so the plan is the
+//! same for the same snapshot. Rooms that fit nowhere are reported as stranded, with the
+//! reason. A failover releases them (their node is gone: the shell marks them Pending and
+//! retries when capacity appears); a migration leaves them where they are, live, since their
+//! node still serves them.
 
 use super::action::Action;
 use super::ids::{NodeId, RoomKey};
@@ -18,13 +21,35 @@ pub struct FailoverPlan {
     pub actions: Vec<Action>,
     /// Rooms moved, with the node they left and the one they go to.
     pub moved: Vec<(RoomKey, NodeId, NodeId)>,
-    /// Rooms no node could take, with why. Their slots are released by `actions`.
+    /// Rooms no node could take, with why. A failover releases them in `actions`; a
+    /// migration leaves them in place.
     pub stranded: Vec<(RoomKey, Unschedulable)>,
 }
 
-/// Plans moving every room off `nodes`. The nodes should already be unschedulable in the
-/// snapshot (Failed, or draining), otherwise rooms may be planned back onto them.
+/// What becomes of a room no node can take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stranded {
+    /// Released: its node is gone.
+    Release,
+    /// Left where it is: its node still serves it.
+    Stay,
+}
+
+/// Plans moving every room off `nodes`, which have failed; rooms that fit nowhere are
+/// released. The nodes should already be unschedulable in the snapshot, otherwise rooms may
+/// be planned back onto them.
 pub fn failover(snapshot: &Snapshot, nodes: &[NodeId]) -> FailoverPlan {
+    relocate(snapshot, nodes, Stranded::Release)
+}
+
+/// Plans moving every room off `nodes`, which still serve them (a drain reached its deadline):
+/// rooms that fit nowhere stay where they are, reported as stranded with why. The nodes
+/// should already be unschedulable in the snapshot (draining).
+pub fn migrate(snapshot: &Snapshot, nodes: &[NodeId]) -> FailoverPlan {
+    relocate(snapshot, nodes, Stranded::Stay)
+}
+
+fn relocate(snapshot: &Snapshot, nodes: &[NodeId], stranded: Stranded) -> FailoverPlan {
     let mut rooms: Vec<_> = snapshot
         .rooms()
         .filter(|(_, r)| nodes.contains(&r.node))
@@ -58,6 +83,9 @@ pub fn failover(snapshot: &Snapshot, nodes: &[NodeId]) -> FailoverPlan {
             }
             Err(why) => {
                 plan.stranded.push((key.clone(), why));
+                if stranded == Stranded::Stay {
+                    continue;
+                }
                 Action::Release { room: key }
             }
         };
@@ -126,5 +154,50 @@ mod tests {
         }
         assert_eq!(s.node(a1).map(|n| (n.rooms, n.load.reserved)), Some((0, 0)));
         assert!(s.room(&RoomKey::new("pinned")).is_none());
+    }
+
+    #[test]
+    fn a_migration_leaves_a_room_with_nowhere_to_go_where_it_is() {
+        let mut s = Snapshot::new(FleetRules::uniform(
+            PlacementStrategy::Packed,
+            &["a", "b"],
+            2,
+        ))
+        .unwrap();
+        let a1 = s.add_node(NodeInfo::ready("a1", "a", 100)).unwrap();
+        let a2 = s.add_node(NodeInfo::ready("a2", "a", 10)).unwrap();
+        let b1 = s.add_node(NodeInfo::ready("b1", "b", 100)).unwrap();
+        for (room, slots, allowed) in [("free", 20, &[][..]), ("pinned", 15, &["a"][..])] {
+            let request = s.request(slots, allowed, &[]).unwrap();
+            let assign = Action::Assign {
+                room: RoomKey::new(room),
+                node: a1,
+                request,
+            };
+            assert!(s.apply(&assign).is_ok());
+        }
+        // A draining node is cordoned: it takes nothing, and keeps what it has.
+        assert!(s.set_cordoned(a1, true).is_ok());
+        let plan = migrate(&s, &[a1]);
+        assert_eq!(plan.moved, vec![(RoomKey::new("free"), a1, b1)]);
+        assert_eq!(plan.stranded.len(), 1);
+        assert_eq!(plan.stranded[0].0, RoomKey::new("pinned"));
+        assert_eq!(
+            plan.actions,
+            vec![Action::Move {
+                room: RoomKey::new("free"),
+                to: b1
+            }],
+            "nothing is released"
+        );
+        for a in &plan.actions {
+            assert!(s.apply(a).is_ok());
+        }
+        assert_eq!(s.room(&RoomKey::new("pinned")).map(|r| r.node), Some(a1));
+        assert_eq!(s.node(a2).map(|n| n.rooms), Some(0));
+        // Once moved, a second look plans nothing but the stranded room, the same way.
+        let again = migrate(&s, &[a1]);
+        assert!(again.moved.is_empty() && again.actions.is_empty());
+        assert_eq!(again.stranded, plan.stranded);
     }
 }

@@ -1,7 +1,8 @@
 //! What a fleet's media nodes need, zone by zone, to reach the desired counts.
 //!
 //! Scale-down only ever drains: the emptiest serving nodes are asked to drain, and a node is
-//! deleted once it is Drained (empty). Drains are reversible: if the fleet needs nodes again
+//! deleted once it is Drained (empty), unless a person drained it: that node is kept until
+//! they undrain or delete it. Drains are reversible: if the fleet needs nodes again
 //! while some drain for scale-down, those drains are cancelled before anything new is created,
 //! fullest first, since they hold the most live rooms. Nodes draining for another reason (an
 //! operator's hand, a rollout, a zone evacuation) are never touched here. A Failed node is
@@ -111,7 +112,8 @@ pub fn plan(desired: &[u32], nodes: &[NodeView]) -> Vec<FleetAction> {
     for node in &sorted {
         let gone_zone = node.zone.is_none_or(|z| z >= desired.len());
         let removable = match node.phase {
-            NodePhase::Drained => true,
+            // A node drained by a person stays until they undrain or delete it.
+            NodePhase::Drained => node.drain != Some(DrainCause::Manual),
             NodePhase::Failed => node.rooms == 0,
             _ => gone_zone && node.rooms == 0,
         };
@@ -220,6 +222,29 @@ mod tests {
                     node: "a3".into(),
                     cause: DrainCause::ScaleDown
                 },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_node_drained_by_hand_is_kept_one_drained_by_the_operator_goes() {
+        let nodes = [
+            node("a1", 0, NodePhase::Ready, None, 5),
+            node("a2", 0, NodePhase::Drained, Some(DrainCause::Manual), 0),
+            node("a3", 0, NodePhase::Drained, Some(DrainCause::Rollout), 0),
+            node(
+                "a4",
+                0,
+                NodePhase::Drained,
+                Some(DrainCause::ZoneEvacuation),
+                0,
+            ),
+        ];
+        assert_eq!(
+            plan(&[1], &nodes),
+            vec![
+                FleetAction::Delete { node: "a3".into() },
+                FleetAction::Delete { node: "a4".into() },
             ]
         );
     }

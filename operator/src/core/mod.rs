@@ -8,7 +8,9 @@
 //! - [`request`]: a room's needs (slots, zone rules) resolved against the fleet.
 //! - [`placement`]: which node gets a room.
 //! - [`unschedulable`]: why a room could not be placed, zone by zone.
-//! - [`failover`]: placing again the rooms of nodes that failed.
+//! - [`failover`]: placing again the rooms of nodes that failed, or moving them live off a
+//!   draining node at its deadline.
+//! - [`drain`]: what a drain's deadline and mode ask for, and how it is told.
 //! - [`sizing`]: how many nodes each zone runs.
 //! - [`fleet_plan`]: which nodes to create, drain, undrain or delete to get there.
 //! - [`health`]: a node's phase from its pod and its admin API.
@@ -16,6 +18,7 @@
 //! - [`leader`]: leader election: create, renew, take over, wait or step down, from the Lease.
 
 pub mod action;
+pub mod drain;
 pub mod failover;
 pub mod fleet_plan;
 pub mod health;
@@ -30,7 +33,7 @@ pub mod snapshot;
 pub mod unschedulable;
 
 pub use action::{Action, ApplyError};
-pub use failover::{FailoverPlan, failover};
+pub use failover::{FailoverPlan, failover, migrate};
 pub use ids::{NodeId, RoomKey, ZoneId, ZoneMask};
 pub use load::Load;
 pub use placement::{Placement, place};

@@ -84,6 +84,10 @@ pub struct RunArgs {
     /// budget of two a second over all nodes).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub load_status_interval: Duration,
+    /// How long a media node keeps the sessions of a room moved off it (live migration) once
+    /// its participants were told where to go, if they do not all rejoin sooner.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub migration_grace: Duration,
 }
 
 /// Reads a duration such as `2s`, `1m30s` or `500ms`.
@@ -292,6 +296,7 @@ async fn lead(
         },
         assign_timeout: args.admin_timeout * 2,
         load_status_interval: args.load_status_interval,
+        migration_grace: args.migration_grace,
     };
     let ctx = Arc::new(Context::new(
         client.clone(),

@@ -119,16 +119,19 @@ impl Live {
         let changed_node = node.polls.last_ok.map(|(_, p)| p) != Some(phase)
             || previous.as_ref().is_none_or(|p| meaningful(p, &report));
         let mut rooms = Vec::new();
+        // A room leaving this node is counted on the node it moved to: its last sessions
+        // here are not its participants.
         let before: HashMap<&str, u32> = previous
             .as_ref()
             .map(|p| {
                 p.rooms
                     .iter()
+                    .filter(|r| !r.leaving)
                     .map(|r| (r.name.as_str(), r.participants))
                     .collect()
             })
             .unwrap_or_default();
-        for r in &report.rooms {
+        for r in report.rooms.iter().filter(|r| !r.leaving) {
             let room_key = RoomKey::new(format!("{namespace}/{}", r.name));
             let live = self.rooms.entry(room_key.clone()).or_default();
             live.participants = r.participants;
@@ -141,7 +144,7 @@ impl Live {
         }
         // Rooms the node no longer reports have nobody left.
         if let Some(p) = &previous {
-            for r in &p.rooms {
+            for r in p.rooms.iter().filter(|r| !r.leaving) {
                 if !report.rooms.iter().any(|n| n.name == r.name) {
                     let room_key = RoomKey::new(format!("{namespace}/{}", r.name));
                     if let Some(live) = self.rooms.get_mut(&room_key) {
@@ -235,6 +238,7 @@ mod tests {
                     name: (*name).into(),
                     participants: *p,
                     tracks: 0,
+                    leaving: false,
                 })
                 .collect(),
         }

@@ -9,6 +9,7 @@
 //! old snapshot are carried over.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 use ruche_crds::{MediaFleet, MediaNode, NodePhase, Room};
 
@@ -16,7 +17,7 @@ use super::keys::room_key;
 use super::world::{self, node_info};
 use crate::core::request::UnknownZones;
 use crate::core::snapshot::RulesError;
-use crate::core::{Action, NodeId, RoomKey, Snapshot, Unschedulable, failover, place};
+use crate::core::{Action, NodeId, RoomKey, Snapshot, Unschedulable, failover, migrate, place};
 
 /// A room moved off a failed node: room, node left, node now hosting it.
 pub type Move = (RoomKey, String, String);
@@ -46,6 +47,9 @@ pub struct NodeChange {
     pub problems: Vec<String>,
     /// Rooms moved off failed nodes: room, node left, node now hosting it.
     pub moved: Vec<Move>,
+    /// Rooms moved live off a draining node: room, node left, node now hosting it. The node
+    /// left keeps their sessions until the participants have rejoined (see [`Leaving`]).
+    pub migrated: Vec<Move>,
     /// Rooms of failed nodes that no node could take, with why: they are Pending again.
     pub stranded: Vec<(RoomKey, Unschedulable)>,
     /// Nodes whose list of rooms changed (by name).
@@ -102,6 +106,57 @@ impl Waiting {
     }
 }
 
+/// Rooms moved live off a node whose participants are still there: the node's list keeps
+/// them, marked leaving, until its polls no longer show them or a grace period ends, so
+/// nobody is cut before they have rejoined the new node.
+#[derive(Clone, Debug, Default)]
+struct Leaving {
+    /// Room → the node it is leaving, since when, and whether its participants were told.
+    by_room: HashMap<RoomKey, LeavingRoom>,
+    /// Node → the rooms leaving it.
+    by_node: HashMap<String, BTreeSet<RoomKey>>,
+}
+
+#[derive(Clone, Debug)]
+struct LeavingRoom {
+    node: String,
+    since: Instant,
+    told: bool,
+}
+
+impl Leaving {
+    /// Records that `room` leaves `node`; returns the node it was leaving before, if another
+    /// (its last sessions there end now).
+    fn insert(&mut self, room: RoomKey, node: String, now: Instant) -> Option<String> {
+        let before = self.remove(&room).filter(|b| *b != node);
+        self.by_node
+            .entry(node.clone())
+            .or_default()
+            .insert(room.clone());
+        self.by_room.insert(
+            room,
+            LeavingRoom {
+                node,
+                since: now,
+                told: false,
+            },
+        );
+        before
+    }
+
+    /// Forgets a leaving room; returns the node it was leaving.
+    fn remove(&mut self, room: &RoomKey) -> Option<String> {
+        let entry = self.by_room.remove(room)?;
+        if let Some(rooms) = self.by_node.get_mut(&entry.node) {
+            rooms.remove(room);
+            if rooms.is_empty() {
+                self.by_node.remove(&entry.node);
+            }
+        }
+        Some(entry.node)
+    }
+}
+
 /// The placements of one fleet.
 #[derive(Debug)]
 pub struct FleetPlacement {
@@ -109,6 +164,10 @@ pub struct FleetPlacement {
     snapshot: Snapshot,
     /// Rooms no node could take, waiting for capacity.
     pending: Waiting,
+    /// Rooms moved live whose old node still has their sessions.
+    leaving: Leaving,
+    /// Rooms a migration could not move, with why (they stay on their draining node).
+    stranded: HashMap<RoomKey, Unschedulable>,
 }
 
 impl FleetPlacement {
@@ -123,6 +182,8 @@ impl FleetPlacement {
             generation: fleet.metadata.generation,
             snapshot: built.snapshot,
             pending: Waiting::default(),
+            leaving: Leaving::default(),
+            stranded: HashMap::new(),
         };
         let mut change = NodeChange {
             problems: built.problems,
@@ -164,6 +225,8 @@ impl FleetPlacement {
             }
         }
         next.pending.clone_from(&self.pending);
+        next.leaving.clone_from(&self.leaving);
+        next.stranded.clone_from(&self.stranded);
         Ok((next, change))
     }
 
@@ -203,6 +266,12 @@ impl FleetPlacement {
         }
         if before.cordoned != info.cordoned {
             let _ = self.snapshot.set_cordoned(id, info.cordoned);
+            if !info.cordoned {
+                // Back in service (undrained): its rooms no longer need to go anywhere.
+                let snapshot = &self.snapshot;
+                self.stranded
+                    .retain(|room, _| snapshot.room(room).is_none_or(|r| r.node != id));
+            }
         }
         if before.load.measured != measured {
             let _ = self.snapshot.observe(id, measured);
@@ -226,6 +295,10 @@ impl FleetPlacement {
     /// A node deleted: forgotten if empty, else Failed until its rooms have been placed again.
     pub fn remove_node(&mut self, name: &str) -> NodeChange {
         let mut change = NodeChange::default();
+        let gone: Vec<RoomKey> = self.leaving(name).cloned().collect();
+        for room in &gone {
+            self.leaving.remove(room);
+        }
         let Some(id) = self.snapshot.node_id(name) else {
             return change;
         };
@@ -290,12 +363,19 @@ impl FleetPlacement {
     }
 
     /// Forgets a room (closed, deleted, or its placement could not be confirmed); returns the
-    /// node it was on, and the waiting rooms its slots may hold.
-    pub fn release(&mut self, room: &RoomKey) -> Option<(String, Vec<RoomKey>)> {
+    /// nodes whose list loses it (its node, and the node it was leaving if it was moving), and
+    /// the waiting rooms its slots may hold.
+    pub fn release(&mut self, room: &RoomKey) -> Option<(Vec<String>, Vec<RoomKey>)> {
         self.pending.remove(room);
-        let record = self.snapshot.room(room)?;
+        self.stranded.remove(room);
+        let mut lists: Vec<String> = self.leaving.remove(room).into_iter().collect();
+        let Some(record) = self.snapshot.room(room) else {
+            return (!lists.is_empty()).then_some((lists, Vec::new()));
+        };
         let (node, slots) = (record.node, record.request.slots);
-        let name = self.snapshot.node(node).map(|n| n.name.to_string())?;
+        let Some(name) = self.snapshot.node(node).map(|n| n.name.to_string()) else {
+            return (!lists.is_empty()).then_some((lists, Vec::new()));
+        };
         let _ = self.snapshot.apply(&Action::Release { room: room.clone() });
         let woken = self
             .snapshot
@@ -303,7 +383,8 @@ impl FleetPlacement {
             .filter(|n| n.schedulable())
             .map(|n| self.pending.fitting(slots.min(n.free())))
             .unwrap_or_default();
-        Some((name, woken))
+        lists.insert(0, name);
+        Some((lists, woken))
     }
 
     /// The rooms waiting for capacity, first come first.
@@ -326,6 +407,93 @@ impl FleetPlacement {
     pub fn node_of(&self, room: &RoomKey) -> Option<String> {
         let id = self.snapshot.room(room)?.node;
         self.snapshot.node(id).map(|n| n.name.to_string())
+    }
+
+    /// Moves every room off a draining node whose deadline has come (see
+    /// [`crate::core::migrate`]): each room that can go is placed on another node and listed
+    /// there, and stays in the old node's list as leaving until its participants have left;
+    /// a room with nowhere to go stays, and is remembered as stranded with why.
+    pub fn migrate_off(&mut self, node: &str, now: Instant) -> NodeChange {
+        let mut change = NodeChange::default();
+        let Some(id) = self.snapshot.node_id(node) else {
+            return change;
+        };
+        let plan = migrate(&self.snapshot, &[id]);
+        for action in &plan.actions {
+            // The plan was made against this snapshot: every action applies.
+            let _ = self.snapshot.apply(action);
+        }
+        if !plan.moved.is_empty() {
+            change.lists.insert(node.to_string());
+        }
+        for (room, _, to) in plan.moved {
+            let to = self
+                .snapshot
+                .node(to)
+                .map(|n| n.name.to_string())
+                .unwrap_or_default();
+            self.stranded.remove(&room);
+            if let Some(earlier) = self.leaving.insert(room.clone(), node.to_string(), now) {
+                change.lists.insert(earlier);
+            }
+            change.lists.insert(to.clone());
+            change.migrated.push((room, node.to_string(), to));
+        }
+        for (room, why) in plan.stranded {
+            self.stranded.insert(room.clone(), why.clone());
+            change.stranded.push((room, why));
+        }
+        change
+    }
+
+    /// The rooms leaving a node (moved elsewhere, their last sessions still here), sorted.
+    pub fn leaving(&self, node: &str) -> impl Iterator<Item = &RoomKey> {
+        self.leaving.by_node.get(node).into_iter().flatten()
+    }
+
+    /// The node a room is leaving, and whether its participants were told to move.
+    pub fn leaving_from(&self, room: &RoomKey) -> Option<(&str, bool)> {
+        self.leaving
+            .by_room
+            .get(room)
+            .map(|l| (l.node.as_str(), l.told))
+    }
+
+    /// Records that a moving room's participants were told where to go.
+    pub fn told(&mut self, room: &RoomKey) {
+        if let Some(l) = self.leaving.by_room.get_mut(room) {
+            l.told = true;
+        }
+    }
+
+    /// Lets go of the rooms leaving `node` that it no longer reports (everyone left), or that
+    /// were told `grace` ago or more: the node's next list ends what is left of them. Returns
+    /// whether the node's list changed.
+    pub fn settle_leaving(
+        &mut self,
+        node: &str,
+        still_there: impl Fn(&RoomKey) -> bool,
+        now: Instant,
+        grace: Duration,
+    ) -> bool {
+        let done: Vec<RoomKey> = self
+            .leaving(node)
+            .filter(|room| {
+                self.leaving.by_room.get(*room).is_some_and(|l| {
+                    (l.told && !still_there(room)) || now.duration_since(l.since) >= grace
+                })
+            })
+            .cloned()
+            .collect();
+        for room in &done {
+            self.leaving.remove(room);
+        }
+        !done.is_empty()
+    }
+
+    /// Why a migration could not move a room, if it could not.
+    pub fn stranded(&self, room: &RoomKey) -> Option<&Unschedulable> {
+        self.stranded.get(room)
     }
 
     /// Rooms placed per node.
@@ -411,7 +579,7 @@ mod tests {
         // Waking goes by slots alone; the woken room's own rules (zone b) decide again.
         assert_eq!(
             p.release(&room_key(&r)),
-            Some(("a1".into(), vec![RoomKey::new("ns/r2")]))
+            Some((vec!["a1".into()], vec![RoomKey::new("ns/r2")]))
         );
         assert!(p.assignments("a1").is_empty());
     }
@@ -523,5 +691,93 @@ mod tests {
             .map(|n| p.assignments(n).iter().map(|(_, s)| *s).sum::<u32>())
             .sum();
         assert_eq!(used, 60, "and was not made twice");
+    }
+
+    #[test]
+    fn a_migration_moves_rooms_live_and_the_old_node_keeps_them_until_they_left() {
+        let a1 = node("a1", "a", NodePhase::Ready);
+        let mut p = built(&[a1.clone(), node("b1", "b", NodePhase::Ready)], &[]);
+        let free = room("free", 30, &[]);
+        let pinned = room("pinned", 60, &["a"]);
+        for r in [&free, &pinned] {
+            assert!(matches!(p.decide(r), Decision::Placed { ref node, .. } if node == "a1"));
+        }
+        let mut drained = a1.clone();
+        drained.spec.drain = Some(ruche_crds::node::DrainRequest {
+            deadline: None,
+            mode: ruche_crds::DrainMode::Migrate,
+            reason: None,
+        });
+        let _ = p.sync_node(&drained);
+        let t0 = Instant::now();
+        let change = p.migrate_off("a1", t0);
+        let (free_key, pinned_key) = (room_key(&free), room_key(&pinned));
+        // free goes to zone b; the old node's list keeps it as leaving.
+        assert_eq!(
+            change.migrated,
+            vec![(free_key.clone(), "a1".into(), "b1".into())]
+        );
+        assert!(change.lists.contains("a1") && change.lists.contains("b1"));
+        assert_eq!(p.node_of(&free_key).as_deref(), Some("b1"));
+        assert_eq!(p.leaving("a1").collect::<Vec<_>>(), [&free_key]);
+        assert_eq!(p.leaving_from(&free_key), Some(("a1", false)));
+        // pinned (zone a only) has nowhere to go: it stays, and says why.
+        assert_eq!(p.node_of(&pinned_key).as_deref(), Some("a1"));
+        assert_eq!(change.stranded.len(), 1);
+        assert!(p.stranded(&pinned_key).is_some());
+        // Whatever a1 reports, nothing is let go before its participants were told...
+        assert!(!p.settle_leaving("a1", |_| false, t0, Duration::from_secs(60)));
+        p.told(&free_key);
+        // ...and then only once a1 no longer shows the room.
+        assert!(!p.settle_leaving("a1", |_| true, t0, Duration::from_secs(60)));
+        assert!(p.settle_leaving("a1", |_| false, t0, Duration::from_secs(60)));
+        assert_eq!(p.leaving("a1").count(), 0);
+        // Undraining clears what the migration said.
+        let _ = p.sync_node(&a1);
+        assert!(p.stranded(&pinned_key).is_none());
+    }
+
+    #[test]
+    fn a_leaving_room_is_let_go_after_the_grace_and_released_with_its_room() {
+        let mut p = built(
+            &[
+                node("a1", "a", NodePhase::Ready),
+                node("a2", "a", NodePhase::Ready),
+            ],
+            &[],
+        );
+        let r = room("r", 10, &[]);
+        let Decision::Placed { node: first, .. } = p.decide(&r) else {
+            panic!("placed")
+        };
+        let mut draining = node(&first, "a", NodePhase::Draining);
+        draining.spec.drain = Some(ruche_crds::node::DrainRequest {
+            deadline: None,
+            mode: ruche_crds::DrainMode::Migrate,
+            reason: None,
+        });
+        let _ = p.sync_node(&draining);
+        let t0 = Instant::now();
+        let change = p.migrate_off(&first, t0);
+        assert_eq!(change.migrated.len(), 1);
+        let key = room_key(&r);
+        // Never told and still shown: let go once the grace is over.
+        let grace = Duration::from_secs(60);
+        assert!(!p.settle_leaving(&first, |_| true, t0 + Duration::from_secs(59), grace));
+        assert!(p.settle_leaving(&first, |_| true, t0 + grace, grace));
+        // A room released while leaving changes both nodes' lists.
+        let second = p.node_of(&key).unwrap_or_default();
+        let _ = p.sync_node(&node(&second, "a", NodePhase::Ready));
+        let mut again = node(&second, "a", NodePhase::Draining);
+        again.spec.drain = draining.spec.drain.clone();
+        let _ = p.sync_node(&node(&first, "a", NodePhase::Ready));
+        let _ = p.sync_node(&again);
+        let moved_back = p.migrate_off(&second, t0);
+        assert_eq!(
+            moved_back.migrated,
+            vec![(key.clone(), second.clone(), first.clone())]
+        );
+        let (lists, _) = p.release(&key).unwrap_or_default();
+        assert_eq!(lists, vec![first, second]);
     }
 }

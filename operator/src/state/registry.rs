@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 use ruche_crds::admin::{Assignment, ListVersion};
@@ -37,6 +38,8 @@ pub struct Effects {
     pub problems: Vec<String>,
     /// Rooms moved off failed nodes (for the log).
     pub moved: Vec<Move>,
+    /// Rooms moved live off draining nodes (for the log).
+    pub migrated: Vec<Move>,
     /// Rooms of failed nodes no node could take (for the log).
     pub stranded: Vec<(RoomKey, Unschedulable)>,
 }
@@ -46,7 +49,7 @@ impl Effects {
         self.problems.extend(change.problems);
         self.lists
             .extend(change.lists.into_iter().map(|n| fleet.node(n)));
-        for (room, _, _) in &change.moved {
+        for (room, _, _) in change.moved.iter().chain(&change.migrated) {
             self.rooms.insert(room.clone());
         }
         for (room, _) in &change.stranded {
@@ -55,6 +58,7 @@ impl Effects {
         self.rooms.extend(change.orphans);
         self.rooms.extend(change.woken);
         self.moved.extend(change.moved);
+        self.migrated.extend(change.migrated);
         self.stranded.extend(change.stranded);
     }
 
@@ -352,12 +356,85 @@ impl Registry {
         let Some(placement) = entry.placement.as_mut() else {
             return effects;
         };
-        if let Some((node, woken)) = placement.release(room) {
-            effects.lists.insert(fleet.node(node));
+        if let Some((nodes, woken)) = placement.release(room) {
+            effects
+                .lists
+                .extend(nodes.into_iter().map(|n| fleet.node(n)));
             effects.rooms.extend(woken);
         }
         self.bump(&effects.lists);
         effects
+    }
+
+    /// Moves every room it can off a draining node whose deadline has come: the rooms to
+    /// reconcile (moved, or stranded with why) and the lists to push come back.
+    pub fn migrate_off(&mut self, node: &NodeKey, now: Instant) -> Effects {
+        let mut effects = Effects::default();
+        let Some(fleet) = self.fleet_of(node) else {
+            return effects;
+        };
+        let fleet = FleetKey::new(node.namespace.clone(), fleet);
+        if let Some(placement) = self
+            .fleets
+            .get_mut(&fleet)
+            .and_then(|e| e.placement.as_mut())
+        {
+            let change = placement.migrate_off(&node.name, now);
+            effects.absorb(&fleet, change);
+        }
+        self.bump(&effects.lists);
+        effects
+    }
+
+    /// The node a room is leaving, and whether its participants were told where to go.
+    pub fn leaving_from(&self, fleet: &FleetKey, room: &RoomKey) -> Option<(String, bool)> {
+        self.placement(fleet)?
+            .leaving_from(room)
+            .map(|(n, told)| (n.to_string(), told))
+    }
+
+    /// Records that a moving room's participants were told where to go.
+    pub fn told(&mut self, fleet: &FleetKey, room: &RoomKey) {
+        if let Some(p) = self
+            .fleets
+            .get_mut(fleet)
+            .and_then(|e| e.placement.as_mut())
+        {
+            p.told(room);
+        }
+    }
+
+    /// Why a migration could not move a room, if it could not.
+    pub fn stranded(&self, fleet: &FleetKey, room: &RoomKey) -> Option<Unschedulable> {
+        self.placement(fleet)?.stranded(room).cloned()
+    }
+
+    /// Lets go of the rooms leaving a node that its last poll no longer shows (or whose grace
+    /// ran out); returns whether its list changed (it is then bumped, to be pushed).
+    pub fn settle_leaving(
+        &mut self,
+        node: &NodeKey,
+        still_there: impl Fn(&RoomKey) -> bool,
+        now: Instant,
+        grace: Duration,
+    ) -> bool {
+        let Some(fleet) = self.fleet_of(node) else {
+            return false;
+        };
+        let fleet = FleetKey::new(node.namespace.clone(), fleet);
+        let changed = self
+            .fleets
+            .get_mut(&fleet)
+            .and_then(|e| e.placement.as_mut())
+            .is_some_and(|p| p.settle_leaving(&node.name, still_there, now, grace));
+        if changed {
+            self.bump(&BTreeSet::from([node.clone()]));
+        }
+        changed
+    }
+
+    fn placement(&self, fleet: &FleetKey) -> Option<&FleetPlacement> {
+        self.fleets.get(fleet)?.placement.as_ref()
     }
 
     /// The assignment list a node should hold, at its version: `None` for a node this
@@ -372,13 +449,20 @@ impl Registry {
             .placement
             .as_ref()
             .map(|p| {
-                p.assignments(&node.name)
+                let hosted = p
+                    .assignments(&node.name)
                     .into_iter()
                     .map(|(key, slots)| Assignment {
                         room: room_name(&key).to_string(),
                         slots,
-                    })
-                    .collect()
+                        leaving: false,
+                    });
+                let leaving = p.leaving(&node.name).map(|key| Assignment {
+                    room: room_name(key).to_string(),
+                    slots: 0,
+                    leaving: true,
+                });
+                hosted.chain(leaving).collect()
             })
             .unwrap_or_default();
         Some((version, rooms))
@@ -434,6 +518,14 @@ impl Registry {
     /// A fleet, as last seen.
     pub fn fleet(&self, fleet: &FleetKey) -> Option<Arc<MediaFleet>> {
         self.fleets.get(fleet)?.fleet.clone()
+    }
+
+    /// Rooms placed on a node, or `None` before its fleet's placements are built.
+    pub fn rooms_on(&self, node: &NodeKey) -> Option<u32> {
+        let fleet = FleetKey::new(node.namespace.clone(), self.fleet_of(node)?);
+        let snapshot = self.placement(&fleet)?.snapshot();
+        let id = snapshot.node_id(&node.name)?;
+        snapshot.node(id).map(|n| n.rooms)
     }
 
     /// Rooms placed per node of a fleet, or `None` before its placements are built.
@@ -588,7 +680,8 @@ mod tests {
             list,
             vec![Assignment {
                 room: "r1".into(),
-                slots: 100
+                slots: 100,
+                leaving: false,
             }]
         );
         let (_, list) = r.list(&NodeKey::new("interieur", "a1")).unwrap();
@@ -596,7 +689,8 @@ mod tests {
             list,
             vec![Assignment {
                 room: "big".into(),
-                slots: 100
+                slots: 100,
+                leaving: false,
             }]
         );
         // Deleting interieur's room frees interieur's node, and only it.

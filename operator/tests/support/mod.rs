@@ -135,6 +135,17 @@ impl NodeAdmin for FakeAdmin {
         ))
     }
 
+    async fn migrate(
+        &self,
+        target: &AdminTarget,
+        room: &str,
+        endpoint: &str,
+    ) -> Result<u32, AdminError> {
+        self.tokens.lock().unwrap().push(target.token.clone());
+        self.record(format!("migrate {} {room} {endpoint}", target.url))
+            .map(|()| 0)
+    }
+
     async fn undrain(&self, target: &AdminTarget) -> Result<(), AdminError> {
         self.tokens.lock().unwrap().push(target.token.clone());
         self.record(format!("undrain {}", target.url))
