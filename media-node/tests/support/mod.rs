@@ -240,6 +240,8 @@ pub struct Received {
     pub packets: BTreeMap<(String, String), Vec<ReceivedPacket>>,
     /// Chat messages.
     pub chat: Vec<Value>,
+    /// When the first media packet arrived.
+    pub first_packet: Option<Instant>,
 }
 
 impl Received {
@@ -277,13 +279,13 @@ impl PeerConnectionEventHandler for SubscribeHandler {
             let key = (track.stream_id().await, track.track_id().await);
             while let Some(event) = track.poll().await {
                 if let TrackRemoteEvent::OnRtpPacket(p) = event {
-                    received
-                        .lock()
-                        .expect("lock")
-                        .packets
-                        .entry(key.clone())
-                        .or_default()
-                        .push((p.header.ssrc, p.header.sequence_number, p.payload.clone()));
+                    let mut received = received.lock().expect("lock");
+                    received.first_packet.get_or_insert_with(Instant::now);
+                    received.packets.entry(key.clone()).or_default().push((
+                        p.header.ssrc,
+                        p.header.sequence_number,
+                        p.payload.clone(),
+                    ));
                 }
             }
         });
@@ -410,6 +412,19 @@ pub struct Client {
     pub subscribe_state: Arc<Mutex<Option<RTCPeerConnectionState>>>,
     chat: Mutex<Option<Arc<dyn DataChannel>>>,
     keyframe_requests: Arc<std::sync::atomic::AtomicU32>,
+    /// The last `migrate` message, with when it arrived.
+    pub migration: Arc<Mutex<Option<Migration>>>,
+}
+
+/// Where a `migrate` message told a participant to reconnect, and when it arrived.
+#[derive(Clone, Debug)]
+pub struct Migration {
+    /// The new node's signaling endpoint.
+    pub endpoint: String,
+    /// A join token minted for the participant's identity.
+    pub token: String,
+    /// When the message arrived.
+    pub at: Instant,
 }
 
 /// A join that failed, with the node's error message.
@@ -463,6 +478,7 @@ impl Client {
         )
         .await;
         let messages = Arc::new(Mutex::new(vec![first]));
+        let migration: Arc<Mutex<Option<Migration>>> = Arc::default();
         let (out, mut out_rx) = mpsc::unbounded_channel::<String>();
         tokio::spawn(async move {
             while let Some(text) = out_rx.recv().await {
@@ -473,11 +489,12 @@ impl Client {
             let _ = sink.close().await;
         });
         {
-            let (messages, subscribe, publish, out) = (
+            let (messages, subscribe, publish, out, migration) = (
                 messages.clone(),
                 subscribe.clone(),
                 publish.clone(),
                 out.clone(),
+                migration.clone(),
             );
             tokio::spawn(async move {
                 while let Some(Ok(frame)) = stream.next().await {
@@ -491,15 +508,16 @@ impl Client {
                                 m["sdp"].as_str().unwrap_or_default().to_string(),
                             )
                             .expect("offer");
-                            subscribe
-                                .set_remote_description(offer)
-                                .await
-                                .expect("set offer");
-                            let answer = subscribe.create_answer(None).await.expect("answer");
-                            subscribe
-                                .set_local_description(answer)
-                                .await
-                                .expect("set answer");
+                            // A client closed (after following a migration) answers nothing.
+                            if subscribe.set_remote_description(offer).await.is_err() {
+                                break;
+                            }
+                            let Ok(answer) = subscribe.create_answer(None).await else {
+                                break;
+                            };
+                            if subscribe.set_local_description(answer).await.is_err() {
+                                break;
+                            }
                             let sdp = subscribe
                                 .local_description()
                                 .await
@@ -509,6 +527,13 @@ impl Client {
                                 serde_json::json!({"type": "subscribeAnswer", "sdp": sdp})
                                     .to_string(),
                             );
+                        }
+                        Some("migrate") => {
+                            *migration.lock().expect("lock") = Some(Migration {
+                                endpoint: m["endpoint"].as_str().unwrap_or_default().to_string(),
+                                token: m["token"].as_str().unwrap_or_default().to_string(),
+                                at: Instant::now(),
+                            });
                         }
                         Some("publishAnswer") => {
                             let answer = RTCSessionDescription::answer(
@@ -537,6 +562,7 @@ impl Client {
             subscribe_state,
             chat: Mutex::new(None),
             keyframe_requests,
+            migration,
         })
     }
 
@@ -649,6 +675,19 @@ impl Client {
             .filter(|m| m["type"] == kind)
             .cloned()
             .collect()
+    }
+
+    /// Where the last `migrate` message said to reconnect, if one came.
+    pub fn migrated(&self) -> Option<Migration> {
+        self.migration.lock().expect("lock").clone()
+    }
+
+    /// Follows a `migrate` message as the demo page does: joins `room` at the new endpoint
+    /// with the token it carried, then leaves the old node (so nobody is ever cut).
+    pub async fn follow(self, room: &str, to: &Migration) -> Result<Self, Refused> {
+        let next = Self::join(&to.endpoint, room, &to.token).await?;
+        self.close().await;
+        Ok(next)
     }
 
     pub async fn close(self) {

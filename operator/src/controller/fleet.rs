@@ -97,6 +97,7 @@ pub async fn reconcile<A: NodeAdmin>(
                 .as_ref()
                 .map(|d| DrainCause::parse(d.reason.as_deref())),
             rooms: rooms_per_node.get(&n.name_any()).copied().unwrap_or(0),
+            created: n.metadata.creation_timestamp.as_ref().map(|t| t.0),
         })
         .collect();
     views.extend(pending.iter().map(|p| NodeView {
@@ -105,6 +106,7 @@ pub async fn reconcile<A: NodeAdmin>(
         phase: NodePhase::Pending,
         drain: None,
         rooms: 0,
+        created: None,
     }));
 
     let desired = desired_nodes(&rules(&fleet).zones, fleet.spec.replicas);

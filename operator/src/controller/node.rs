@@ -575,7 +575,9 @@ async fn instruct<A: NodeAdmin>(
             });
             ctx.admin.drain(&target, left).await?;
         }
-        (None, Some(Reported::Draining)) if !leaving => ctx.admin.undrain(&target).await?,
+        (None, Some(Reported::Draining | Reported::Drained)) if !leaving => {
+            ctx.admin.undrain(&target).await?;
+        }
         _ => {}
     }
     Ok(())

@@ -12,6 +12,7 @@
 use std::cmp::Reverse;
 use std::fmt;
 
+use k8s_openapi::jiff::Timestamp;
 use ruche_crds::NodePhase;
 
 /// Why a node drains; written as `spec.drain.reason`.
@@ -69,11 +70,14 @@ pub struct NodeView {
     pub drain: Option<DrainCause>,
     /// Rooms placed on it.
     pub rooms: u32,
+    /// When it was created (`None`: being created).
+    pub created: Option<Timestamp>,
 }
 
 impl NodeView {
     fn serving(&self) -> bool {
-        self.drain.is_none() && !matches!(self.phase, NodePhase::Failed | NodePhase::Drained)
+        // Drained without a drain request: undrained a moment ago, coming back into service.
+        self.drain.is_none() && self.phase != NodePhase::Failed
     }
 }
 
@@ -112,8 +116,9 @@ pub fn plan(desired: &[u32], nodes: &[NodeView]) -> Vec<FleetAction> {
     for node in &sorted {
         let gone_zone = node.zone.is_none_or(|z| z >= desired.len());
         let removable = match node.phase {
-            // A node drained by a person stays until they undrain or delete it.
-            NodePhase::Drained => node.drain != Some(DrainCause::Manual),
+            // A node drained by a person stays until they undrain or delete it; one whose
+            // drain was just removed is coming back into service.
+            NodePhase::Drained => node.drain.is_some_and(|c| c != DrainCause::Manual),
             NodePhase::Failed => node.rooms == 0,
             _ => gone_zone && node.rooms == 0,
         };
@@ -156,8 +161,16 @@ pub fn plan(desired: &[u32], nodes: &[NodeView]) -> Vec<FleetAction> {
             actions.extend((0..missing).map(|_| FleetAction::Create { zone }));
         } else if have > want {
             let mut candidates = serving;
-            // Emptiest first; among equals, nodes not yet Ready before Ready ones, then by name.
-            candidates.sort_by_key(|n| (n.rooms, n.phase == NodePhase::Ready, n.name.clone()));
+            // Emptiest first; among equals, nodes still starting first, then the newest (a
+            // node created to stand in for one drained by hand goes when that one comes back).
+            candidates.sort_by_key(|n| {
+                (
+                    n.rooms,
+                    !matches!(n.phase, NodePhase::Pending | NodePhase::Starting),
+                    Reverse(n.created.unwrap_or(Timestamp::MAX)),
+                    n.name.clone(),
+                )
+            });
             for n in candidates.into_iter().take((have - want) as usize) {
                 actions.push(FleetAction::Drain {
                     node: n.name.clone(),
@@ -187,6 +200,7 @@ mod tests {
             phase,
             drain,
             rooms,
+            created: None,
         }
     }
 
@@ -239,13 +253,33 @@ mod tests {
                 Some(DrainCause::ZoneEvacuation),
                 0,
             ),
+            // Undrained a moment ago: its status has not caught up yet.
+            node("a5", 0, NodePhase::Drained, None, 0),
         ];
         assert_eq!(
-            plan(&[1], &nodes),
+            plan(&[2], &nodes),
             vec![
                 FleetAction::Delete { node: "a3".into() },
                 FleetAction::Delete { node: "a4".into() },
             ]
+        );
+    }
+
+    #[test]
+    fn among_equally_empty_nodes_the_newest_is_drained_first() {
+        let at = |s: i64| Timestamp::from_second(1_800_000_000 + s).ok();
+        let mut old = node("a1", 0, NodePhase::Ready, None, 0);
+        old.created = at(0);
+        let mut stand_in = node("a2", 0, NodePhase::Ready, None, 0);
+        stand_in.created = at(600);
+        let mut busy = node("a3", 0, NodePhase::Ready, None, 3);
+        busy.created = at(900);
+        assert_eq!(
+            plan(&[2], &[old, stand_in, busy]),
+            vec![FleetAction::Drain {
+                node: "a2".into(),
+                cause: DrainCause::ScaleDown
+            }]
         );
     }
 
@@ -304,6 +338,7 @@ mod tests {
                 phase: NodePhase::Ready,
                 drain: None,
                 rooms: 2,
+                created: None,
             },
             NodeView {
                 name: "x2".into(),
@@ -311,6 +346,7 @@ mod tests {
                 phase: NodePhase::Ready,
                 drain: None,
                 rooms: 0,
+                created: None,
             },
         ];
         assert_eq!(
