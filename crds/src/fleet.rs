@@ -358,6 +358,13 @@ pub struct RolloutSpec {
     /// What to do with rooms still live at the deadline.
     #[serde(default)]
     pub at_deadline: DrainMode,
+
+    /// How long a node of the new revision may take to become Ready before the rollout halts
+    /// (old nodes stop draining and take the new rooms again; the fleet says Degraded).
+    #[serde(default = "default_progress_deadline")]
+    #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message("progressDeadline must be a duration such as 10m or 90s"))]
+    #[schemars(length(max = 32))]
+    pub progress_deadline: Duration,
 }
 
 impl Default for RolloutSpec {
@@ -367,6 +374,7 @@ impl Default for RolloutSpec {
             max_unavailable: default_max_unavailable(),
             drain_deadline: default_drain_deadline(),
             at_deadline: DrainMode::default(),
+            progress_deadline: default_progress_deadline(),
         }
     }
 }
@@ -381,6 +389,10 @@ fn default_max_unavailable() -> IntOrString {
 
 fn default_drain_deadline() -> Duration {
     std::time::Duration::from_secs(2 * 3600).into()
+}
+
+fn default_progress_deadline() -> Duration {
+    std::time::Duration::from_secs(600).into()
 }
 
 /// Observed state of a fleet.
@@ -528,4 +540,21 @@ pub struct RolloutStatus {
     /// Old nodes still to replace.
     #[serde(default)]
     pub remaining_nodes: u32,
+    /// Why the rollout halted, if it did: old nodes stop draining and take the new rooms
+    /// again until a changed template starts a new rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halted: Option<RolloutHalt>,
+}
+
+/// Why a rollout halted.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutHalt {
+    /// `NodeFailed` or `ProgressDeadlineExceeded`.
+    pub reason: String,
+    /// What happened, naming the node.
+    pub message: String,
+    /// When it halted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
 }

@@ -22,7 +22,7 @@ use ruche_crds::{MediaFleet, MediaNode, NodePhase, Room, RoomPhase};
 use ruche_e2e::fixtures::{self, MIN_NODES, ZONES};
 use ruche_e2e::{TestEnv, wait};
 use serde_json::{Value, json};
-use support::{Client, Outgoing, eventually, opus_packet, vp8_packet};
+use support::{Client, Outgoing, Pacer, eventually};
 
 /// How long a fresh fleet gets to run 6 Ready nodes.
 const FLEET_READY: Duration = Duration::from_secs(240);
@@ -88,27 +88,9 @@ async fn placed_rooms(env: &TestEnv, prefix: &str, count: usize, slots: u32) -> 
 /// requests, and every second (what a browser's encoder does).
 async fn stream(client: &Client, video: &Outgoing, audio: &Outgoing, tag: u8, duration: Duration) {
     let start = Instant::now();
-    let mut last_keyframe = Instant::now();
-    let mut plis = client.keyframe_requests();
-    let mut i: u16 = 0;
-    let mut first = true;
+    let mut pacer = Pacer::new(client, Duration::from_secs(1));
     while start.elapsed() < duration {
-        audio.write(opus_packet(i, u32::from(i) * 960, tag)).await;
-        if i.is_multiple_of(2) {
-            let now_plis = client.keyframe_requests();
-            let keyframe =
-                first || now_plis > plis || last_keyframe.elapsed() >= Duration::from_secs(1);
-            if keyframe {
-                last_keyframe = Instant::now();
-                plis = now_plis;
-                first = false;
-            }
-            video
-                .write(vp8_packet(i / 2, u32::from(i) * 1500, keyframe, tag))
-                .await;
-        }
-        i = i.wrapping_add(1);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        pacer.step(client, video, audio, tag).await;
     }
 }
 

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Client, Node, NodeOptions, Outgoing, eventually, opus_packet, vp8_packet};
+use support::{Client, Node, NodeOptions, Outgoing, Pacer, eventually};
 
 /// Streams `tag`-marked audio and video until `stop`, answering keyframe requests the way a
 /// browser does (a keyframe soon after a PLI), plus a keyframe every `keyframe_every`.
@@ -21,26 +21,9 @@ async fn stream(
     keyframe_every: Duration,
 ) {
     let start = Instant::now();
-    let mut last_keyframe = Instant::now();
-    let mut plis = client.keyframe_requests();
-    let mut i: u16 = 0;
-    let mut first = true;
+    let mut pacer = Pacer::new(client, keyframe_every);
     while start.elapsed() < duration {
-        audio.write(opus_packet(i, u32::from(i) * 960, tag)).await;
-        if i.is_multiple_of(2) {
-            let now_plis = client.keyframe_requests();
-            let keyframe = first || now_plis > plis || last_keyframe.elapsed() >= keyframe_every;
-            if keyframe {
-                last_keyframe = Instant::now();
-                plis = now_plis;
-                first = false;
-            }
-            video
-                .write(vp8_packet(i / 2, u32::from(i) * 1500, keyframe, tag))
-                .await;
-        }
-        i = i.wrapping_add(1);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        pacer.step(client, video, audio, tag).await;
     }
 }
 

@@ -431,9 +431,11 @@ async fn a_drained_node_loses_its_pod_service_and_object_and_is_replaced() {
 #[tokio::test]
 async fn a_failed_pod_deletion_fails_the_reconcile_before_the_node_goes() {
     let f = fleet_with_zones(&[("a", 0, 5)]);
+    let mut drained = node_in("visio-a-0", "a", 0, NodePhase::Drained);
+    drained.spec.drain = Some(drain_request("ScaleDown"));
     let (ctx, mut api) = context_with(
         vec![f.clone()],
-        vec![node_in("visio-a-0", "a", 0, NodePhase::Drained)],
+        vec![drained],
         vec![],
         vec![],
         FakeAdmin::default(),

@@ -1000,7 +1000,11 @@ async fn a_silent_node_whose_pod_is_ready_is_unreachable_not_failed() {
     let mut written = n.clone();
     written.status = Some(serde_json::from_value(status).unwrap());
     assert!(
-        ruche_operator::state::world::node_info(&written).cordoned,
+        ruche_operator::state::world::node_info(
+            &written,
+            &ruche_operator::state::world::Tiers::default()
+        )
+        .cordoned,
         "an unreachable node takes no new room"
     );
 }

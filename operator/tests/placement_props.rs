@@ -362,6 +362,7 @@ impl<'a> Run<'a> {
                 capacity: spec.capacity,
                 phase: spec.phase,
                 cordoned: spec.draining,
+                fallback: false,
             };
             let id = ok(snap.add_node(info), "add_node")?;
             ok(snap.observe(id, spec.measured), "observe")?;

@@ -697,6 +697,58 @@ impl Client {
     }
 }
 
+/// Tagged audio and video paced like a browser's encoder: a 20 ms audio frame every step, a
+/// video frame every other step, a keyframe first, on each keyframe request, and every
+/// `keyframe_every`.
+pub struct Pacer {
+    i: u16,
+    first: bool,
+    last_keyframe: Instant,
+    plis: u32,
+    keyframe_every: Duration,
+}
+
+impl Pacer {
+    /// A pacer for `client`'s tracks.
+    pub fn new(client: &Client, keyframe_every: Duration) -> Self {
+        Self {
+            i: 0,
+            first: true,
+            last_keyframe: Instant::now(),
+            plis: client.keyframe_requests(),
+            keyframe_every,
+        }
+    }
+
+    /// Starts again on a new connection: a keyframe first.
+    pub fn restart(&mut self, client: &Client) {
+        self.first = true;
+        self.plis = client.keyframe_requests();
+    }
+
+    /// Sends one step, then waits 20 ms.
+    pub async fn step(&mut self, client: &Client, video: &Outgoing, audio: &Outgoing, tag: u8) {
+        let i = self.i;
+        audio.write(opus_packet(i, u32::from(i) * 960, tag)).await;
+        if i.is_multiple_of(2) {
+            let plis = client.keyframe_requests();
+            let keyframe = self.first
+                || plis > self.plis
+                || self.last_keyframe.elapsed() >= self.keyframe_every;
+            if keyframe {
+                self.last_keyframe = Instant::now();
+                self.plis = plis;
+                self.first = false;
+            }
+            video
+                .write(vp8_packet(i / 2, u32::from(i) * 1500, keyframe, tag))
+                .await;
+        }
+        self.i = i.wrapping_add(1);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A track the client sends, stamping its SSRC on every packet.
 pub struct Outgoing {
     pub track: Arc<TrackLocalStaticRTP>,

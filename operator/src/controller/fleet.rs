@@ -14,6 +14,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
+use ruche_crds::fleet::{RolloutHalt, RolloutStatus};
 use ruche_crds::{DrainRequest, MediaFleet, MediaFleetStatus, MediaNode, NodePhase};
 
 use super::Error;
@@ -22,11 +23,12 @@ use super::context::Context;
 use super::events::{EventType, Happened};
 use super::node::delete_pod;
 use crate::build::labels;
-use crate::build::node::{free_index, index_of, media_node};
+use crate::build::node::{free_index, index_of, media_node, revision};
 use crate::build::secrets::{self, random_text};
-use crate::core::fleet_plan::{DrainCause, FleetAction, NodeView, plan};
+use crate::core::fleet_plan::{DrainCause, FleetAction, NodeView, RolloutLimits, plan_with};
+use crate::core::rollout::{self, Budget};
 use crate::core::sizing::desired_nodes;
-use crate::state::fleet_status::fleet_status;
+use crate::state::fleet_status::{fleet_status, with_rollout};
 use crate::state::keys::FleetKey;
 use crate::state::world::rules;
 
@@ -84,6 +86,7 @@ pub async fn reconcile<A: NodeAdmin>(
         .enumerate()
         .map(|(i, z)| (z.name.as_str(), i))
         .collect();
+    let target = revision(&fleet);
     let mut views: Vec<NodeView> = nodes
         .iter()
         .filter(|n| !deleting.contains(&n.name_any()) && n.meta().deletion_timestamp.is_none())
@@ -98,6 +101,7 @@ pub async fn reconcile<A: NodeAdmin>(
                 .map(|d| DrainCause::parse(d.reason.as_deref())),
             rooms: rooms_per_node.get(&n.name_any()).copied().unwrap_or(0),
             created: n.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            current: n.spec.revision == target,
         })
         .collect();
     views.extend(pending.iter().map(|p| NodeView {
@@ -107,12 +111,27 @@ pub async fn reconcile<A: NodeAdmin>(
         drain: None,
         rooms: 0,
         created: None,
+        current: true,
     }));
 
     let desired = desired_nodes(&rules(&fleet).zones, fleet.spec.replicas);
+    let rollout = rollout_state(&fleet, &ctx, &ns, &views, &target).await;
+    let limits = RolloutLimits {
+        budgets: desired
+            .iter()
+            .map(|d| {
+                Budget::resolve(
+                    &fleet.spec.rollout.max_surge,
+                    &fleet.spec.rollout.max_unavailable,
+                    *d,
+                )
+            })
+            .collect(),
+        halted: rollout.as_ref().is_some_and(|r| r.halted.is_some()),
+    };
     let mut used_indexes: Vec<u32> = nodes.iter().filter_map(|n| index_of(n)).collect();
     used_indexes.extend(pending.iter().map(|p| p.index));
-    for action in plan(&desired, &views) {
+    for action in plan_with(&desired, &views, &limits) {
         apply(&fleet, &ctx, &ns, &action, &mut used_indexes).await?;
     }
 
@@ -120,8 +139,85 @@ pub async fn reconcile<A: NodeAdmin>(
         let registry = ctx.registry();
         fleet_status(&fleet, &nodes, registry.snapshot(&key), &desired)
     };
+    let status = with_rollout(status, rollout, fleet.meta().generation);
     write_status(&fleet, &ctx, status).await?;
     Ok(Action::requeue(RESYNC))
+}
+
+/// Where the fleet's rollout stands: `None` once every live node runs the current revision.
+/// A rollout halts (once, and stays halted until the template changes again) when a node of
+/// the new revision fails or is not Ready within the progress deadline.
+async fn rollout_state<A: NodeAdmin>(
+    fleet: &MediaFleet,
+    ctx: &Context<A>,
+    ns: &str,
+    views: &[NodeView],
+    target: &str,
+) -> Option<RolloutStatus> {
+    let previous = fleet
+        .status
+        .as_ref()
+        .and_then(|s| s.rollout.clone())
+        .filter(|r| r.revision == target);
+    let refs: Vec<&NodeView> = views.iter().collect();
+    if !rollout::rolling(&refs) {
+        if previous.is_some() {
+            let note = format!("every media node runs revision {target}");
+            publish(
+                ctx,
+                fleet,
+                EventType::Normal,
+                ("RolloutComplete", fleet_subject(fleet, ns)),
+                &note,
+            )
+            .await;
+        }
+        return None;
+    }
+    let now = Timestamp::now();
+    let mut halted = previous.as_ref().and_then(|r| r.halted.clone());
+    if halted.is_none()
+        && let Some(halt) = rollout::halt(
+            views,
+            now,
+            Duration::from(fleet.spec.rollout.progress_deadline),
+        )
+    {
+        let note = format!("rollout of revision {target} halted: {}", halt.message);
+        publish(
+            ctx,
+            fleet,
+            EventType::Warning,
+            (halt.reason, fleet_subject(fleet, ns)),
+            &note,
+        )
+        .await;
+        halted = Some(RolloutHalt {
+            reason: halt.reason.to_string(),
+            message: halt.message,
+            since: Some(Time(now)),
+        });
+    }
+    if previous.is_none() {
+        let note = format!("rolling out revision {target}");
+        publish(
+            ctx,
+            fleet,
+            EventType::Normal,
+            ("RolloutStarted", fleet_subject(fleet, ns)),
+            &note,
+        )
+        .await;
+    }
+    let progress = rollout::progress(views);
+    Some(RolloutStatus {
+        revision: target.to_string(),
+        started_at: previous.and_then(|r| r.started_at).or(Some(Time(now))),
+        updated_nodes: progress.updated,
+        draining_nodes: progress.draining,
+        remaining_nodes: progress.remaining,
+        halted,
+    })
 }
 
 async fn apply<A: NodeAdmin>(
@@ -321,6 +417,10 @@ fn subject(kind: &str, api_version: &str, ns: &str, name: &str) -> ObjectReferen
 
 fn node_subject(ns: &str, name: &str) -> ObjectReference {
     subject("MediaNode", "ruche.dev/v1alpha1", ns, name)
+}
+
+fn fleet_subject(fleet: &MediaFleet, ns: &str) -> ObjectReference {
+    subject("MediaFleet", "ruche.dev/v1alpha1", ns, &fleet.name_any())
 }
 
 /// What to do when a reconcile fails: retry after the fleet's own backoff.

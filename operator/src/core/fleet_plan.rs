@@ -15,6 +15,8 @@ use std::fmt;
 use k8s_openapi::jiff::Timestamp;
 use ruche_crds::NodePhase;
 
+use super::rollout::{Budget, plan_zone, rolling};
+
 /// Why a node drains; written as `spec.drain.reason`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DrainCause {
@@ -72,6 +74,8 @@ pub struct NodeView {
     pub rooms: u32,
     /// When it was created (`None`: being created).
     pub created: Option<Timestamp>,
+    /// Whether it runs the fleet's current template revision.
+    pub current: bool,
 }
 
 impl NodeView {
@@ -108,8 +112,24 @@ pub enum FleetAction {
     },
 }
 
-/// The changes that take the fleet's nodes towards `desired` (nodes per zone, by index).
+/// A rollout's limits per zone (by index), and whether it is halted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RolloutLimits {
+    /// Budget of each zone.
+    pub budgets: Vec<Budget>,
+    /// Halted on a bad revision: no node is created or drained for it.
+    pub halted: bool,
+}
+
+/// The changes that take the fleet's nodes towards `desired` (nodes per zone, by index), with
+/// no node of an older revision to roll.
 pub fn plan(desired: &[u32], nodes: &[NodeView]) -> Vec<FleetAction> {
+    plan_with(desired, nodes, &RolloutLimits::default())
+}
+
+/// The changes that take the fleet's nodes towards `desired` (nodes per zone, by index); a
+/// zone with nodes of an older revision is rolled (see [`super::rollout`]).
+pub fn plan_with(desired: &[u32], nodes: &[NodeView], rollout: &RolloutLimits) -> Vec<FleetAction> {
     let mut actions = Vec::new();
     let mut sorted: Vec<&NodeView> = nodes.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
@@ -139,6 +159,14 @@ pub fn plan(desired: &[u32], nodes: &[NodeView]) -> Vec<FleetAction> {
             .copied()
             .filter(|n| n.zone == Some(zone))
             .collect();
+        if rolling(&in_zone) {
+            let budget = rollout.budgets.get(zone).copied().unwrap_or(Budget {
+                surge: 1,
+                unavailable: 0,
+            });
+            actions.extend(plan_zone(zone, want, &in_zone, budget, rollout.halted));
+            continue;
+        }
         let serving: Vec<&NodeView> = in_zone.iter().copied().filter(|n| n.serving()).collect();
         let have = serving.len() as u32;
         if have < want {
@@ -201,6 +229,7 @@ mod tests {
             drain,
             rooms,
             created: None,
+            current: true,
         }
     }
 
@@ -339,6 +368,7 @@ mod tests {
                 drain: None,
                 rooms: 2,
                 created: None,
+                current: true,
             },
             NodeView {
                 name: "x2".into(),
@@ -347,6 +377,7 @@ mod tests {
                 drain: None,
                 rooms: 0,
                 created: None,
+                current: true,
             },
         ];
         assert_eq!(

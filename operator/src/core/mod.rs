@@ -13,6 +13,7 @@
 //! - [`drain`]: what a drain's deadline and mode ask for, and how it is told.
 //! - [`sizing`]: how many nodes each zone runs.
 //! - [`fleet_plan`]: which nodes to create, drain, undrain or delete to get there.
+//! - [`rollout`]: rolling a new template revision zone by zone, and when to halt it.
 //! - [`health`]: a node's phase from its pod and its admin API.
 //! - [`room_lifecycle`]: a room's phase, and when an empty room closes.
 //! - [`leader`]: leader election: create, renew, take over, wait or step down, from the Lease.
@@ -27,6 +28,7 @@ pub mod leader;
 pub mod load;
 pub mod placement;
 pub mod request;
+pub mod rollout;
 pub mod room_lifecycle;
 pub mod sizing;
 pub mod snapshot;

@@ -156,4 +156,19 @@ mod tests {
         let req = s.request(5, &["a"], &[]).unwrap();
         assert_eq!(name(&s, place(&s, &req)), "a3");
     }
+
+    #[test]
+    fn a_fallback_node_takes_a_room_only_when_no_other_node_of_its_zone_can() {
+        for strategy in [PlacementStrategy::Packed, PlacementStrategy::Distributed] {
+            let mut s = snapshot(strategy, &[("a1", "a", 100, 10), ("a2", "a", 20, 0)]);
+            // a1 runs the old revision during a rollout: a2 first, though a1 is fuller/roomier.
+            let a1 = s.node_id("a1").unwrap();
+            assert!(s.set_fallback(a1, true).is_ok());
+            let small = s.request::<&str>(15, &["a"], &[]).unwrap();
+            assert_eq!(name(&s, place(&s, &small)), "a2", "{strategy:?}");
+            // What a2 cannot hold still goes to a1 rather than waiting.
+            let big = s.request::<&str>(50, &["a"], &[]).unwrap();
+            assert_eq!(name(&s, place(&s, &big)), "a1", "{strategy:?}");
+        }
+    }
 }

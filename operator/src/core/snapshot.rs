@@ -82,6 +82,9 @@ pub struct NodeInfo {
     /// Whether the node takes no new room though it may report Ready: a drain was requested,
     /// or the operator cannot reach it to tell it about rooms.
     pub cordoned: bool,
+    /// Whether the node takes new rooms only when no other node of its zone can: it runs an
+    /// older revision while a rollout replaces it.
+    pub fallback: bool,
 }
 
 impl NodeInfo {
@@ -94,6 +97,7 @@ impl NodeInfo {
             capacity,
             phase: NodePhase::Ready,
             cordoned: false,
+            fallback: false,
         }
     }
 
@@ -120,6 +124,8 @@ pub struct NodeState {
     pub phase: NodePhase,
     /// Whether it takes no new room (drain requested, or unreachable).
     pub cordoned: bool,
+    /// Whether it takes new rooms only when no other node of its zone can.
+    pub fallback: bool,
     /// Reserved and measured slots.
     pub load: Load,
     /// Rooms placed on it.
@@ -172,6 +178,8 @@ pub struct Snapshot {
     nodes: Vec<Option<NodeState>>,
     by_name: HashMap<Arc<str>, NodeId>,
     free_index: Vec<BTreeSet<FreeKey>>,
+    /// The same, for nodes that take rooms only when the others of their zone cannot.
+    fallback_index: Vec<BTreeSet<FreeKey>>,
     zone_use: Vec<ZoneUse>,
     rooms: HashMap<RoomKey, RoomRecord>,
     /// The rooms of each node, by node id: a node's assignment list without a scan.
@@ -199,6 +207,7 @@ impl Snapshot {
             nodes: Vec::new(),
             by_name: HashMap::new(),
             free_index: vec![BTreeSet::new(); zones],
+            fallback_index: vec![BTreeSet::new(); zones],
             zone_use: vec![ZoneUse::default(); zones],
             rooms: HashMap::new(),
             node_rooms: Vec::new(),
@@ -284,24 +293,31 @@ impl Snapshot {
     }
 
     /// The schedulable node of `zone` with the fewest free slots that still fits `slots`
-    /// (ties: lowest name).
+    /// (ties: lowest name); nodes that are a fallback only if no other fits.
     pub fn tightest_fit(&self, zone: ZoneId, slots: u32) -> Option<NodeId> {
+        [&self.free_index, &self.fallback_index]
+            .into_iter()
+            .find_map(|index| self.tightest_in(index.get(zone.0 as usize)?, slots))
+    }
+
+    fn tightest_in(&self, index: &BTreeSet<FreeKey>, slots: u32) -> Option<NodeId> {
         let from = FreeKey {
             free: slots,
             name: self.lowest_name.clone(),
             id: NodeId(0),
         };
-        self.free_index
-            .get(zone.0 as usize)?
-            .range(from..)
-            .next()
-            .map(|k| k.id)
+        index.range(from..).next().map(|k| k.id)
     }
 
     /// The schedulable node of `zone` with the most free slots, if it fits `slots`
-    /// (ties: lowest name).
+    /// (ties: lowest name); nodes that are a fallback only if no other fits.
     pub fn roomiest_fit(&self, zone: ZoneId, slots: u32) -> Option<NodeId> {
-        let index = self.free_index.get(zone.0 as usize)?;
+        [&self.free_index, &self.fallback_index]
+            .into_iter()
+            .find_map(|index| self.roomiest_in(index.get(zone.0 as usize)?, slots))
+    }
+
+    fn roomiest_in(&self, index: &BTreeSet<FreeKey>, slots: u32) -> Option<NodeId> {
         let most = index.last()?.free;
         if most < slots {
             return None;
@@ -334,6 +350,7 @@ impl Snapshot {
             capacity: info.capacity,
             phase: info.phase,
             cordoned: info.cordoned,
+            fallback: info.fallback,
             load: Load::default(),
             rooms: 0,
         };
@@ -369,6 +386,11 @@ impl Snapshot {
     /// Records whether a node takes no new room (drain requested, or unreachable).
     pub fn set_cordoned(&mut self, id: NodeId, cordoned: bool) -> Result<(), ApplyError> {
         self.update_node(id, |n| n.cordoned = cordoned)
+    }
+
+    /// Makes a node take new rooms only when no other node of its zone can (or as any other).
+    pub fn set_fallback(&mut self, id: NodeId, fallback: bool) -> Result<(), ApplyError> {
+        self.update_node(id, |n| n.fallback = fallback)
     }
 
     /// Records a node's reported load (participants connected).
@@ -461,7 +483,12 @@ impl Snapshot {
             return;
         }
         let z = node.zone.0 as usize;
-        self.free_index[z].insert(FreeKey {
+        let index = if node.fallback {
+            &mut self.fallback_index
+        } else {
+            &mut self.free_index
+        };
+        index[z].insert(FreeKey {
             free: node.free(),
             name: node.name.clone(),
             id,
@@ -475,7 +502,12 @@ impl Snapshot {
             return;
         }
         let z = node.zone.0 as usize;
-        self.free_index[z].remove(&FreeKey {
+        let index = if node.fallback {
+            &mut self.fallback_index
+        } else {
+            &mut self.free_index
+        };
+        index[z].remove(&FreeKey {
             free: node.free(),
             name: node.name.clone(),
             id,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{Resource, ResourceExt};
 use ruche_crds::common::new_condition;
+use ruche_crds::fleet::RolloutStatus;
 use ruche_crds::node::condition;
 use ruche_crds::{
     ConditionsExt, MediaFleet, MediaFleetStatus, MediaNode, NodePhase, PhaseCounts, RevisionStatus,
@@ -220,6 +221,57 @@ fn set_conditions(
         degraded,
         generation,
     ));
+}
+
+/// Puts a rollout's progress in the status: `Progressing` says it rolls (with its counts),
+/// `Degraded` that it halted and why (a refused pod or a failed node still says so first).
+pub fn with_rollout(
+    mut status: MediaFleetStatus,
+    rollout: Option<RolloutStatus>,
+    generation: Option<i64>,
+) -> MediaFleetStatus {
+    if let Some(r) = &rollout {
+        let counts = format!(
+            "revision {}: {} node(s) updated, {} draining, {} to replace",
+            r.revision, r.updated_nodes, r.draining_nodes, r.remaining_nodes
+        );
+        match &r.halted {
+            Some(halt) => {
+                status.conditions.set_condition(condition(
+                    "Progressing",
+                    false,
+                    ("RolloutHalted", format!("halted; {counts}")),
+                    generation,
+                ));
+                let pods_refused = status
+                    .conditions
+                    .condition("Degraded")
+                    .is_some_and(|c| c.reason == "PodsRefused");
+                if !pods_refused {
+                    status.conditions.set_condition(condition(
+                        "Degraded",
+                        true,
+                        (
+                            "RolloutHalted",
+                            format!(
+                                "rollout of revision {} halted ({}): {}; old nodes take the new rooms, fix the template to resume",
+                                r.revision, halt.reason, halt.message
+                            ),
+                        ),
+                        generation,
+                    ));
+                }
+            }
+            None => status.conditions.set_condition(condition(
+                "Progressing",
+                true,
+                ("RollingOut", counts),
+                generation,
+            )),
+        }
+    }
+    status.rollout = rollout;
+    status
 }
 
 fn condition(

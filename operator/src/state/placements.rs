@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use ruche_crds::{MediaFleet, MediaNode, NodePhase, Room};
 
 use super::keys::room_key;
-use super::world::{self, node_info};
+use super::world::{self, Tiers, node_info};
 use crate::core::request::UnknownZones;
 use crate::core::snapshot::RulesError;
 use crate::core::{Action, NodeId, RoomKey, Snapshot, Unschedulable, failover, migrate, place};
@@ -168,6 +168,8 @@ pub struct FleetPlacement {
     leaving: Leaving,
     /// Rooms a migration could not move, with why (they stay on their draining node).
     stranded: HashMap<RoomKey, Unschedulable>,
+    /// How the fleet's rollout ranks its nodes.
+    tiers: Tiers,
 }
 
 impl FleetPlacement {
@@ -184,6 +186,7 @@ impl FleetPlacement {
             pending: Waiting::default(),
             leaving: Leaving::default(),
             stranded: HashMap::new(),
+            tiers: Tiers::of(fleet),
         };
         let mut change = NodeChange {
             problems: built.problems,
@@ -230,6 +233,27 @@ impl FleetPlacement {
         Ok((next, change))
     }
 
+    /// Ranks the nodes again when the fleet's rollout changed how (a new revision, a halt):
+    /// every node is brought up to date, and the rooms that may fit now are woken.
+    pub fn retier<'a>(
+        &mut self,
+        fleet: &MediaFleet,
+        nodes: impl IntoIterator<Item = &'a MediaNode>,
+    ) -> NodeChange {
+        let tiers = Tiers::of(fleet);
+        let mut change = NodeChange::default();
+        if tiers == self.tiers {
+            return change;
+        }
+        self.tiers = tiers;
+        for node in nodes {
+            let synced = self.sync_node(node);
+            change.woken.extend(synced.woken);
+            change.problems.extend(synced.problems);
+        }
+        change
+    }
+
     /// The snapshot, for status and metrics.
     pub fn snapshot(&self) -> &Snapshot {
         &self.snapshot
@@ -239,7 +263,7 @@ impl FleetPlacement {
     /// that has just failed are placed again at once (see [`failover`]).
     pub fn sync_node(&mut self, node: &MediaNode) -> NodeChange {
         let mut change = NodeChange::default();
-        let info = node_info(node);
+        let info = node_info(node, &self.tiers);
         let measured = node.status.as_ref().map_or(0, |st| st.load.participants);
         let id = if let Some(id) = self.snapshot.node_id(&info.name) {
             id
@@ -263,6 +287,9 @@ impl FleetPlacement {
         };
         if before.phase != info.phase {
             let _ = self.snapshot.set_phase(id, info.phase);
+        }
+        if before.fallback != info.fallback {
+            let _ = self.snapshot.set_fallback(id, info.fallback);
         }
         if before.cordoned != info.cordoned {
             let _ = self.snapshot.set_cordoned(id, info.cordoned);

@@ -153,6 +153,11 @@ impl Registry {
                 }
             }
         }
+        if let Some(placement) = entry.placement.as_mut() {
+            // Same spec, another rollout state (halted, say): the nodes are ranked again.
+            let change = placement.retier(&fleet, entry.nodes.values().map(AsRef::as_ref));
+            effects.absorb(&key, change);
+        }
         entry.fleet = Some(fleet);
         if first {
             // Rooms created before their fleet: they can be placed now.

@@ -7,6 +7,7 @@ use kube::ResourceExt;
 use ruche_crds::{MediaFleet, MediaNode, MediaNodeStatus, NodePhase, Room, RoomPhase};
 
 use super::keys::room_key;
+use crate::build::node::revision;
 use crate::core::snapshot::RulesError;
 use crate::core::{Action, FleetRules, NodeInfo, RoomKey, Snapshot, ZoneRules};
 
@@ -21,11 +22,37 @@ pub struct World {
     pub problems: Vec<String>,
 }
 
+/// How a fleet's rollout ranks its nodes for new rooms: during a rollout, nodes of an older
+/// revision take new rooms only when the new ones cannot; once it halted on a bad revision,
+/// the new revision's nodes take none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tiers {
+    /// The fleet's current template revision.
+    pub target: String,
+    /// Whether the rollout of that revision halted.
+    pub halted: bool,
+}
+
+impl Tiers {
+    /// The tiers of a fleet, from its template and its rollout status.
+    pub fn of(fleet: &MediaFleet) -> Self {
+        let target = revision(fleet);
+        let halted = fleet
+            .status
+            .as_ref()
+            .and_then(|s| s.rollout.as_ref())
+            .is_some_and(|r| r.revision == target && r.halted.is_some());
+        Self { target, halted }
+    }
+}
+
 /// A node as the core sees it. A drain request keeps rooms off a node even before the node
-/// itself reports Draining; so does being unreachable (its assignment list cannot be sent).
-pub fn node_info(node: &MediaNode) -> NodeInfo {
+/// itself reports Draining; so does being unreachable (its assignment list cannot be sent),
+/// or running the revision of a halted rollout.
+pub fn node_info(node: &MediaNode, tiers: &Tiers) -> NodeInfo {
     let status = node.status.as_ref();
     let phase = status.map(|s| s.phase).unwrap_or_default();
+    let old = !tiers.target.is_empty() && node.spec.revision != tiers.target;
     NodeInfo {
         name: node.name_any(),
         zone: node.spec.zone.clone(),
@@ -34,7 +61,9 @@ pub fn node_info(node: &MediaNode) -> NodeInfo {
         phase,
         cordoned: node.spec.drain.is_some()
             || phase == NodePhase::Draining
-            || status.is_some_and(MediaNodeStatus::unreachable),
+            || status.is_some_and(MediaNodeStatus::unreachable)
+            || (tiers.halted && !old),
+        fallback: old && !tiers.halted,
     }
 }
 
@@ -65,6 +94,7 @@ pub fn rebuild<'a>(
     let fleet_name = fleet.name_any();
     let namespace = fleet.namespace();
     let mut snapshot = Snapshot::new(rules(fleet))?;
+    let tiers = Tiers::of(fleet);
     let mut problems = Vec::new();
     let mut orphans = Vec::new();
     let ours = |fleet_of: &str, ns: Option<String>| fleet_of == fleet_name && ns == namespace;
@@ -72,7 +102,7 @@ pub fn rebuild<'a>(
         .into_iter()
         .filter(|n| ours(&n.spec.fleet, n.namespace()))
     {
-        let info = node_info(node);
+        let info = node_info(node, &tiers);
         let participants = node.status.as_ref().map_or(0, |st| st.load.participants);
         match snapshot.add_node(info) {
             Ok(id) => {

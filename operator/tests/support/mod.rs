@@ -261,6 +261,21 @@ pub fn context_with_services<A: NodeAdmin>(
 ) -> (Arc<Context<A>>, Handle) {
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, "ns");
+    // Fixture nodes (revision "r1") run their fleet's current template: no rollout unless a
+    // test gives a node another revision.
+    let nodes: Vec<MediaNode> = nodes
+        .into_iter()
+        .map(|mut n| {
+            if n.spec.revision == "r1"
+                && let Some(f) = fleets
+                    .iter()
+                    .find(|f| f.metadata.name.as_deref() == Some(n.spec.fleet.as_str()))
+            {
+                n.spec.revision = ruche_operator::build::node::revision(f);
+            }
+            n
+        })
+        .collect();
     let stores = Stores {
         fleets: store(fleets),
         nodes: store(nodes),
