@@ -241,6 +241,13 @@ pub struct ZoneSpec {
     /// Most media nodes this zone may run.
     #[schemars(range(max = 10000))]
     pub max_nodes: u32,
+
+    /// Take the zone out of service: every node drains (with the rollout's deadline and mode),
+    /// rooms move to the other zones their rules allow, and rooms that may live nowhere else
+    /// stay and are named in the fleet's `ZoneEvacuated` condition. Set back to false to end
+    /// the evacuation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub evacuate: bool,
 }
 
 /// Placement settings.

@@ -738,3 +738,183 @@ async fn a_revision_whose_node_cannot_start_halts_and_a_fixed_template_resumes()
     .await
     .unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// (4) Evacuating a zone drains its nodes and moves every room that may go elsewhere, a live
+/// call included; a room pinned to that zone stays, named in the fleet's `ZoneEvacuated`
+/// condition and with its own `Migration` condition; ending the evacuation brings the zone's
+/// node back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_zone_evacuation_moves_what_may_move_and_names_the_pinned_rooms() {
+    let env = setup!(TestEnv::start, "zone-evacuation");
+    let mut fleet = fixtures::fleet_with(
+        FLEET,
+        HOST_PORT_BASE + 300,
+        &[("e2e-a", 1, 1), ("e2e-b", 1, 1)],
+        100,
+    );
+    fleet["spec"]["rollout"] = json!({ "drainDeadline": "5s", "atDeadline": "Migrate" });
+    env.apply::<MediaFleet>(FLEET, &fleet)
+        .await
+        .expect("the fleet is applied");
+    env.wait_fleet_ready(FLEET, 1, FLEET_READY)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut rooms: Vec<Room> = (0..4)
+        .map(|i| fixtures::room(&format!("free-{i}"), FLEET, 2, &[]).unwrap())
+        .collect();
+    rooms.push(fixtures::room("pinned", FLEET, 2, &["e2e-a"]).unwrap());
+    let names: Vec<String> = rooms.iter().map(ResourceExt::name_any).collect();
+    env.create_rooms(rooms, 5).await.expect("rooms are created");
+    let placed = env
+        .wait_rooms_placed(&names, &[RoomPhase::Scheduled], Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let in_a: Vec<&Room> = placed
+        .iter()
+        .filter(|r| r.status.as_ref().and_then(|s| s.zone.as_deref()) == Some("e2e-a"))
+        .collect();
+    let movable: Vec<&Room> = in_a
+        .iter()
+        .copied()
+        .filter(|r| r.name_any() != "pinned")
+        .collect();
+    assert!(
+        !movable.is_empty(),
+        "some free room landed in e2e-a: {names:?}"
+    );
+    eprintln!(
+        "e2e [{}]: in e2e-a: {:?}",
+        env.test,
+        in_a.iter().map(|r| r.name_any()).collect::<Vec<_>>()
+    );
+    let live = Calls::start(&env, &movable[..1]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let fleets = env.api::<MediaFleet>();
+    let evacuate = |on: bool| {
+        json!({ "spec": { "zones": [
+            { "name": "e2e-a", "minNodes": 1, "maxNodes": 1, "evacuate": on },
+            { "name": "e2e-b", "minNodes": 1, "maxNodes": 1 },
+        ] } })
+    };
+    fleets
+        .patch(
+            FLEET,
+            &PatchParams::default(),
+            &Patch::Merge(&evacuate(true)),
+        )
+        .await
+        .expect("the zone is evacuated");
+    let movable_names: Vec<String> = movable.iter().map(|r| r.name_any()).collect();
+    wait::until(
+        "every movable room of e2e-a in e2e-b, the pinned room named",
+        Duration::from_secs(90),
+        || async {
+            let rooms = env.rooms().await.map_err(|e| e.to_string())?;
+            for r in rooms
+                .iter()
+                .filter(|r| movable_names.contains(&r.name_any()))
+            {
+                fixtures::check_placed(r, &[RoomPhase::Scheduled, RoomPhase::Active])?;
+                let zone = r.status.as_ref().and_then(|s| s.zone.clone());
+                if zone.as_deref() != Some("e2e-b") {
+                    return Err(format!("{} is in {zone:?}", r.name_any()));
+                }
+            }
+            let pinned = rooms
+                .iter()
+                .find(|r| r.name_any() == "pinned")
+                .ok_or("no pinned room")?;
+            fixtures::check_placed(pinned, &[RoomPhase::Scheduled, RoomPhase::Active])?;
+            let blocked = pinned
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Migration"))
+                .map(|c| (c.status.clone(), c.message.clone()));
+            if blocked.as_ref().is_none_or(|(s, _)| s != "False") {
+                return Err(format!("pinned: Migration {blocked:?}"));
+            }
+            let f = fleets.get(FLEET).await.map_err(|e| e.to_string())?;
+            let evacuated = f
+                .status
+                .unwrap_or_default()
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "ZoneEvacuated")
+                .map(|c| (c.reason, c.message));
+            match evacuated {
+                Some((reason, message))
+                    if reason == "RoomsPinned" && message.contains("pinned") =>
+                {
+                    Ok(message)
+                }
+                other => Err(format!("ZoneEvacuated {other:?}")),
+            }
+        },
+    )
+    .await
+    .map(|message| eprintln!("e2e [{}]: ZoneEvacuated: {message}", env.test))
+    .unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (room, who, seen) in live.end().await {
+        assert!(seen.media_before, "{who} in {room}: media before");
+        let took = seen
+            .media_back
+            .unwrap_or_else(|| panic!("{who} in {room}: no media after the move: {seen:?}"));
+        assert!(
+            took < MEDIA_BACK,
+            "{who} in {room}: media back after {took:?}"
+        );
+        assert!(
+            seen.intact_after,
+            "{who} in {room}: intact media after the move"
+        );
+    }
+
+    // The evacuation ends: the zone's node serves again.
+    fleets
+        .patch(
+            FLEET,
+            &PatchParams::default(),
+            &Patch::Merge(&evacuate(false)),
+        )
+        .await
+        .expect("the evacuation ends");
+    let nodes = env.api::<MediaNode>();
+    wait::until(
+        "e2e-a's node to serve again, the condition gone",
+        Duration::from_secs(60),
+        || async {
+            let list = nodes
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let a: Vec<(String, Option<NodePhase>, bool)> = list
+                .items
+                .iter()
+                .filter(|n| n.spec.zone == "e2e-a")
+                .map(|n| {
+                    (
+                        n.name_any(),
+                        n.status.as_ref().map(|s| s.phase),
+                        n.spec.drain.is_some(),
+                    )
+                })
+                .collect();
+            let f = fleets.get(FLEET).await.map_err(|e| e.to_string())?;
+            let gone = !f
+                .status
+                .unwrap_or_default()
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "ZoneEvacuated");
+            if gone && a.iter().any(|(_, p, d)| *p == Some(NodePhase::Ready) && !d) {
+                Ok(())
+            } else {
+                Err(format!("e2e-a: {a:?}, condition gone: {gone}"))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}

@@ -25,10 +25,10 @@ use super::node::delete_pod;
 use crate::build::labels;
 use crate::build::node::{free_index, index_of, media_node, revision};
 use crate::build::secrets::{self, random_text};
-use crate::core::fleet_plan::{DrainCause, FleetAction, NodeView, RolloutLimits, plan_with};
+use crate::core::fleet_plan::{DrainCause, FleetAction, Levers, NodeView, plan_with};
 use crate::core::rollout::{self, Budget};
 use crate::core::sizing::desired_nodes;
-use crate::state::fleet_status::{fleet_status, with_rollout};
+use crate::state::fleet_status::{EVACUATED, fleet_status, with_evacuation, with_rollout};
 use crate::state::keys::FleetKey;
 use crate::state::world::rules;
 
@@ -116,7 +116,7 @@ pub async fn reconcile<A: NodeAdmin>(
 
     let desired = desired_nodes(&rules(&fleet).zones, fleet.spec.replicas);
     let rollout = rollout_state(&fleet, &ctx, &ns, &views, &target).await;
-    let limits = RolloutLimits {
+    let limits = Levers {
         budgets: desired
             .iter()
             .map(|d| {
@@ -128,6 +128,7 @@ pub async fn reconcile<A: NodeAdmin>(
             })
             .collect(),
         halted: rollout.as_ref().is_some_and(|r| r.halted.is_some()),
+        evacuated: fleet.spec.zones.iter().map(|z| z.evacuate).collect(),
     };
     let mut used_indexes: Vec<u32> = nodes.iter().filter_map(|n| index_of(n)).collect();
     used_indexes.extend(pending.iter().map(|p| p.index));
@@ -140,6 +141,28 @@ pub async fn reconcile<A: NodeAdmin>(
         fleet_status(&fleet, &nodes, registry.snapshot(&key), &desired)
     };
     let status = with_rollout(status, rollout, fleet.meta().generation);
+    let status = {
+        let registry = ctx.registry();
+        with_evacuation(status, &fleet, &nodes, registry.snapshot(&key))
+    };
+    let pinned = |s: Option<&MediaFleetStatus>| {
+        s.and_then(|s| s.conditions.iter().find(|c| c.type_ == EVACUATED))
+            .filter(|c| c.reason == "RoomsPinned")
+            .map(|c| c.message.clone())
+    };
+    if let Some(message) =
+        pinned(Some(&status)).filter(|m| pinned(fleet.status.as_ref()).as_ref() != Some(m))
+    {
+        let subject = fleet_subject(&fleet, &ns);
+        publish(
+            &ctx,
+            &fleet,
+            EventType::Warning,
+            ("RoomsPinned", subject),
+            &message,
+        )
+        .await;
+    }
     write_status(&fleet, &ctx, status).await?;
     Ok(Action::requeue(RESYNC))
 }

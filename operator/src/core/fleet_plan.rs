@@ -112,24 +112,27 @@ pub enum FleetAction {
     },
 }
 
-/// A rollout's limits per zone (by index), and whether it is halted.
+/// What besides the counts shapes the plan, per zone (by index): a rollout's budgets and
+/// whether it halted, and the zones being evacuated.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RolloutLimits {
-    /// Budget of each zone.
+pub struct Levers {
+    /// Rollout budget of each zone.
     pub budgets: Vec<Budget>,
     /// Halted on a bad revision: no node is created or drained for it.
     pub halted: bool,
+    /// Zones being evacuated: every node drains (cause `ZoneEvacuation`), none is created.
+    pub evacuated: Vec<bool>,
 }
 
 /// The changes that take the fleet's nodes towards `desired` (nodes per zone, by index), with
 /// no node of an older revision to roll.
 pub fn plan(desired: &[u32], nodes: &[NodeView]) -> Vec<FleetAction> {
-    plan_with(desired, nodes, &RolloutLimits::default())
+    plan_with(desired, nodes, &Levers::default())
 }
 
 /// The changes that take the fleet's nodes towards `desired` (nodes per zone, by index); a
 /// zone with nodes of an older revision is rolled (see [`super::rollout`]).
-pub fn plan_with(desired: &[u32], nodes: &[NodeView], rollout: &RolloutLimits) -> Vec<FleetAction> {
+pub fn plan_with(desired: &[u32], nodes: &[NodeView], rollout: &Levers) -> Vec<FleetAction> {
     let mut actions = Vec::new();
     let mut sorted: Vec<&NodeView> = nodes.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
@@ -154,11 +157,40 @@ pub fn plan_with(desired: &[u32], nodes: &[NodeView], rollout: &RolloutLimits) -
         }
     }
     for (zone, &want) in desired.iter().enumerate() {
-        let in_zone: Vec<&NodeView> = sorted
+        let mut in_zone: Vec<&NodeView> = sorted
             .iter()
             .copied()
             .filter(|n| n.zone == Some(zone))
             .collect();
+        let live = |n: &NodeView| !matches!(n.phase, NodePhase::Failed | NodePhase::Drained);
+        if rollout.evacuated.get(zone) == Some(&true) {
+            actions.extend(
+                in_zone
+                    .iter()
+                    .filter(|n| n.drain.is_none() && live(n))
+                    .map(|n| FleetAction::Drain {
+                        node: n.name.clone(),
+                        cause: DrainCause::ZoneEvacuation,
+                    }),
+            );
+            continue;
+        }
+        // An evacuation undone: its drains are cancelled, and those nodes serve again.
+        let returning: Vec<NodeView> = in_zone
+            .iter()
+            .filter(|n| n.drain == Some(DrainCause::ZoneEvacuation) && live(n))
+            .map(|n| NodeView {
+                drain: None,
+                ..(*n).clone()
+            })
+            .collect();
+        for n in &returning {
+            actions.push(FleetAction::Undrain {
+                node: n.name.clone(),
+            });
+        }
+        in_zone.retain(|n| !returning.iter().any(|r| r.name == n.name));
+        in_zone.extend(returning.iter());
         if rolling(&in_zone) {
             let budget = rollout.budgets.get(zone).copied().unwrap_or(Budget {
                 surge: 1,
@@ -309,6 +341,52 @@ mod tests {
                 node: "a2".into(),
                 cause: DrainCause::ScaleDown
             }]
+        );
+    }
+
+    #[test]
+    fn an_evacuated_zone_drains_every_node_and_undoing_it_brings_them_back() {
+        let nodes = [
+            node("a1", 0, NodePhase::Ready, None, 3),
+            node("a2", 0, NodePhase::Draining, Some(DrainCause::Manual), 1),
+            node(
+                "a3",
+                0,
+                NodePhase::Drained,
+                Some(DrainCause::ZoneEvacuation),
+                0,
+            ),
+            node("b1", 1, NodePhase::Ready, None, 0),
+        ];
+        let evacuate_a = Levers {
+            evacuated: vec![true, false],
+            ..Levers::default()
+        };
+        assert_eq!(
+            plan_with(&[2, 1], &nodes, &evacuate_a),
+            vec![
+                FleetAction::Delete { node: "a3".into() },
+                FleetAction::Drain {
+                    node: "a1".into(),
+                    cause: DrainCause::ZoneEvacuation
+                },
+            ],
+            "nothing is created in an evacuated zone; a drain by hand is left alone"
+        );
+        let evacuating = [
+            node(
+                "a1",
+                0,
+                NodePhase::Draining,
+                Some(DrainCause::ZoneEvacuation),
+                3,
+            ),
+            node("b1", 1, NodePhase::Ready, None, 0),
+        ];
+        assert_eq!(
+            plan_with(&[1, 1], &evacuating, &Levers::default()),
+            vec![FleetAction::Undrain { node: "a1".into() }],
+            "undone: a1 comes back and counts as serving, nothing is created"
         );
     }
 

@@ -11,6 +11,7 @@
 //! - [`failover`]: placing again the rooms of nodes that failed, or moving them live off a
 //!   draining node at its deadline.
 //! - [`drain`]: what a drain's deadline and mode ask for, and how it is told.
+//! - [`evacuation`]: which rooms of an evacuated zone may live nowhere else.
 //! - [`sizing`]: how many nodes each zone runs.
 //! - [`fleet_plan`]: which nodes to create, drain, undrain or delete to get there.
 //! - [`rollout`]: rolling a new template revision zone by zone, and when to halt it.
@@ -20,6 +21,7 @@
 
 pub mod action;
 pub mod drain;
+pub mod evacuation;
 pub mod failover;
 pub mod fleet_plan;
 pub mod health;

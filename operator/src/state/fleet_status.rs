@@ -16,7 +16,9 @@ use ruche_crds::{
 
 use crate::build::labels;
 use crate::build::node::revision;
+use crate::core::evacuation;
 use crate::core::snapshot::Snapshot;
+use crate::state::keys::room_name;
 
 /// The fleet's status from its nodes and its placements (pure).
 pub fn fleet_status(
@@ -222,6 +224,71 @@ fn set_conditions(
         generation,
     ));
 }
+
+/// The `ZoneEvacuated` condition while a zone is evacuated: which zones, how many of their
+/// nodes still run, and the rooms that may live in no other zone and therefore stay (reason
+/// `RoomsPinned`). Gone once no zone is evacuated.
+pub fn with_evacuation(
+    mut status: MediaFleetStatus,
+    fleet: &MediaFleet,
+    nodes: &[Arc<MediaNode>],
+    snapshot: Option<&Snapshot>,
+) -> MediaFleetStatus {
+    let evacuated: Vec<bool> = fleet.spec.zones.iter().map(|z| z.evacuate).collect();
+    let zones: Vec<&str> = fleet
+        .spec
+        .zones
+        .iter()
+        .filter(|z| z.evacuate)
+        .map(|z| z.name.as_str())
+        .collect();
+    if zones.is_empty() {
+        status.conditions.retain(|c| c.type_ != EVACUATED);
+        return status;
+    }
+    let left = nodes
+        .iter()
+        .filter(|n| zones.contains(&n.spec.zone.as_str()))
+        .filter(|n| {
+            !matches!(
+                n.status.as_ref().map(|s| s.phase),
+                Some(NodePhase::Drained | NodePhase::Failed)
+            )
+        })
+        .count();
+    let pinned: Vec<String> = snapshot
+        .map(|s| evacuation::pinned(s, evacuation::mask(&evacuated)))
+        .unwrap_or_default()
+        .iter()
+        .map(|k| room_name(k).to_string())
+        .collect();
+    let what = format!(
+        "zone {} evacuated: {left} media node(s) still draining",
+        zones.join(", ")
+    );
+    let (reason, message) = if pinned.is_empty() {
+        ("Evacuating", what)
+    } else {
+        (
+            "RoomsPinned",
+            format!(
+                "{what}; {} room(s) may live in no other zone and stay: {}",
+                pinned.len(),
+                pinned.join(", ")
+            ),
+        )
+    };
+    status.conditions.set_condition(condition(
+        EVACUATED,
+        true,
+        (reason, message),
+        fleet.meta().generation,
+    ));
+    status
+}
+
+/// The fleet condition saying a zone is evacuated, and how it goes.
+pub const EVACUATED: &str = "ZoneEvacuated";
 
 /// Puts a rollout's progress in the status: `Progressing` says it rolls (with its counts),
 /// `Degraded` that it halted and why (a refused pod or a failed node still says so first).

@@ -546,6 +546,7 @@ pub fn fleet_with_zones(zones: &[(&str, u32, u32)]) -> MediaFleet {
             name: (*name).to_string(),
             min_nodes: *min,
             max_nodes: *max,
+            evacuate: false,
         })
         .collect();
     f
