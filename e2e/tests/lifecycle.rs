@@ -806,7 +806,7 @@ async fn a_zone_evacuation_moves_what_may_move_and_names_the_pinned_rooms() {
         .await
         .expect("the zone is evacuated");
     let movable_names: Vec<String> = movable.iter().map(|r| r.name_any()).collect();
-    let named = wait::until(
+    let evacuated_message = wait::until(
         "every movable room of e2e-a in e2e-b, the pinned room named",
         Duration::from_secs(90),
         || async {
@@ -854,7 +854,7 @@ async fn a_zone_evacuation_moves_what_may_move_and_names_the_pinned_rooms() {
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("e2e [{}]: ZoneEvacuated: {named}", env.test);
+    eprintln!("e2e [{}]: ZoneEvacuated: {evacuated_message}", env.test);
     tokio::time::sleep(Duration::from_secs(3)).await;
     for (room, who, seen) in live.end().await {
         assert!(seen.media_before, "{who} in {room}: media before");
