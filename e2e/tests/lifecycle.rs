@@ -134,6 +134,42 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// Applies `fleet`, waits for `per_zone` Ready nodes in each of its zones, creates `rooms` and
+/// waits until they are placed; returns the fleet as it then is, and the placed rooms.
+async fn ready_with_rooms(
+    env: &TestEnv,
+    fleet: &serde_json::Value,
+    per_zone: u32,
+    rooms: Vec<Room>,
+) -> (ruche_e2e::FleetView, Vec<Room>) {
+    env.apply::<MediaFleet>(FLEET, fleet)
+        .await
+        .expect("the fleet is applied");
+    let ready = env
+        .wait_fleet_ready(FLEET, per_zone, FLEET_READY)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    if rooms.is_empty() {
+        return (ready, Vec::new());
+    }
+    let names: Vec<String> = rooms.iter().map(ResourceExt::name_any).collect();
+    env.create_rooms(rooms, names.len())
+        .await
+        .expect("rooms are created");
+    let placed = env
+        .wait_rooms_placed(&names, &[RoomPhase::Scheduled], Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    (ready, placed)
+}
+
+/// Rooms `<prefix>-0`… of 2 slots, allowed in any zone.
+fn rooms(prefix: &str, count: usize) -> Vec<Room> {
+    (0..count)
+        .map(|i| fixtures::room(&format!("{prefix}-{i}"), FLEET, 2, &[]).unwrap())
+        .collect()
+}
+
 /// (1) A drain with a deadline takes the node out of service at once and says so; at the
 /// deadline every live call moves to the other node, each participant receives media there
 /// within 2 s of its `migrate` message; the drained node is kept (a person drained it) until
@@ -142,22 +178,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn a_drain_with_a_deadline_moves_live_calls_and_undrain_puts_the_node_back() {
     let env = setup!(TestEnv::start, "drain-moves-live-calls");
     let fleet = fixtures::fleet_with(FLEET, HOST_PORT_BASE, &[("e2e-a", 2, 2)], 100);
-    env.apply::<MediaFleet>(FLEET, &fleet)
-        .await
-        .expect("the fleet is applied");
-    env.wait_fleet_ready(FLEET, 2, FLEET_READY)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let names: Vec<String> = (0..4).map(|i| format!("call-{i}")).collect();
-    let rooms = names
-        .iter()
-        .map(|n| fixtures::room(n, FLEET, 2, &[]).unwrap())
-        .collect();
-    env.create_rooms(rooms, 4).await.expect("rooms are created");
-    let placed = env
-        .wait_rooms_placed(&names, &[RoomPhase::Scheduled], Duration::from_secs(60))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (_, placed) = ready_with_rooms(&env, &fleet, 2, rooms("call", 4)).await;
     let mut by_node: BTreeMap<String, Vec<&Room>> = BTreeMap::new();
     for r in &placed {
         by_node
@@ -457,22 +478,9 @@ async fn migrations(env: &TestEnv) -> BTreeMap<String, usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rolling_upgrade_moves_every_call_to_the_new_revision_without_losing_one() {
     let mut env = setup!(TestEnv::start, "rolling-upgrade-keeps-calls");
-    env.apply::<MediaFleet>(FLEET, &rolling_fleet(HOST_PORT_BASE + 100, 2, "3m"))
-        .await
-        .expect("the fleet is applied");
-    env.wait_fleet_ready(FLEET, 2, FLEET_READY)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let names: Vec<String> = (0..3).map(|i| format!("meeting-{i}")).collect();
-    let rooms = names
-        .iter()
-        .map(|n| fixtures::room(n, FLEET, 2, &[]).unwrap())
-        .collect();
-    env.create_rooms(rooms, 3).await.expect("rooms are created");
-    let placed = env
-        .wait_rooms_placed(&names, &[RoomPhase::Scheduled], Duration::from_secs(60))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let fleet = rolling_fleet(HOST_PORT_BASE + 100, 2, "3m");
+    let (_, placed) = ready_with_rooms(&env, &fleet, 2, rooms("meeting", 3)).await;
+    let names: Vec<String> = placed.iter().map(ResourceExt::name_any).collect();
     let calls = Calls::start(&env, &placed.iter().collect::<Vec<_>>()).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
@@ -628,13 +636,8 @@ async fn a_rolling_upgrade_moves_every_call_to_the_new_revision_without_losing_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_revision_whose_node_cannot_start_halts_and_a_fixed_template_resumes() {
     let env = setup!(TestEnv::start, "bad-revision-halts");
-    env.apply::<MediaFleet>(FLEET, &rolling_fleet(HOST_PORT_BASE + 200, 2, "20s"))
-        .await
-        .expect("the fleet is applied");
-    let ready = env
-        .wait_fleet_ready(FLEET, 2, FLEET_READY)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let fleet = rolling_fleet(HOST_PORT_BASE + 200, 2, "20s");
+    let (ready, _) = ready_with_rooms(&env, &fleet, 2, Vec::new()).await;
     let old_nodes: Vec<String> = ready.nodes.iter().map(ResourceExt::name_any).collect();
     // The media node refuses this setting and exits at once.
     let bad = change_template(
@@ -753,22 +756,10 @@ async fn a_zone_evacuation_moves_what_may_move_and_names_the_pinned_rooms() {
         100,
     );
     fleet["spec"]["rollout"] = json!({ "drainDeadline": "5s", "atDeadline": "Migrate" });
-    env.apply::<MediaFleet>(FLEET, &fleet)
-        .await
-        .expect("the fleet is applied");
-    env.wait_fleet_ready(FLEET, 1, FLEET_READY)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut rooms: Vec<Room> = (0..4)
-        .map(|i| fixtures::room(&format!("free-{i}"), FLEET, 2, &[]).unwrap())
-        .collect();
-    rooms.push(fixtures::room("pinned", FLEET, 2, &["e2e-a"]).unwrap());
-    let names: Vec<String> = rooms.iter().map(ResourceExt::name_any).collect();
-    env.create_rooms(rooms, 5).await.expect("rooms are created");
-    let placed = env
-        .wait_rooms_placed(&names, &[RoomPhase::Scheduled], Duration::from_secs(60))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut wanted = rooms("free", 4);
+    wanted.push(fixtures::room("pinned", FLEET, 2, &["e2e-a"]).unwrap());
+    let (_, placed) = ready_with_rooms(&env, &fleet, 1, wanted).await;
+    let names: Vec<String> = placed.iter().map(ResourceExt::name_any).collect();
     let in_a: Vec<&Room> = placed
         .iter()
         .filter(|r| r.status.as_ref().and_then(|s| s.zone.as_deref()) == Some("e2e-a"))
@@ -917,4 +908,163 @@ async fn a_zone_evacuation_moves_what_may_move_and_names_the_pinned_rooms() {
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// (5) A media pod hosting a call is protected from voluntary evictions by the fleet's
+/// PodDisruptionBudget (an idle one is not), and `kubectl cordon` of the Kubernetes node it
+/// runs on drains its media node: the call moves, the participants get media back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cordoned_kubernetes_node_drains_its_media_node_and_busy_pods_are_not_evicted() {
+    let env = setup!(TestEnv::start, "cordon-drains");
+    let mut fleet = fixtures::fleet_with(FLEET, HOST_PORT_BASE + 400, &[("e2e-a", 2, 2)], 100);
+    fleet["spec"]["rollout"] = json!({ "drainDeadline": "5s", "atDeadline": "Migrate" });
+    let call = vec![fixtures::room("call", FLEET, 2, &[]).unwrap()];
+    let (ready, placed) = ready_with_rooms(&env, &fleet, 2, call).await;
+    let busy_node = fixtures::node_of(&placed[0]).unwrap().to_string();
+    let pod_of = |name: &str| {
+        ready
+            .nodes
+            .iter()
+            .find(|n| n.name_any() == name)
+            .and_then(|n| n.status.as_ref()?.pod.clone())
+            .unwrap_or_else(|| name.to_string())
+    };
+    let busy_pod = pod_of(&busy_node);
+    let idle_pod = ready
+        .nodes
+        .iter()
+        .map(ResourceExt::name_any)
+        .find(|n| *n != busy_node)
+        .map(|n| pod_of(&n))
+        .unwrap();
+    let live = Calls::start(&env, &[&placed[0]]).await;
+
+    // The Kubernetes node the busy pod runs on (the pod runner schedules nothing: bind it).
+    let host = format!("host-{}", env.namespace);
+    let hosts = kube::Api::<k8s_openapi::api::core::v1::Node>::all(env.client.clone());
+    hosts
+        .create(
+            &kube::api::PostParams::default(),
+            &serde_json::from_value(json!({ "metadata": { "name": host } })).unwrap(),
+        )
+        .await
+        .expect("the Kubernetes node is created");
+    let pods = env.api::<k8s_openapi::api::core::v1::Pod>();
+    let binding = json!({
+        "apiVersion": "v1", "kind": "Binding", "metadata": { "name": busy_pod },
+        "target": { "apiVersion": "v1", "kind": "Node", "name": host },
+    });
+    pods.create_subresource::<_, serde_json::Value>(
+        "binding",
+        &busy_pod,
+        &kube::api::PostParams::default(),
+        &binding,
+    )
+    .await
+    .expect("the pod is bound to the Kubernetes node");
+
+    // Busy: labelled so, and the fleet's budget refuses its eviction; the idle pod may go.
+    wait::until(
+        "the busy pod to be labelled busy",
+        Duration::from_secs(30),
+        || async {
+            let p = pods.get(&busy_pod).await.map_err(|e| e.to_string())?;
+            match p.labels().get("ruche.dev/busy").map(String::as_str) {
+                Some("true") => Ok(()),
+                other => Err(format!("busy label {other:?}")),
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    // Evictions as `kubectl drain` asks for them (dry run: nothing is deleted), through kubectl:
+    // the client library's eviction call did not return within a minute on a 429 here.
+    let kubeconfig = std::env::var(ruche_e2e::cluster::KUBECONFIG_ENV).unwrap();
+    let kubectl = ruche_e2e::install::Kubectl::from_env(std::path::Path::new(&kubeconfig));
+    let evict = |pod: String| {
+        let (kubectl, ns) = (kubectl.clone(), env.namespace.clone());
+        async move {
+            let body = std::env::temp_dir().join(format!("eviction-{ns}-{pod}.json"));
+            let eviction = json!({ "apiVersion": "policy/v1", "kind": "Eviction",
+                "metadata": { "name": pod, "namespace": ns } });
+            std::fs::write(&body, eviction.to_string()).unwrap();
+            let path = format!("/api/v1/namespaces/{ns}/pods/{pod}/eviction?dryRun=All");
+            let answer = kubectl
+                .run(&["create", "--raw", &path, "-f", &body.to_string_lossy()])
+                .await
+                .map_err(|e| e.to_string());
+            let _ = std::fs::remove_file(&body);
+            answer
+        }
+    };
+    let refused = wait::until(
+        "the budget to refuse the busy pod's eviction",
+        Duration::from_secs(60),
+        || async {
+            match evict(busy_pod.clone()).await {
+                Err(e) if e.contains("TooManyRequests") && e.contains("disruption budget") => Ok(e),
+                other => Err(format!("eviction answered {other:?}")),
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "e2e [{}]: evicting busy pod {busy_pod}: {refused}",
+        env.test
+    );
+    evict(idle_pod.clone())
+        .await
+        .unwrap_or_else(|e| panic!("the idle pod {idle_pod} may be evicted: {e}"));
+
+    // kubectl cordon: the media node drains, the call moves to the other node.
+    kubectl
+        .run(&["cordon", &host])
+        .await
+        .expect("kubectl cordon");
+    let nodes = env.api::<MediaNode>();
+    wait::until(
+        "the media node to drain for its host",
+        Duration::from_secs(30),
+        || async {
+            let n = nodes.get(&busy_node).await.map_err(|e| e.to_string())?;
+            match n.spec.drain.as_ref().and_then(|d| d.reason.clone()) {
+                Some(r) if r == "NodeMaintenance" => Ok(()),
+                other => Err(format!("drain reason {other:?}")),
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    wait::until(
+        "the call to move off the cordoned host",
+        Duration::from_secs(60),
+        || async {
+            let rooms = env.rooms().await.map_err(|e| e.to_string())?;
+            let r = rooms
+                .iter()
+                .find(|r| r.name_any() == "call")
+                .ok_or("no room")?;
+            fixtures::check_placed(r, &[RoomPhase::Scheduled, RoomPhase::Active])?;
+            match fixtures::node_of(r) {
+                Some(n) if n != busy_node => Ok(()),
+                other => Err(format!("still on {other:?}")),
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (room, who, seen) in live.end().await {
+        let took = seen
+            .media_back
+            .unwrap_or_else(|| panic!("{who} in {room}: no media after the move: {seen:?}"));
+        assert!(
+            took < MEDIA_BACK,
+            "{who} in {room}: media back after {took:?}"
+        );
+    }
+    let _ = hosts
+        .delete(&host, &kube::api::DeleteParams::default())
+        .await;
 }

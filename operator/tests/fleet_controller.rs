@@ -27,6 +27,7 @@ use support::{
 };
 
 const SECRETS: &str = "/api/v1/namespaces/ns/secrets";
+const BUDGETS: &str = "/apis/policy/v1/namespaces/ns/poddisruptionbudgets";
 const NODES: &str = "/apis/ruche.dev/v1alpha1/namespaces/ns/medianodes";
 const FLEET_STATUS: &str = "/apis/ruche.dev/v1alpha1/namespaces/ns/mediafleets/visio/status";
 
@@ -50,6 +51,17 @@ async fn secrets_exist(api: &mut Handle) {
         )
         .await;
     }
+    // The PodDisruptionBudget over busy media pods exists too.
+    expect(
+        api,
+        Method::GET,
+        &format!("{BUDGETS}/visio-busy"),
+        serde_json::json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": { "name": "visio-busy", "namespace": "ns" }
+        }),
+    )
+    .await;
 }
 
 /// The status write: server-side apply through the status subresource. Returns the status.
@@ -110,6 +122,22 @@ async fn first_reconcile(ctx: &Arc<Context<FakeAdmin>>, api: &mut Handle, f: &Me
         assert_eq!(event.body["regarding"]["kind"], "MediaFleet");
         assert_eq!(event.body["regarding"]["name"], "visio");
     }
+
+    // The budget that keeps voluntary evictions from busy media pods, with its event.
+    expect_not_found(api, Method::GET, &format!("{BUDGETS}/visio-busy")).await;
+    let created = expect_echo(api, Method::POST, BUDGETS).await;
+    let pdb = &created.body;
+    assert_eq!(
+        pdb["spec"]["minAvailable"],
+        i64::from(i32::MAX),
+        "every busy pod stays"
+    );
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"]["ruche.dev/busy"], "true",
+        "{pdb}"
+    );
+    assert_eq!(pdb["metadata"]["ownerReferences"][0]["name"], "visio");
+    assert_eq!(expect_event(api).await.body["reason"], "BudgetCreated");
 
     // One node per zone, each followed by its event.
     let rev = revision(f);

@@ -29,6 +29,7 @@ use support::{
 };
 
 const PODS: &str = "/api/v1/namespaces/ns/pods";
+const NODES: &str = "/apis/ruche.dev/v1alpha1/namespaces/ns/medianodes";
 const ADMIN_SECRET: &str = "/api/v1/namespaces/ns/secrets/visio-admin-token";
 const NAME: &str = "visio-a-2";
 
@@ -207,6 +208,15 @@ async fn a_running_node_is_told_its_address_written_ready_then_left_alone() {
     answered(&ctx, report.clone(), Reported::Ready);
 
     let task = spawn_reconcile(&ctx, &starting);
+    // Its pod hosts participants: labelled busy (the fleet's budget then keeps evictions from
+    // it), and not safe to evict for the cluster autoscaler.
+    let pod = serde_json::to_value(media_pod(NAME, "Running", Some("10.0.0.5"))).unwrap();
+    let busy = expect(&mut api, Method::PATCH, &format!("{PODS}/{NAME}"), pod).await;
+    assert_eq!(busy.body["metadata"]["labels"]["ruche.dev/busy"], "true");
+    assert_eq!(
+        busy.body["metadata"]["annotations"]["cluster-autoscaler.kubernetes.io/safe-to-evict"],
+        "false"
+    );
     expect(&mut api, Method::GET, ADMIN_SECRET, secret_reply()).await;
     let status = expect_node_status(&mut api, &starting).await;
     assert_eq!(
@@ -260,6 +270,9 @@ async fn a_running_node_is_told_its_address_written_ready_then_left_alone() {
     ready.status = Some(serde_json::from_value(status).unwrap());
     report.status.advertise = Some("10.0.0.5:30002".into());
     report.status.bitrate_in_bps = 9999;
+    // Everyone left meanwhile: the pod is idle, as the (unchanging) pod cache of this test
+    // says, so it is not labelled again; a load change alone waits for its interval.
+    report.status.participants = 0;
     answered(&ctx, report, Reported::Ready);
     let task = spawn_reconcile(&ctx, &ready);
     expect_no_request(&mut api).await;
@@ -1089,4 +1102,99 @@ async fn a_node_that_cannot_be_served_as_written_says_why_and_waits_for_a_change
         "nothing to retry until the node changes"
     );
     expect_no_request(&mut api).await;
+}
+
+/// A Ready node whose pod runs on Kubernetes node `worker-1`, as `host` describes it.
+fn on_host(
+    drain: Option<&str>,
+    unschedulable: bool,
+    taints: &[&str],
+) -> (Arc<Context<FakeAdmin>>, Handle, MediaNode) {
+    let mut n = node_two(Some(ready_status(NAME, "10.0.0.5", 30002)));
+    n.spec.drain = drain.map(drain_request);
+    let mut pod = media_pod(NAME, "Running", Some("10.0.0.5"));
+    pod.spec.get_or_insert_default().node_name = Some("worker-1".into());
+    let host: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({
+        "metadata": { "name": "worker-1" },
+        "spec": {
+            "unschedulable": unschedulable,
+            "taints": taints.iter().map(|k| json!({ "key": k, "effect": "NoSchedule" })).collect::<Vec<_>>(),
+        },
+    }))
+    .unwrap();
+    let objects = support::Objects {
+        fleets: vec![host_port_fleet()],
+        nodes: vec![n.clone()],
+        pods: vec![pod],
+        hosts: vec![host],
+        ..support::Objects::default()
+    };
+    let (ctx, api) = support::context_of(objects, FakeAdmin::default(), test_settings());
+    answered(
+        &ctx,
+        node_report("Ready", "10.0.0.5:30002"),
+        Reported::Ready,
+    );
+    (ctx, api, n)
+}
+
+#[tokio::test]
+async fn a_media_node_on_a_kubernetes_node_being_taken_away_drains_and_comes_back_with_it() {
+    // Cordoned, then tainted by the cluster autoscaler: the media node drains (its own cause).
+    for (unschedulable, taints, why) in [
+        (true, &[][..], "is cordoned"),
+        (
+            true,
+            &["ToBeDeletedByClusterAutoscaler"][..],
+            "is being removed by the cluster autoscaler",
+        ),
+        (
+            false,
+            &["karpenter.sh/disrupted"][..],
+            "is being disrupted by Karpenter",
+        ),
+    ] {
+        let (ctx, mut api, n) = on_host(None, unschedulable, taints);
+        let task = spawn_reconcile(&ctx, &n);
+        let patch = expect(
+            &mut api,
+            Method::PATCH,
+            &format!("{NODES}/{NAME}"),
+            reply(&n),
+        )
+        .await;
+        let drain = &patch.body["spec"]["drain"];
+        assert_eq!(drain["reason"], "NodeMaintenance", "{drain}");
+        assert_eq!(drain["mode"], "Migrate");
+        assert!(drain["deadline"].is_string(), "{drain}");
+        let event = expect_event(&mut api).await;
+        assert_eq!(event.body["reason"], "HostLeaving");
+        assert!(
+            event.body["note"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("Kubernetes node worker-1 {why}: draining until ")),
+            "{}",
+            event.body["note"]
+        );
+        drop(task);
+    }
+    // Back in service: only its own drain is undone.
+    let (ctx, mut api, n) = on_host(Some("NodeMaintenance"), false, &[]);
+    let task = spawn_reconcile(&ctx, &n);
+    let patch = expect(
+        &mut api,
+        Method::PATCH,
+        &format!("{NODES}/{NAME}"),
+        reply(&n),
+    )
+    .await;
+    assert_eq!(patch.body["spec"]["drain"], Value::Null);
+    assert_eq!(expect_event(&mut api).await.body["reason"], "HostBack");
+    drop(task);
+    let (ctx, mut api, n) = on_host(Some("Manual"), false, &[]);
+    let task = spawn_reconcile(&ctx, &n);
+    let first = expect(&mut api, Method::GET, ADMIN_SECRET, secret_reply()).await;
+    assert_eq!(first.path, ADMIN_SECRET, "a drain by hand is left alone");
+    drop(task);
 }

@@ -10,6 +10,12 @@ pub const NODE: &str = "ruche.dev/node";
 pub const ZONE: &str = "ruche.dev/zone";
 /// The label holding the template revision.
 pub const REVISION: &str = "ruche.dev/revision";
+/// The label saying whether a media pod hosts rooms (`true`) or none (`false`): the fleet's
+/// PodDisruptionBudget keeps voluntary evictions from the busy ones.
+pub const BUSY: &str = "ruche.dev/busy";
+/// The cluster autoscaler's annotation: a media pod may be evicted only while it hosts no
+/// room.
+pub const SAFE_TO_EVICT: &str = "cluster-autoscaler.kubernetes.io/safe-to-evict";
 /// The well-known zone label of Kubernetes nodes.
 pub const TOPOLOGY_ZONE: &str = "topology.kubernetes.io/zone";
 /// The field manager of every server-side apply.
@@ -36,6 +42,11 @@ pub fn node(fleet_name: &str, node: &str, zone: &str, revision: &str) -> BTreeMa
 /// The label selector of a fleet's pods, as the scale subresource reports it.
 pub fn fleet_selector(fleet: &str) -> String {
     format!("{FLEET}={fleet}")
+}
+
+/// Name of the fleet's PodDisruptionBudget over its busy media pods.
+pub fn busy_budget(fleet: &str) -> String {
+    format!("{fleet}-busy")
 }
 
 /// Name of a node's media Service.

@@ -6,8 +6,10 @@
 //! - [`node`]: a fleet's media nodes, and the template revision;
 //! - [`pod`]: a media node's pod;
 //! - [`service`]: a media node's Service (NodePort or LoadBalancer exposure);
-//! - [`secrets`]: the fleet's join token key and admin token.
+//! - [`secrets`]: the fleet's join token key and admin token;
+//! - [`disruption`]: the fleet's PodDisruptionBudget over its busy media pods.
 
+pub mod disruption;
 pub mod labels;
 pub mod node;
 pub mod pod;

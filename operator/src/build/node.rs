@@ -3,8 +3,10 @@
 
 use std::fmt::Write as _;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::{Resource, ResourceExt};
-use ruche_crds::{MediaFleet, MediaNode, MediaNodeSpec};
+use ruche_crds::{DrainRequest, MediaFleet, MediaNode, MediaNodeSpec};
 
 use super::{BuildError, labels};
 
@@ -33,6 +35,19 @@ pub fn revision(fleet: &MediaFleet) -> String {
         let _ = write!(out, "{b:02x}");
     }
     out
+}
+
+/// The drain the operator asks of a fleet's node for `cause`: the fleet's rollout deadline
+/// from `now`, and its mode at the deadline.
+pub fn drain_request(fleet: &MediaFleet, cause: &str, now: Timestamp) -> DrainRequest {
+    let after =
+        SignedDuration::try_from(std::time::Duration::from(fleet.spec.rollout.drain_deadline))
+            .unwrap_or(SignedDuration::from_hours(2));
+    DrainRequest {
+        deadline: Some(Time(now.checked_add(after).unwrap_or(now))),
+        mode: fleet.spec.rollout.at_deadline,
+        reason: Some(cause.to_string()),
+    }
 }
 
 /// The name of node number `index` of a fleet in `zone`.

@@ -107,6 +107,10 @@ pub fn pod(
             .unwrap_or(i64::MAX / 2);
 
     let mut labels = template.labels.clone();
+    // A new pod hosts no room: evictable until its first room (see `controller::node`).
+    labels.insert(labels::BUSY.into(), "false".into());
+    let mut annotations = template.annotations.clone();
+    annotations.insert(labels::SAFE_TO_EVICT.into(), "true".into());
     labels.extend(labels::node(
         &fleet_name,
         &node_name,
@@ -123,7 +127,7 @@ pub fn pod(
             name: Some(node_name.clone()),
             namespace: node.namespace(),
             labels: Some(labels),
-            annotations: (!template.annotations.is_empty()).then(|| template.annotations.clone()),
+            annotations: Some(annotations),
             owner_references: Some(vec![owner]),
             ..Default::default()
         },

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures::channel::mpsc::UnboundedSender;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 use ruche_crds::{MediaFleet, MediaNode, Room};
@@ -36,6 +36,9 @@ pub struct Stores {
     pub pods: Store<Pod>,
     /// The media nodes' Services (NodePort and LoadBalancer exposures).
     pub services: Store<Service>,
+    /// The Kubernetes nodes (trimmed to what says whether they are being taken away); empty
+    /// when the operator may not watch them.
+    pub hosts: Store<Node>,
 }
 
 /// Tunables of the controllers.
@@ -134,6 +137,8 @@ pub struct Context<A: NodeAdmin> {
     pub pods: Store<Pod>,
     /// Service cache.
     pub services: Store<Service>,
+    /// Kubernetes node cache.
+    pub hosts: Store<Node>,
     /// Tunables.
     pub settings: Settings,
     /// Metrics.
@@ -189,6 +194,7 @@ impl<A: NodeAdmin> Context<A> {
             rooms: parts.stores.rooms,
             pods: parts.stores.pods,
             services: parts.stores.services,
+            hosts: parts.stores.hosts,
             settings: parts.settings,
             metrics: parts.metrics,
             backoff: Backoff::default(),

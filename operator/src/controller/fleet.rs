@@ -9,22 +9,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ObjectReference, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use ruche_crds::fleet::{RolloutHalt, RolloutStatus};
-use ruche_crds::{DrainRequest, MediaFleet, MediaFleetStatus, MediaNode, NodePhase};
+use ruche_crds::{MediaFleet, MediaFleetStatus, MediaNode, NodePhase};
 
 use super::Error;
 use super::admin::NodeAdmin;
 use super::context::Context;
 use super::events::{EventType, Happened};
 use super::node::delete_pod;
-use crate::build::labels;
-use crate::build::node::{free_index, index_of, media_node, revision};
+use crate::build::node::{drain_request, free_index, index_of, media_node, revision};
 use crate::build::secrets::{self, random_text};
+use crate::build::{disruption, labels};
 use crate::core::fleet_plan::{DrainCause, FleetAction, Levers, NodeView, plan_with};
 use crate::core::rollout::{self, Budget};
 use crate::core::sizing::desired_nodes;
@@ -47,6 +48,7 @@ pub async fn reconcile<A: NodeAdmin>(
         return Ok(Action::await_change());
     }
     ensure_secrets(&fleet, &ctx, &ns).await?;
+    ensure_budget(&fleet, &ctx, &ns).await?;
 
     let key = FleetKey::of(&fleet);
     // The placements are built here too, not only when a room comes: every node then gets
@@ -138,33 +140,41 @@ pub async fn reconcile<A: NodeAdmin>(
 
     let status = {
         let registry = ctx.registry();
-        fleet_status(&fleet, &nodes, registry.snapshot(&key), &desired)
+        let snapshot = registry.snapshot(&key);
+        let status = fleet_status(&fleet, &nodes, snapshot, &desired);
+        let status = with_rollout(status, rollout, fleet.meta().generation);
+        with_evacuation(status, &fleet, &nodes, snapshot)
     };
-    let status = with_rollout(status, rollout, fleet.meta().generation);
-    let status = {
-        let registry = ctx.registry();
-        with_evacuation(status, &fleet, &nodes, registry.snapshot(&key))
-    };
+    announce_pinned(&fleet, &ctx, &ns, &status).await;
+    write_status(&fleet, &ctx, status).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// A Warning event when the rooms an evacuation cannot move (pinned to the zone) change.
+async fn announce_pinned<A: NodeAdmin>(
+    fleet: &MediaFleet,
+    ctx: &Context<A>,
+    ns: &str,
+    status: &MediaFleetStatus,
+) {
     let pinned = |s: Option<&MediaFleetStatus>| {
         s.and_then(|s| s.conditions.iter().find(|c| c.type_ == EVACUATED))
             .filter(|c| c.reason == "RoomsPinned")
             .map(|c| c.message.clone())
     };
     if let Some(message) =
-        pinned(Some(&status)).filter(|m| pinned(fleet.status.as_ref()).as_ref() != Some(m))
+        pinned(Some(status)).filter(|m| pinned(fleet.status.as_ref()).as_ref() != Some(m))
     {
-        let subject = fleet_subject(&fleet, &ns);
+        let subject = fleet_subject(fleet, ns);
         publish(
-            &ctx,
-            &fleet,
+            ctx,
+            fleet,
             EventType::Warning,
             ("RoomsPinned", subject),
             &message,
         )
         .await;
     }
-    write_status(&fleet, &ctx, status).await?;
-    Ok(Action::requeue(RESYNC))
 }
 
 /// Where the fleet's rollout stands: `None` once every live node runs the current revision.
@@ -282,23 +292,8 @@ async fn apply<A: NodeAdmin>(
             .await;
         }
         FleetAction::Drain { node, cause } => {
-            let deadline = Timestamp::now()
-                .checked_add(
-                    SignedDuration::try_from(Duration::from(fleet.spec.rollout.drain_deadline))
-                        .unwrap_or(SignedDuration::from_hours(2)),
-                )
-                .unwrap_or_else(|_| Timestamp::now());
-            let drain = DrainRequest {
-                deadline: Some(Time(deadline)),
-                mode: fleet.spec.rollout.at_deadline,
-                reason: Some(cause.as_str().into()),
-            };
-            api.patch(
-                node,
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({ "spec": { "drain": drain } })),
-            )
-            .await?;
+            let drain = drain_request(fleet, cause.as_str(), Timestamp::now());
+            super::patch_drain(&ctx.client, ns, node, Some(&drain)).await?;
             publish(
                 ctx,
                 fleet,
@@ -309,12 +304,7 @@ async fn apply<A: NodeAdmin>(
             .await;
         }
         FleetAction::Undrain { node } => {
-            api.patch(
-                node,
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({ "spec": { "drain": null } })),
-            )
-            .await?;
+            super::patch_drain(&ctx.client, ns, node, None).await?;
             publish(
                 ctx,
                 fleet,
@@ -395,6 +385,39 @@ async fn ensure_secrets<A: NodeAdmin>(
         }
     }
     Ok(())
+}
+
+/// Creates the fleet's PodDisruptionBudget over its busy media pods when absent.
+async fn ensure_budget<A: NodeAdmin>(
+    fleet: &MediaFleet,
+    ctx: &Context<A>,
+    ns: &str,
+) -> Result<(), Error> {
+    let api: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), ns);
+    let name = labels::busy_budget(&fleet.name_any());
+    if api.get_opt(&name).await?.is_some() {
+        return Ok(());
+    }
+    let budget = disruption::busy_budget(fleet).map_err(|e| Error::Invalid(e.to_string()))?;
+    match api.create(&PostParams::default(), &budget).await {
+        Ok(_) => {
+            let text = format!(
+                "created PodDisruptionBudget {name}: no voluntary eviction of a media pod that hosts rooms"
+            );
+            let about = subject("PodDisruptionBudget", "policy/v1", ns, &name);
+            publish(
+                ctx,
+                fleet,
+                EventType::Normal,
+                ("BudgetCreated", about),
+                &text,
+            )
+            .await;
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn write_status<A: NodeAdmin>(

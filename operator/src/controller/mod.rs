@@ -90,6 +90,25 @@ where
     Ok(())
 }
 
+/// Sets (or, with `None`, removes) a media node's drain request with a merge patch of its
+/// spec: the operator drains for scale-down, rollouts, evacuations and Kubernetes node
+/// maintenance, and undoes only its own drains.
+pub async fn patch_drain(
+    client: &Client,
+    namespace: &str,
+    node: &str,
+    drain: Option<&ruche_crds::DrainRequest>,
+) -> Result<(), Error> {
+    let api: Api<ruche_crds::MediaNode> = Api::namespaced(client.clone(), namespace);
+    api.patch(
+        node,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "spec": { "drain": drain } })),
+    )
+    .await?;
+    Ok(())
+}
+
 /// What to do when a reconcile of `controller`'s object failed: retry after the object's own
 /// backoff (see [`backoff`]), and count the error.
 pub fn retry_after<A: admin::NodeAdmin, K: Resource>(

@@ -38,7 +38,8 @@ use super::Error;
 use super::admin::{AdminTarget, NodeAdmin, NodeReport};
 use super::context::Context;
 use super::events::{EventType, Happened};
-use crate::build::labels::MANAGER;
+use crate::build::labels::{self, MANAGER};
+use crate::build::node::drain_request;
 use crate::build::node::{INDEX, index_of};
 use crate::build::pod::{ADMIN_PORT, ExternalPort, SIGNALING_PORT, host_port, pod};
 use crate::build::service::{service, up_to_date};
@@ -47,6 +48,7 @@ use crate::core::fleet_plan::DrainCause;
 use crate::core::health::{self, PodState, Polls, Reported};
 use crate::state::keys::{FleetKey, NodeKey};
 use crate::state::live::reported;
+use crate::state::trim;
 
 /// The condition saying whether the node serves, and why not.
 pub const READY: &str = condition::READY;
@@ -92,7 +94,7 @@ pub async fn reconcile<A: NodeAdmin>(
             .unwrap_or_default()
     };
     let health = health::phase(current.phase, pod_state, polls, now, ctx.settings.health);
-    let mut phase = health.phase;
+    let phase = health.phase;
 
     if phase == NodePhase::Failed {
         if let Some(p) = &pod {
@@ -144,21 +146,19 @@ pub async fn reconcile<A: NodeAdmin>(
         _ => None,
     };
 
+    if let Some(p) = pod
+        .as_deref()
+        .filter(|p| p.meta().deletion_timestamp.is_none())
+    {
+        pod_duties(&ctx, &fleet, &node, p, report.as_ref()).await?;
+    }
+
     // Tell the node what it must advertise and whether to drain.
     if let (Some(report), Some(addrs), false) = (&report, &addresses, health.unreachable) {
         let leaving = pod
             .as_ref()
             .is_some_and(|p| p.meta().deletion_timestamp.is_some());
         instruct(&ctx, &fleet, &node, report, addrs, leaving).await?;
-    }
-    // A node is not Ready to anyone until clients can reach it.
-    if phase == NodePhase::Ready && addresses.as_ref().is_none_or(|a| a.media.is_none()) {
-        phase = NodePhase::Starting;
-    }
-
-    // A drain request takes the node out of service at once, whatever it says yet.
-    if node.spec.drain.is_some() && phase == NodePhase::Ready {
-        phase = NodePhase::Draining;
     }
     let mut status = next_status(
         &node,
@@ -178,7 +178,7 @@ pub async fn reconcile<A: NodeAdmin>(
             node.meta().generation,
         ));
     }
-    let next = match phase {
+    let next = match status.phase {
         NodePhase::Pending | NodePhase::Starting => ctx.settings.poll_interval,
         _ => Duration::from_secs(60),
     };
@@ -240,6 +240,90 @@ async fn record<A: NodeAdmin>(
         .await;
     }
     Ok(None)
+}
+
+/// What the node's running pod says or is told about rooms and its Kubernetes node: drained
+/// with its host, and labelled busy while it hosts rooms.
+async fn pod_duties<A: NodeAdmin>(
+    ctx: &Context<A>,
+    fleet: &MediaFleet,
+    node: &MediaNode,
+    pod: &Pod,
+    report: Option<&NodeReport>,
+) -> Result<(), Error> {
+    host_maintenance(ctx, fleet, node, pod).await?;
+    let busy = ctx.registry().rooms_on(&NodeKey::of(node)).unwrap_or(0) > 0
+        || report.is_some_and(|r| r.status.participants > 0);
+    mark_busy(ctx, &node.namespace().unwrap_or_default(), pod, busy).await
+}
+
+/// Drains the node when the Kubernetes node its pod runs on is being taken away (cordoned,
+/// or marked for removal by an autoscaler), with its fleet's rollout deadline and mode; undoes
+/// that drain, and only that one, when the Kubernetes node comes back.
+async fn host_maintenance<A: NodeAdmin>(
+    ctx: &Context<A>,
+    fleet: &MediaFleet,
+    node: &MediaNode,
+    pod: &Pod,
+) -> Result<(), Error> {
+    let Some(host) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+        return Ok(());
+    };
+    // Unknown (not watched, or gone): nothing to say about it.
+    let Some(k8s_node) = ctx.hosts.get(&ObjectRef::new(&host)) else {
+        return Ok(());
+    };
+    let ns = node.namespace().unwrap_or_default();
+    let name = node.name_any();
+    let ours = node
+        .spec
+        .drain
+        .as_ref()
+        .is_some_and(|d| DrainCause::parse(d.reason.as_deref()) == DrainCause::NodeMaintenance);
+    match (trim::host_leaving(&k8s_node), &node.spec.drain) {
+        (Some(why), None) => {
+            let cause = DrainCause::NodeMaintenance.as_str();
+            let drain = drain_request(fleet, cause, Timestamp::now());
+            super::patch_drain(&ctx.client, &ns, &name, Some(&drain)).await?;
+            let deadline = drain.deadline.map(|d| d.0.to_string()).unwrap_or_default();
+            let text = format!("Kubernetes node {host} {why}: draining until {deadline}");
+            publish(ctx, node, EventType::Warning, "HostLeaving", &text).await;
+        }
+        (None, Some(_)) if ours => {
+            super::patch_drain(&ctx.client, &ns, &name, None).await?;
+            let text = format!("Kubernetes node {host} is back in service: drain cancelled");
+            publish(ctx, node, EventType::Normal, "HostBack", &text).await;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Labels the node's pod busy while it hosts rooms (the fleet's PodDisruptionBudget then keeps
+/// voluntary evictions from it) and tells the cluster autoscaler it is safe to evict only
+/// while it hosts none.
+async fn mark_busy<A: NodeAdmin>(
+    ctx: &Context<A>,
+    ns: &str,
+    pod: &Pod,
+    busy: bool,
+) -> Result<(), Error> {
+    let value = if busy { "true" } else { "false" };
+    if pod.labels().get(labels::BUSY).map(String::as_str) == Some(value) {
+        return Ok(());
+    }
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = serde_json::json!({ "metadata": {
+        "labels": { (labels::BUSY): value },
+        "annotations": { (labels::SAFE_TO_EVICT): if busy { "false" } else { "true" } },
+    } });
+    api.patch(
+        &pod.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Acts on the node's drain and says how it goes in its `Draining` condition: at the deadline,
@@ -464,6 +548,15 @@ fn next_status(
     addresses: Option<NodeAddresses>,
     report: Option<&NodeReport>,
 ) -> MediaNodeStatus {
+    let phase = match phase {
+        // A node is not Ready to anyone until clients can reach it.
+        NodePhase::Ready if addresses.as_ref().is_none_or(|a| a.media.is_none()) => {
+            NodePhase::Starting
+        }
+        // A drain request takes the node out of service at once, whatever it says yet.
+        NodePhase::Ready if node.spec.drain.is_some() => NodePhase::Draining,
+        other => other,
+    };
     let mut status = current.clone();
     status.observed_generation = node.meta().generation;
     status.phase = phase;

@@ -28,6 +28,9 @@ pub enum DrainCause {
     Rollout,
     /// Its whole zone is being evacuated.
     ZoneEvacuation,
+    /// The Kubernetes node it runs on is being taken away (cordoned, or marked for removal by
+    /// an autoscaler); undone by the operator if the node comes back.
+    NodeMaintenance,
 }
 
 impl DrainCause {
@@ -38,6 +41,7 @@ impl DrainCause {
             Self::Manual => "Manual",
             Self::Rollout => "Rollout",
             Self::ZoneEvacuation => "ZoneEvacuation",
+            Self::NodeMaintenance => "NodeMaintenance",
         }
     }
 
@@ -48,6 +52,7 @@ impl DrainCause {
             Some("ScaleDown") => Self::ScaleDown,
             Some("Rollout") => Self::Rollout,
             Some("ZoneEvacuation") => Self::ZoneEvacuation,
+            Some("NodeMaintenance") => Self::NodeMaintenance,
             _ => Self::Manual,
         }
     }

@@ -16,6 +16,7 @@
 //! - [`fleet_plan`]: which nodes to create, drain, undrain or delete to get there.
 //! - [`rollout`]: rolling a new template revision zone by zone, and when to halt it.
 //! - [`health`]: a node's phase from its pod and its admin API.
+//! - [`host`]: whether the Kubernetes node under a media node is being taken away.
 //! - [`room_lifecycle`]: a room's phase, and when an empty room closes.
 //! - [`leader`]: leader election: create, renew, take over, wait or step down, from the Lease.
 
@@ -25,6 +26,7 @@ pub mod evacuation;
 pub mod failover;
 pub mod fleet_plan;
 pub mod health;
+pub mod host;
 pub mod ids;
 pub mod leader;
 pub mod load;

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, future};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
@@ -277,12 +277,14 @@ async fn lead(
     let (rooms, room_writer) = reflector::store::<Room>();
     let (pods, pod_writer) = reflector::store::<Pod>();
     let (services, service_writer) = reflector::store::<Service>();
+    let (hosts, host_writer) = reflector::store::<Node>();
     let stores = Stores {
         fleets: fleets.clone(),
         nodes: nodes.clone(),
         rooms: rooms.clone(),
         pods: pods.clone(),
         services: services.clone(),
+        hosts,
     };
     let (fleet_tx, fleet_rx) = futures::channel::mpsc::unbounded();
     let (node_tx, node_rx) = futures::channel::mpsc::unbounded();
@@ -362,6 +364,21 @@ async fn lead(
             }))
         });
 
+    // Kubernetes nodes: cached (their cordon and taints), and the media nodes on one are
+    // looked at again when it starts or stops being taken away. Where the operator may not
+    // watch them, the cache stays empty and no media node is drained for them.
+    let host_triggers = {
+        let pods = pods.clone();
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .modify(trim::host)
+            .reflect(host_writer)
+            .applied_objects()
+            .predicate_filter(leaving_key, PredicateConfig::default())
+            .filter_map(|host| future::ready(host.ok()))
+            .flat_map(move |host| futures::stream::iter(media_nodes_on(&pods, &host.name_any())))
+    };
+
     // The nodes' Services: cached, so that an unchanged one is not applied again.
     let service_events = watcher(api::<Service>(client, ns), owned.clone())
         .default_backoff()
@@ -377,6 +394,7 @@ async fn lead(
     let nodes_ctrl = Controller::for_stream(node_events, nodes.clone())
         .owns_stream(service_events)
         .reconcile_on(pod_triggers)
+        .reconcile_on(host_triggers)
         .reconcile_on(node_rx)
         .with_config(config.clone())
         .graceful_shutdown_on(stop.clone());
@@ -434,6 +452,31 @@ async fn lead(
         _ = future::join3(fleets_run, nodes_run, rooms_run) => {},
         () = sync_wait => {},
     }
+}
+
+/// What a Kubernetes node change means to the media nodes on it: whether, and by whom, it is
+/// being taken away.
+#[allow(clippy::unnecessary_wraps)] // the shape of a `Predicate`
+fn leaving_key(host: &Node) -> Option<u64> {
+    use crate::core::host::Leaving;
+    Some(match trim::host_leaving(host) {
+        None => 0,
+        Some(Leaving::Cordoned) => 1,
+        Some(Leaving::ClusterAutoscaler) => 2,
+        Some(Leaving::Karpenter) => 3,
+    })
+}
+
+/// The media nodes whose pod runs on Kubernetes node `host`.
+fn media_nodes_on(pods: &reflector::Store<Pod>, host: &str) -> Vec<ObjectRef<MediaNode>> {
+    pods.state()
+        .iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(host))
+        .filter_map(|p| {
+            let node = p.labels().get(labels::NODE)?;
+            Some(ObjectRef::<MediaNode>::new(node).within(&p.namespace()?))
+        })
+        .collect()
 }
 
 /// What a controller wakes for: a new object, a spec change (its generation), or the start

@@ -3,7 +3,9 @@
 //! media pods, managed fields, client annotations and pod specs are most of the memory.
 //! Applied to every watch event before it reaches a cache.
 
-use k8s_openapi::api::core::v1::{Pod, PodCondition, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{
+    Node, NodeSpec, NodeStatus, Pod, PodCondition, PodSpec, PodStatus,
+};
 use kube::Resource;
 
 /// The annotation `kubectl apply` keeps a whole copy of the object in.
@@ -53,6 +55,35 @@ pub fn pod(pod: &mut Pod) {
             ..PodStatus::default()
         });
     }
+}
+
+/// Keeps of a Kubernetes node what says whether it is being taken away (its cordon and
+/// taints) and its addresses: a node's status is mostly images and conditions.
+pub fn host(node: &mut Node) {
+    metadata(node);
+    node.metadata.annotations = None;
+    node.metadata.labels = None;
+    node.spec = node.spec.take().map(|s| NodeSpec {
+        unschedulable: s.unschedulable,
+        taints: s.taints,
+        ..NodeSpec::default()
+    });
+    node.status = node.status.take().map(|s| NodeStatus {
+        addresses: s.addresses,
+        ..NodeStatus::default()
+    });
+}
+
+/// Whether a Kubernetes node is being taken away, and by whom, as the core reads it.
+pub fn host_leaving(node: &Node) -> Option<crate::core::host::Leaving> {
+    let spec = node.spec.as_ref();
+    crate::core::host::leaving(
+        spec.and_then(|s| s.unschedulable).unwrap_or(false),
+        spec.and_then(|s| s.taints.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|t| t.key.as_str()),
+    )
 }
 
 #[cfg(test)]

@@ -259,6 +259,42 @@ pub fn context_with_services<A: NodeAdmin>(
     admin: A,
     settings: Settings,
 ) -> (Arc<Context<A>>, Handle) {
+    let objects = Objects {
+        fleets,
+        nodes,
+        rooms,
+        pods,
+        services,
+        hosts: Vec::new(),
+    };
+    context_of(objects, admin, settings)
+}
+
+/// Everything a test context's caches hold.
+#[derive(Default)]
+pub struct Objects {
+    pub fleets: Vec<MediaFleet>,
+    pub nodes: Vec<MediaNode>,
+    pub rooms: Vec<Room>,
+    pub pods: Vec<Pod>,
+    pub services: Vec<k8s_openapi::api::core::v1::Service>,
+    pub hosts: Vec<k8s_openapi::api::core::v1::Node>,
+}
+
+/// A context over `objects`, with a mock API server behind its client.
+pub fn context_of<A: NodeAdmin>(
+    objects: Objects,
+    admin: A,
+    settings: Settings,
+) -> (Arc<Context<A>>, Handle) {
+    let Objects {
+        fleets,
+        nodes,
+        rooms,
+        pods,
+        services,
+        hosts,
+    } = objects;
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, "ns");
     // Fixture nodes (revision "r1") run their fleet's current template: no rollout unless a
@@ -282,6 +318,7 @@ pub fn context_with_services<A: NodeAdmin>(
         rooms: store(rooms),
         pods: store(pods),
         services: store(services),
+        hosts: store(hosts),
     };
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -619,10 +656,11 @@ pub fn media_pod(name: &str, phase: &str, ip: Option<&str>) -> Pod {
     let mut p = Pod::default();
     p.metadata.name = Some(name.into());
     p.metadata.namespace = Some("ns".into());
-    p.metadata.labels = Some(BTreeMap::from([(
-        "ruche.dev/node".to_string(),
-        name.to_string(),
-    )]));
+    // Hosting no room yet, as built.
+    p.metadata.labels = Some(BTreeMap::from([
+        ("ruche.dev/node".to_string(), name.to_string()),
+        ("ruche.dev/busy".to_string(), "false".to_string()),
+    ]));
     // Owned by the node of that name, as `fleet_node` builds it.
     p.metadata.owner_references = Some(vec![OwnerReference {
         api_version: "ruche.dev/v1alpha1".into(),
