@@ -112,6 +112,26 @@ impl StaleList {
     }
 }
 
+/// A room's media quality as its node measures it, in the room list of the node's status: what
+/// a rollout's quality gate compares between revisions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomQuality {
+    /// Participants admitted since the room started on this node.
+    #[serde(default)]
+    pub joins: u32,
+    /// Of those, how many never got a working connection (it failed before connecting).
+    #[serde(default)]
+    pub join_failures: u32,
+    /// Packets lost on the way to the subscribers, in percent, at the last sample (`None`
+    /// before any receiver report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_percent: Option<f64>,
+    /// Round-trip time to the subscribers, in milliseconds, at the last sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -372,6 +372,50 @@ pub struct RolloutSpec {
     #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message("progressDeadline must be a duration such as 10m or 90s"))]
     #[schemars(length(max = 32))]
     pub progress_deadline: Duration,
+
+    /// Halts the rollout when the new revision serves worse than the old one: more failed
+    /// joins, more loss or a longer round trip than the old revision's by these margins, once
+    /// each revision has seen `minJoins` joins. Unset: no quality gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality_gate: Option<QualityGate>,
+}
+
+/// How much worse than the old revision a new one may serve before its rollout halts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QualityGate {
+    /// Joins each revision must have seen before they are compared.
+    #[serde(default = "default_min_joins")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub min_joins: u32,
+    /// Extra share of failed joins allowed, in percentage points.
+    #[serde(default = "default_join_failure_points")]
+    #[schemars(range(max = 100))]
+    pub join_failure_points: u32,
+    /// Extra packet loss allowed, in percentage points.
+    #[serde(default = "default_loss_points")]
+    #[schemars(range(max = 100))]
+    pub loss_points: u32,
+    /// Extra round-trip time allowed, in milliseconds.
+    #[serde(default = "default_rtt_ms")]
+    #[schemars(range(max = 60_000))]
+    pub rtt_ms: u32,
+}
+
+fn default_min_joins() -> u32 {
+    20
+}
+
+fn default_join_failure_points() -> u32 {
+    5
+}
+
+fn default_loss_points() -> u32 {
+    2
+}
+
+fn default_rtt_ms() -> u32 {
+    50
 }
 
 impl Default for RolloutSpec {
@@ -382,6 +426,7 @@ impl Default for RolloutSpec {
             drain_deadline: default_drain_deadline(),
             at_deadline: DrainMode::default(),
             progress_deadline: default_progress_deadline(),
+            quality_gate: None,
         }
     }
 }

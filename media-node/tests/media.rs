@@ -1129,3 +1129,28 @@ async fn the_operator_changes_the_advertised_media_address_at_run_time() {
         "refused requests changed nothing: {s}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_reports_its_joins_and_media_quality_for_the_rollout_gate() {
+    let node = Node::start(NodeOptions::default()).await;
+    let alice = node.join("r1", "alice").await;
+    let bob = node.join("r1", "bob").await;
+    let (video, audio) = alice.publish_av().await;
+    stream(
+        &alice,
+        &video,
+        &audio,
+        0xA7,
+        Duration::from_secs(7),
+        Duration::from_secs(1),
+    )
+    .await;
+    let (_, s) = node.admin("GET", "/v1/status", None, None).await;
+    let quality = &s["roomList"][0]["quality"];
+    assert_eq!(quality["joins"], 2, "{s}");
+    assert_eq!(quality["joinFailures"], 0, "{s}");
+    // Bob's receiver reports give the loss on the way to him: none on loopback.
+    assert_eq!(quality["lossPercent"].as_f64(), Some(0.0), "{s}");
+    bob.close().await;
+    alice.close().await;
+}

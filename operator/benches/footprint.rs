@@ -170,6 +170,7 @@ fn main() {
                 participants: 7,
                 tracks: 14,
                 leaving: false,
+                quality: ruche_crds::admin::RoomQuality::default(),
             })
             .collect();
         let report = NodeReport {

@@ -769,3 +769,72 @@ fn ready_replicas_leaves_out_nodes_asked_to_drain() {
     assert_eq!(s.zones[0].ready_nodes, 1);
     assert_eq!(s.ready_replicas, 1, "Media nodes Ready and not draining");
 }
+
+#[tokio::test]
+async fn a_new_revision_that_serves_worse_than_the_old_halts_its_rollout_on_the_quality_gate() {
+    use ruche_crds::admin::RoomQuality;
+    use ruche_operator::controller::admin::RoomReport;
+    use ruche_operator::core::health::Reported;
+    let mut f = fleet_with_zones(&[("a", 2, 2)]);
+    f.spec.rollout.quality_gate = Some(ruche_crds::fleet::QualityGate {
+        min_joins: 10,
+        join_failure_points: 5,
+        loss_points: 2,
+        rtt_ms: 50,
+    });
+    let nodes = vec![
+        with_revision(node_in("visio-a-0", "a", 0, NodePhase::Ready), "old"),
+        with_revision(node_in("visio-a-1", "a", 1, NodePhase::Ready), "old"),
+        // The current revision (fixture nodes of revision "r1" run the fleet's template).
+        node_in("visio-a-2", "a", 2, NodePhase::Ready),
+    ];
+    let (ctx, mut api) = context_with(vec![f.clone()], nodes, vec![], vec![], FakeAdmin::default());
+    // The old revision's rooms are fine; the new one loses 6% of its packets.
+    for (node, loss) in [("visio-a-0", 0.5), ("visio-a-1", 1.0), ("visio-a-2", 6.0)] {
+        let mut report = support::node_report("Ready", "10.0.0.1:7882");
+        report.rooms = vec![RoomReport {
+            name: format!("room-on-{node}"),
+            participants: 12,
+            quality: RoomQuality {
+                joins: 12,
+                join_failures: 0,
+                loss_percent: Some(loss),
+                rtt_ms: Some(40.0),
+            },
+            ..RoomReport::default()
+        }];
+        ctx.live().answered(
+            &NodeKey::new("ns", node),
+            report,
+            Reported::Ready,
+            std::time::Instant::now(),
+        );
+    }
+    let task = spawn_reconcile(&ctx, &f);
+    secrets_exist(&mut api).await;
+    let halted = expect_event(&mut api).await;
+    assert_eq!(halted.body["reason"], "QualityGate");
+    assert_eq!(halted.body["type"], "Warning");
+    assert!(
+        halted.body["note"]
+            .as_str()
+            .unwrap()
+            .contains("packet loss 6.0% on the new revision against 0.8% on the old one"),
+        "{}",
+        halted.body["note"]
+    );
+    assert_eq!(
+        expect_event(&mut api).await.body["reason"],
+        "RolloutStarted"
+    );
+    // Halted at once: no old node drains.
+    let status = expect_fleet_status(&mut api, &f).await;
+    assert_eq!(status["rollout"]["halted"]["reason"], "QualityGate");
+    assert_eq!(status["rollout"]["remainingNodes"], 2);
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(
+        (&degraded["status"], &degraded["reason"]),
+        (&Value::from("True"), &Value::from("RolloutHalted"))
+    );
+    assert!(task.await.unwrap().is_ok());
+}

@@ -32,7 +32,7 @@ use super::{Command, MediaHandle, ParticipantId};
 use crate::admission::{Limits, NodeMode};
 use crate::drain::{Drain, DrainEvent};
 use crate::metrics::Metrics;
-use ruche_crds::admin::{Accepted, AssignmentList, ListVersion, StaleList};
+use ruche_crds::admin::{Accepted, AssignmentList, ListVersion, RoomQuality, StaleList};
 
 /// How the media loop is set up.
 #[derive(Clone, Debug)]
@@ -135,6 +135,8 @@ pub struct RoomStatus {
     pub assigned: bool,
     /// Whether the room has moved to another node and only its last sessions remain here.
     pub leaving: bool,
+    /// Its joins and media quality.
+    pub quality: RoomQuality,
 }
 
 /// A room live on the node.
@@ -144,6 +146,8 @@ pub struct Room {
     pub participants: BTreeSet<ParticipantId>,
     /// Its published tracks.
     pub tracks: BTreeSet<TrackKey>,
+    /// Its joins and media quality, for the operator's rollout quality gate.
+    pub quality: RoomQuality,
 }
 
 /// The media loop's state.
@@ -715,6 +719,7 @@ impl Engine {
                 reserved_slots: self.assigned.get(name).copied().unwrap_or(0),
                 assigned: self.assigned.contains_key(name),
                 leaving: self.leaving.contains(name),
+                quality: r.quality,
             })
             .collect();
         rooms.sort_by(|a, b| a.name.cmp(&b.name));

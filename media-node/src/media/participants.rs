@@ -121,6 +121,7 @@ impl Engine {
         let room = self.rooms.entry(request.room.clone()).or_default();
         let others: Vec<ParticipantId> = room.participants.iter().copied().collect();
         room.participants.insert(id);
+        room.quality.joins = room.quality.joins.saturating_add(1);
         let other_infos: Vec<ParticipantInfo> = others
             .iter()
             .filter_map(|o| self.participants.get(o))
@@ -379,6 +380,14 @@ impl Engine {
                     }
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
                         tracing::info!(participant = %owner, ?role, ?state, "peer connection ended");
+                        let never_connected = self
+                            .peers
+                            .get(key)
+                            .and_then(Option::as_ref)
+                            .is_some_and(|p| p.connected_at.is_none());
+                        if never_connected && role == Role::Publish {
+                            self.join_failed(owner);
+                        }
                         self.leave(owner, Some(format!("media connection {state}")));
                         return;
                     }
@@ -402,6 +411,14 @@ impl Engine {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Counts a join whose media connection failed before it ever connected.
+    fn join_failed(&mut self, participant: ParticipantId) {
+        let room = self.participants.get(&participant).map(|p| p.room.clone());
+        if let Some(r) = room.and_then(|r| self.rooms.get_mut(&r)) {
+            r.quality.join_failures = r.quality.join_failures.saturating_add(1);
         }
     }
 

@@ -1,5 +1,6 @@
 //! Media quality as the peers report it: jitter and loss per stream, read from the connections'
-//! statistics every few seconds and fed to the metrics. (Round-trip times come from receiver
+//! statistics every few seconds and fed to the metrics, and loss and round-trip time per room
+//! for the node's status (a rollout's quality gate compares them between revisions). (Round-trip times come from receiver
 //! reports as they arrive: see `feedback`.)
 
 use std::collections::HashMap;
@@ -40,6 +41,8 @@ impl Engine {
     /// Reads every connection's statistics once and records the quality figures.
     pub(crate) fn sample_quality(&mut self) {
         let now = Instant::now();
+        // Per room: loss and round-trip time summed over its subscribers' streams.
+        let mut rooms: HashMap<String, RoomSample> = HashMap::new();
         for key in 0..self.peers.len() {
             let Some(peer) = self.peers.get_mut(key).and_then(Option::as_mut) else {
                 continue;
@@ -47,8 +50,9 @@ impl Engine {
             if peer.connected_at.is_none() {
                 continue;
             }
-            let role = peer.role;
+            let (role, owner) = (peer.role, peer.owner);
             let report = peer.pc.get_stats(now, StatsSelector::None);
+            let room = self.participants.get(&owner).map(|p| p.room.clone());
             for entry in report.iter() {
                 match (role, entry) {
                     (Role::Subscribe, RTCStatsReportEntry::RemoteInboundRtp(r)) => {
@@ -56,6 +60,13 @@ impl Engine {
                             r.received_rtp_stream_stats.jitter,
                             r.fraction_lost,
                         );
+                        if let Some(room) = &room {
+                            let sample = rooms.entry(room.clone()).or_default();
+                            sample.loss.push(r.fraction_lost);
+                            if r.round_trip_time_measurements > 0 {
+                                sample.rtt.push(r.round_trip_time);
+                            }
+                        }
                     }
                     (Role::Publish, RTCStatsReportEntry::InboundRtp(r)) => {
                         let newly = self.losses.newly_lost(
@@ -70,7 +81,26 @@ impl Engine {
                 }
             }
         }
+        for (name, sample) in rooms {
+            if let Some(room) = self.rooms.get_mut(&name) {
+                room.quality.loss_percent = mean(&sample.loss).map(|l| l * 100.0);
+                room.quality.rtt_ms = mean(&sample.rtt).map(|r| r * 1000.0);
+            }
+        }
     }
+}
+
+/// One room's figures at a sample.
+#[derive(Debug, Default)]
+struct RoomSample {
+    /// Fraction lost per subscriber stream.
+    loss: Vec<f64>,
+    /// Round-trip time per subscriber stream, in seconds.
+    rtt: Vec<f64>,
+}
+
+fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
 #[cfg(test)]

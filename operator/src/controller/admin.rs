@@ -9,7 +9,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use ruche_crds::admin::{ASSIGNMENTS_PATH, Accepted, AssignmentList, ListVersion, StaleList};
+use ruche_crds::admin::{
+    ASSIGNMENTS_PATH, Accepted, AssignmentList, ListVersion, RoomQuality, StaleList,
+};
 use serde::Deserialize;
 
 /// Where a node's admin API is, and its bearer token.
@@ -99,7 +101,7 @@ pub struct NodeStatusReport {
 }
 
 /// One live room on a node (`GET /v1/rooms`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RoomReport {
     /// Room name.
@@ -113,6 +115,9 @@ pub struct RoomReport {
     /// The room moved to another node; these are its last sessions here.
     #[serde(default)]
     pub leaving: bool,
+    /// Its joins and media quality on this node.
+    #[serde(default)]
+    pub quality: RoomQuality,
 }
 
 /// `GET /v1/status`: the status and, in the same answer, the live rooms.
@@ -126,7 +131,7 @@ struct StatusWithRooms {
 }
 
 /// One poll of a node: its status and its live rooms.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct NodeReport {
     /// Status.
     pub status: NodeStatusReport,

@@ -30,7 +30,7 @@ use crate::core::fleet_plan::{DrainCause, FleetAction, Levers, NodeView, plan_wi
 use crate::core::rollout::{self, Budget};
 use crate::core::sizing::desired_nodes;
 use crate::state::fleet_status::{EVACUATED, fleet_status, with_evacuation, with_rollout};
-use crate::state::keys::FleetKey;
+use crate::state::keys::{FleetKey, NodeKey};
 use crate::state::world::rules;
 
 /// How often a fleet is looked at again when nothing changes.
@@ -150,6 +150,32 @@ pub async fn reconcile<A: NodeAdmin>(
     Ok(Action::requeue(RESYNC))
 }
 
+/// The rollout's quality gate, if the fleet has one: the joins and media quality of the rooms
+/// on new-revision nodes against those on old ones, as the nodes' last polls report them.
+fn quality_gate<A: NodeAdmin>(
+    fleet: &MediaFleet,
+    ctx: &Context<A>,
+    ns: &str,
+    views: &[NodeView],
+) -> Option<rollout::Halt> {
+    let gate = fleet.spec.rollout.quality_gate.as_ref()?;
+    let (mut old, mut new) = (rollout::Quality::default(), rollout::Quality::default());
+    let live = ctx.live();
+    for view in views {
+        let Some(report) = live
+            .node(&NodeKey::new(ns, &view.name))
+            .and_then(|l| l.report.as_ref())
+        else {
+            continue;
+        };
+        let side = if view.current { &mut new } else { &mut old };
+        for room in &report.rooms {
+            side.add(&room.quality);
+        }
+    }
+    rollout::quality_halt(&old, &new, gate)
+}
+
 /// A Warning event when the rooms an evacuation cannot move (pinned to the zone) change.
 async fn announce_pinned<A: NodeAdmin>(
     fleet: &MediaFleet,
@@ -209,12 +235,10 @@ async fn rollout_state<A: NodeAdmin>(
     }
     let now = Timestamp::now();
     let mut halted = previous.as_ref().and_then(|r| r.halted.clone());
+    let deadline = Duration::from(fleet.spec.rollout.progress_deadline);
     if halted.is_none()
-        && let Some(halt) = rollout::halt(
-            views,
-            now,
-            Duration::from(fleet.spec.rollout.progress_deadline),
-        )
+        && let Some(halt) =
+            rollout::halt(views, now, deadline).or_else(|| quality_gate(fleet, ctx, ns, views))
     {
         let note = format!("rollout of revision {target} halted: {}", halt.message);
         publish(

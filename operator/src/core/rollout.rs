@@ -18,6 +18,8 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use ruche_crds::NodePhase;
+use ruche_crds::admin::RoomQuality;
+use ruche_crds::fleet::QualityGate;
 
 use super::fleet_plan::{DrainCause, FleetAction, NodeView};
 
@@ -176,6 +178,85 @@ pub fn halt(nodes: &[NodeView], now: Timestamp, progress_deadline: Duration) -> 
         })
 }
 
+/// Joins and media quality summed over the rooms of one revision's nodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Quality {
+    /// Joins.
+    pub joins: u64,
+    /// Joins whose media connection never worked.
+    pub failures: u64,
+    loss_sum: f64,
+    loss_rooms: u32,
+    rtt_sum: f64,
+    rtt_rooms: u32,
+}
+
+impl Quality {
+    /// Adds one room's figures.
+    pub fn add(&mut self, room: &RoomQuality) {
+        self.joins += u64::from(room.joins);
+        self.failures += u64::from(room.join_failures);
+        if let Some(loss) = room.loss_percent.filter(|l| l.is_finite()) {
+            self.loss_sum += loss;
+            self.loss_rooms += 1;
+        }
+        if let Some(rtt) = room.rtt_ms.filter(|r| r.is_finite()) {
+            self.rtt_sum += rtt;
+            self.rtt_rooms += 1;
+        }
+    }
+
+    /// Failed joins, in percent of joins.
+    fn failure_percent(&self) -> f64 {
+        if self.joins == 0 {
+            return 0.0;
+        }
+        self.failures as f64 * 100.0 / self.joins as f64
+    }
+
+    /// Mean loss over the rooms that have a figure, in percent.
+    fn loss_percent(&self) -> Option<f64> {
+        (self.loss_rooms > 0).then(|| self.loss_sum / f64::from(self.loss_rooms))
+    }
+
+    /// Mean round-trip time over the rooms that have a figure, in milliseconds.
+    fn rtt_ms(&self) -> Option<f64> {
+        (self.rtt_rooms > 0).then(|| self.rtt_sum / f64::from(self.rtt_rooms))
+    }
+}
+
+/// Whether the new revision serves worse than the old one by more than the gate's margins,
+/// once each has seen the gate's minimum of joins.
+pub fn quality_halt(old: &Quality, new: &Quality, gate: &QualityGate) -> Option<Halt> {
+    let min = u64::from(gate.min_joins);
+    if old.joins < min || new.joins < min {
+        return None;
+    }
+    let worse = |what: &str, new: f64, old: f64, margin: u32, unit: &str| {
+        (new - old > f64::from(margin)).then(|| Halt {
+            reason: "QualityGate",
+            message: format!(
+                "{what} {new:.1}{unit} on the new revision against {old:.1}{unit} on the old one (margin {margin}{unit})"
+            ),
+        })
+    };
+    worse(
+        "failed joins",
+        new.failure_percent(),
+        old.failure_percent(),
+        gate.join_failure_points,
+        "%",
+    )
+    .or_else(|| {
+        let (n, o) = (new.loss_percent()?, old.loss_percent()?);
+        worse("packet loss", n, o, gate.loss_points, "%")
+    })
+    .or_else(|| {
+        let (n, o) = (new.rtt_ms()?, old.rtt_ms()?);
+        worse("round-trip time", n, o, gate.rtt_ms, " ms")
+    })
+}
+
 /// Where a rollout stands, in nodes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Progress {
@@ -293,6 +374,62 @@ mod tests {
         assert_eq!(
             halt(&[old, failed], t(1).unwrap(), deadline).map(|h| h.reason),
             Some("NodeFailed")
+        );
+    }
+
+    #[test]
+    fn a_revision_that_serves_worse_than_the_old_one_by_the_margins_halts() {
+        let gate = QualityGate {
+            min_joins: 20,
+            join_failure_points: 5,
+            loss_points: 2,
+            rtt_ms: 50,
+        };
+        let room = |joins, failures, loss, rtt| RoomQuality {
+            joins,
+            join_failures: failures,
+            loss_percent: loss,
+            rtt_ms: rtt,
+        };
+        let of = |rooms: &[RoomQuality]| {
+            let mut q = Quality::default();
+            for r in rooms {
+                q.add(r);
+            }
+            q
+        };
+        let old = of(&[
+            room(30, 0, Some(0.5), Some(40.0)),
+            room(10, 1, Some(1.5), Some(60.0)),
+        ]);
+        // Too few joins on the new revision yet: nothing is said.
+        assert_eq!(
+            quality_halt(&old, &of(&[room(19, 19, Some(50.0), None)]), &gate),
+            None
+        );
+        // Within the margins.
+        let fine = of(&[room(40, 3, Some(2.9), Some(99.0))]);
+        assert_eq!(quality_halt(&old, &fine, &gate), None);
+        let failing = quality_halt(&old, &of(&[room(40, 4, None, None)]), &gate).unwrap();
+        assert_eq!(failing.reason, "QualityGate");
+        assert!(
+            failing
+                .message
+                .starts_with("failed joins 10.0% on the new revision against 2.5%"),
+            "{}",
+            failing.message
+        );
+        let lossy = quality_halt(&old, &of(&[room(40, 0, Some(3.1), None)]), &gate).unwrap();
+        assert!(
+            lossy.message.starts_with("packet loss 3.1%"),
+            "{}",
+            lossy.message
+        );
+        let slow = quality_halt(&old, &of(&[room(40, 0, None, Some(101.0))]), &gate).unwrap();
+        assert!(
+            slow.message.starts_with("round-trip time 101.0 ms"),
+            "{}",
+            slow.message
         );
     }
 

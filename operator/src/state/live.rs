@@ -239,6 +239,7 @@ mod tests {
                     participants: *p,
                     tracks: 0,
                     leaving: false,
+                    quality: ruche_crds::admin::RoomQuality::default(),
                 })
                 .collect(),
         }
