@@ -96,6 +96,64 @@ fn the_ministry_day_places_meetings_and_survives_its_zone_failure() {
 }
 
 #[test]
+fn the_ministry_days_rolling_upgrade_replaces_every_node_and_cuts_no_room() {
+    let (o, _) = sim::run(&ministry_day(None)).expect("runs");
+    let l = &o.lifecycle;
+    let started = l.rollout_started.expect("the rolling upgrade starts");
+    assert_eq!(started.to_string(), "11:00");
+    let finished = l.rollout_finished.expect("and finishes within the day");
+    assert!(finished > started);
+    // Every one of the 60 nodes is replaced, one per zone at a time (surge 1), so the surge
+    // never costs more than 3 extra nodes for the rollout's duration.
+    assert_eq!((l.nodes_created, l.nodes_deleted), (60, 60));
+    let hours = f64::from(finished.seconds() - started.seconds()) / 3600.0;
+    assert!(
+        l.surge_node_hours > 0.0 && l.surge_node_hours <= 3.0 * hours + 1e-9,
+        "{} node-hours over {hours:.2} h",
+        l.surge_node_hours
+    );
+    // Rooms still live when their node's drain deadline came moved live, within their zone
+    // (the new nodes are there); none had nowhere to go.
+    assert!(l.migrated > 0);
+    assert_eq!(l.migrated_same_zone, l.migrated);
+    assert!(l.stranded.is_empty(), "{:?}", l.stranded);
+    assert_eq!(o.capacity_violations, 0);
+    let text = report::render(&o);
+    for needle in [
+        "rooms moved live",
+        "rooms cut                    0",
+        "rolling upgrade       started at 11:00",
+        "node-hours",
+    ] {
+        assert!(text.contains(needle), "report lacks `{needle}`:\n{text}");
+    }
+    assert!(chart::render(&o).contains("rolling upgrade 11:00–"));
+}
+
+#[test]
+fn a_zone_evacuation_moves_what_may_move_and_keeps_the_pinned_rooms_live() {
+    let text = sim::scenario::ZONE_EVACUATION;
+    let scenario = Scenario::parse(text, "zone-evacuation").expect("bundled scenario parses");
+    let (o, _) = sim::run(&scenario).expect("runs");
+    let l = &o.lifecycle;
+    // Every node of fr-par-3 drains and goes; they come back at 17:00.
+    assert_eq!((l.nodes_deleted, l.nodes_created), (20, 20));
+    assert!(l.migrated > 0, "rooms still live at the deadline move");
+    assert_eq!(l.migrated_same_zone, 0, "to the other zones");
+    // Rooms that may only live in fr-par-3 stay live where they are, and are named.
+    assert!(!l.stranded.is_empty());
+    assert_eq!(o.cut(), 0, "nothing is cut");
+    // While fr-par-3 is out, its residency rooms cannot start: refused with the reason.
+    assert_eq!(
+        o.refused.by_reason.keys().copied().collect::<Vec<_>>(),
+        vec!["NoReadyNode"]
+    );
+    let example = &o.refused.by_reason["NoReadyNode"].example;
+    assert!(example.contains("fr-par-3: no Ready node"), "{example}");
+    assert_eq!(o.capacity_violations, 0);
+}
+
+#[test]
 fn same_seed_same_report_and_chart() {
     let (a, _) = sim::run(&ministry_day(None)).expect("runs");
     let (b, _) = sim::run(&ministry_day(None)).expect("runs");

@@ -90,11 +90,40 @@ pub fn render(o: &Outcome) -> String {
         r##"<text x="{LEFT}" y="42" fill="#555">solid: slots used (reserved by rooms) · dashed: slots on Ready nodes · seed {}</text>"##,
         o.seed
     );
+    lifecycle(&mut svg, o);
     axes(&mut svg, &frame);
     events(&mut svg, &frame, o);
     series(&mut svg, &frame, o);
     let _ = writeln!(svg, "</svg>");
     svg
+}
+
+/// One line under the title with what drains and rollouts did, when the day had any.
+fn lifecycle(svg: &mut String, o: &Outcome) {
+    let l = &o.lifecycle;
+    if l == &super::outcome::LifecycleOutcome::default() {
+        return;
+    }
+    let mut text = format!(
+        "rooms moved live: {} · rooms cut by drains: 0 · left live with nowhere to go: {}",
+        l.migrated,
+        l.stranded.len()
+    );
+    if let (Some(start), Some(end)) = (l.rollout_started, l.rollout_finished) {
+        let minutes = end.seconds().saturating_sub(start.seconds()) / 60;
+        let _ = write!(
+            text,
+            " · rolling upgrade {start}–{end} ({}h{:02}), surge {:.1} node-hours",
+            minutes / 60,
+            minutes % 60,
+            l.surge_node_hours
+        );
+    }
+    let _ = writeln!(
+        svg,
+        r##"<text x="{LEFT}" y="58" fill="#555">{}</text>"##,
+        escape(&text)
+    );
 }
 
 fn axes(svg: &mut String, f: &Frame) {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use ruche_crds::NodePhase;
 
 use super::clock::TimeOfDay;
+use super::lifecycle::Lifecycle;
 use super::outcome::{EventOutcome, Outcome, Sample, Timing, ZoneSample};
 use super::scenario::{EventKind, Scenario, node_name};
 use super::workload::{Meeting, meetings};
@@ -45,9 +46,13 @@ pub enum SimError {
 enum Step {
     End,
     Event,
+    Tick,
     Arrival,
     Sample,
 }
+
+/// How often the simulated controllers look at drains and rollouts.
+const TICK_SECONDS: u32 = 30;
 
 /// Runs a scenario to the end of its day.
 pub fn run(scenario: &Scenario) -> Result<(Outcome, Timing), SimError> {
@@ -57,8 +62,8 @@ pub fn run(scenario: &Scenario) -> Result<(Outcome, Timing), SimError> {
 struct Simulation<'a> {
     scenario: &'a Scenario,
     snapshot: Snapshot,
-    /// Node ids by zone, in name order.
-    zone_nodes: Vec<Vec<NodeId>>,
+    /// The fleet's nodes over the day (node ids by zone, drains, rollouts).
+    fleet: Lifecycle,
     /// One request per workload zone choice, plus the "anywhere" request last.
     requests: Vec<RoomRequest>,
     outcome: Outcome,
@@ -109,7 +114,7 @@ impl<'a> Simulation<'a> {
         Ok(Self {
             scenario,
             snapshot,
-            zone_nodes,
+            fleet: Lifecycle::new(scenario.rollout.clone(), zone_nodes),
             requests,
             outcome,
             decision_time: Duration::ZERO,
@@ -124,12 +129,21 @@ impl<'a> Simulation<'a> {
         let (mut next_meeting, mut next_event) = (0, 0);
         let mut ends: BinaryHeap<Reverse<(TimeOfDay, u32)>> = BinaryHeap::new();
         let mut next_sample = self.scenario.day.start.value;
+        // Scenarios without drains or rollouts keep the fleet as it is: no tick to take.
+        let lifecycle = events.iter().any(|e| {
+            matches!(
+                e.kind.value,
+                EventKind::ZoneEvacuation | EventKind::ZoneReturn | EventKind::RollingUpgrade
+            )
+        });
+        let mut next_tick = lifecycle.then_some(self.scenario.day.start.value);
         let sample_every = self.scenario.sample_minutes.value * 60;
         let end_of_day = self.scenario.day.end.value;
         loop {
             let candidates = [
                 ends.peek().map(|Reverse((t, _))| (*t, Step::End)),
                 events.get(next_event).map(|e| (e.at.value, Step::Event)),
+                next_tick.map(|t| (t, Step::Tick)),
                 meetings.get(next_meeting).map(|m| (m.start, Step::Arrival)),
                 (next_sample <= end_of_day).then_some((next_sample, Step::Sample)),
             ];
@@ -148,6 +162,10 @@ impl<'a> Simulation<'a> {
                 Step::Event => {
                     self.event(now, next_event)?;
                     next_event += 1;
+                }
+                Step::Tick => {
+                    self.tick(now)?;
+                    next_tick = Some(now.plus(TICK_SECONDS));
                 }
                 Step::Arrival => {
                     let meeting = meetings[next_meeting];
@@ -231,8 +249,67 @@ impl<'a> Simulation<'a> {
         Ok(())
     }
 
+    /// One pass of the simulated controllers over drains and rollouts.
+    fn tick(&mut self, now: TimeOfDay) -> Result<(), SimError> {
+        let started = Instant::now();
+        let tick = self
+            .fleet
+            .tick(&mut self.snapshot, now)
+            .map_err(|source| SimError::Apply { at: now, source })?;
+        self.decision_time += started.elapsed();
+        let l = &mut self.outcome.lifecycle;
+        l.migrated += tick.migrated;
+        l.migrated_same_zone += tick.migrated_same_zone;
+        l.nodes_created = self.fleet.created;
+        l.nodes_deleted = self.fleet.deleted;
+        l.stranded
+            .extend(tick.stranded.iter().map(ToString::to_string));
+        l.rollout_started = self.fleet.rollout.started;
+        l.rollout_finished = self.fleet.rollout.finished;
+        l.surge_node_hours = self.fleet.rollout.surge_node_seconds as f64 / 3600.0;
+        Ok(())
+    }
+
     fn event(&mut self, now: TimeOfDay, index: usize) -> Result<(), SimError> {
         let event = &self.scenario.events[index];
+        let lifecycle = match (event.kind.value, event.zone.as_ref()) {
+            (EventKind::RollingUpgrade, _) => {
+                self.fleet.start_rollout(now);
+                let nodes = self.fleet.live_nodes(&self.snapshot);
+                Some((
+                    "rolling upgrade to a new revision starts".to_string(),
+                    nodes,
+                ))
+            }
+            (kind @ (EventKind::ZoneEvacuation | EventKind::ZoneReturn), Some(z)) => {
+                let on = kind == EventKind::ZoneEvacuation;
+                let zone = self
+                    .snapshot
+                    .zone_id(&z.value)
+                    .map_or(0, |id| id.0 as usize);
+                let nodes = self
+                    .fleet
+                    .evacuate(&mut self.snapshot, zone, on, now)
+                    .map_err(|source| SimError::Apply { at: now, source })?;
+                let nodes = if on {
+                    self.fleet.zone_nodes[zone].len() as u32
+                } else {
+                    nodes
+                };
+                let what = if on { "is evacuated" } else { "returns" };
+                Some((format!("zone {} {what}", z.value), nodes))
+            }
+            _ => None,
+        };
+        if let Some((what, nodes)) = lifecycle {
+            self.outcome.events.push(EventOutcome {
+                at: now,
+                what,
+                nodes,
+                ..EventOutcome::default()
+            });
+            return Ok(());
+        }
         let zone = event
             .zone
             .as_ref()
@@ -242,12 +319,14 @@ impl<'a> Simulation<'a> {
             .as_ref()
             .and_then(|n| self.snapshot.node_id(&n.value));
         let (nodes, phase): (Vec<NodeId>, NodePhase) = match (event.kind.value, zone, node) {
-            (EventKind::ZoneFailure, Some(z), _) => {
-                (self.zone_nodes[z.0 as usize].clone(), NodePhase::Failed)
-            }
-            (EventKind::ZoneRecovery, Some(z), _) => {
-                (self.zone_nodes[z.0 as usize].clone(), NodePhase::Ready)
-            }
+            (EventKind::ZoneFailure, Some(z), _) => (
+                self.fleet.zone_nodes[z.0 as usize].clone(),
+                NodePhase::Failed,
+            ),
+            (EventKind::ZoneRecovery, Some(z), _) => (
+                self.fleet.zone_nodes[z.0 as usize].clone(),
+                NodePhase::Ready,
+            ),
             (EventKind::NodeFailure, _, Some(n)) => (vec![n], NodePhase::Failed),
             (EventKind::NodeRecovery, _, Some(n)) => (vec![n], NodePhase::Ready),
             // The scenario's checks make these unreachable; nothing to do if they happen.
@@ -268,16 +347,17 @@ impl<'a> Simulation<'a> {
                 .set_phase(*n, phase)
                 .map_err(|source| SimError::Apply { at: now, source })?;
         }
+        let what = if event.node.is_some() && node.is_none() {
+            // Replaced meanwhile by a rolling upgrade under another name: nothing to fail.
+            "is not in the fleet at that time"
+        } else if phase == NodePhase::Failed {
+            "fails"
+        } else {
+            "recovers"
+        };
         let mut record = EventOutcome {
             at: now,
-            what: format!(
-                "{target} {}",
-                if phase == NodePhase::Failed {
-                    "fails"
-                } else {
-                    "recovers"
-                }
-            ),
+            what: format!("{target} {what}"),
             nodes: changed.len() as u32,
             ..EventOutcome::default()
         };
@@ -308,10 +388,10 @@ impl<'a> Simulation<'a> {
     }
 
     fn sample(&mut self, now: TimeOfDay) {
-        let zones = (0..self.zone_nodes.len())
+        let zones = (0..self.fleet.zone_nodes.len())
             .map(|z| {
                 let usage = self.snapshot.zone_use(ZoneId(z as u8));
-                let rooms = self.zone_nodes[z]
+                let rooms = self.fleet.zone_nodes[z]
                     .iter()
                     .filter_map(|n| self.snapshot.node(*n))
                     .filter(|n| n.phase != NodePhase::Failed)

@@ -4,12 +4,14 @@
 //! - [`scenario`]: the YAML a user writes, with located errors.
 //! - [`workload`]: the day's meetings, drawn with the scenario's seed.
 //! - [`engine`]: the loop that feeds them to the core and applies its actions.
+//! - [`lifecycle`]: the fleet's nodes over the day: drains, evacuations, rolling upgrades.
 //! - [`outcome`]: what the day produced.
 //! - [`report`] and [`chart`]: the text report and the SVG chart of use per zone.
 
 pub mod chart;
 pub mod clock;
 pub mod engine;
+pub mod lifecycle;
 pub mod outcome;
 pub mod report;
 pub mod scenario;

@@ -42,6 +42,30 @@ pub struct Outcome {
     pub samples: Vec<Sample>,
     /// Per-zone summary of the samples.
     pub zone_stats: Vec<ZoneStats>,
+    /// What drains, evacuations and rolling upgrades did.
+    pub lifecycle: LifecycleOutcome,
+}
+
+/// What drains, zone evacuations and rolling upgrades did over the day.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LifecycleOutcome {
+    /// Rooms moved live off draining nodes (their participants told to rejoin elsewhere).
+    pub migrated: u32,
+    /// Of which within their zone.
+    pub migrated_same_zone: u32,
+    /// Rooms a migration could not move, which stayed live on their draining node (by name,
+    /// each once).
+    pub stranded: std::collections::BTreeSet<String>,
+    /// Nodes created (rolling upgrades, zones coming back).
+    pub nodes_created: u32,
+    /// Nodes deleted once drained.
+    pub nodes_deleted: u32,
+    /// When the rolling upgrade started.
+    pub rollout_started: Option<TimeOfDay>,
+    /// When its last old node went.
+    pub rollout_finished: Option<TimeOfDay>,
+    /// Node-hours run above the fleet's own size while it lasted.
+    pub surge_node_hours: f64,
 }
 
 /// Refusals tallied by reason.
@@ -181,6 +205,7 @@ impl Outcome {
             events: Vec::new(),
             samples: Vec::new(),
             zone_stats: Vec::new(),
+            lifecycle: LifecycleOutcome::default(),
         }
     }
 

@@ -102,6 +102,7 @@ pub fn render(o: &Outcome) -> String {
             n(z.peak_rooms)
         );
     }
+    lifecycle(&mut r, o);
     if !o.events.is_empty() {
         let _ = writeln!(r);
         let _ = writeln!(r, "Events");
@@ -130,6 +131,52 @@ pub fn render(o: &Outcome) -> String {
         }
     }
     r
+}
+
+/// Drains, evacuations and rolling upgrades, when the day had any.
+fn lifecycle(r: &mut String, o: &Outcome) {
+    let l = &o.lifecycle;
+    if l == &super::outcome::LifecycleOutcome::default() {
+        return;
+    }
+    let _ = writeln!(r);
+    let _ = writeln!(r, "Drains, evacuations and rolling upgrades");
+    let _ = writeln!(
+        r,
+        "  rooms moved live      {:>8}  ({} within their zone)",
+        n(l.migrated),
+        n(l.migrated_same_zone)
+    );
+    let _ = writeln!(r, "  rooms cut             {:>8}", 0);
+    let _ = writeln!(
+        r,
+        "  rooms with nowhere to go, left live on their node {}",
+        n(l.stranded.len() as u64)
+    );
+    if let Some(first) = l.stranded.iter().next() {
+        let _ = writeln!(r, "      first: {first}");
+    }
+    let _ = writeln!(
+        r,
+        "  nodes created         {:>8}  deleted once drained {}",
+        n(l.nodes_created),
+        n(l.nodes_deleted)
+    );
+    if let Some(started) = l.rollout_started {
+        let took = l.rollout_finished.map_or_else(
+            || "not finished by the end of the day".to_string(),
+            |f| {
+                let minutes = (f.seconds().saturating_sub(started.seconds())) / 60;
+                format!("done at {f}, {}h{:02}", minutes / 60, minutes % 60)
+            },
+        );
+        let _ = writeln!(r, "  rolling upgrade       started at {started}, {took}");
+        let _ = writeln!(
+            r,
+            "  surge                 {:>8.1} node-hours above the fleet's size",
+            l.surge_node_hours
+        );
+    }
 }
 
 /// The wall-clock line, apart because it changes from run to run.

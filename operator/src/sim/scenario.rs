@@ -16,8 +16,14 @@ use super::clock::TimeOfDay;
 /// The scenario bundled with the binary: a ministry's working day.
 pub const MINISTRY_DAY: &str = include_str!("../../scenarios/ministry-day.yaml");
 
+/// A second bundled day: a zone evacuated for the afternoon.
+pub const ZONE_EVACUATION: &str = include_str!("../../scenarios/zone-evacuation.yaml");
+
 /// Scenarios bundled with the binary, by name.
-pub const BUNDLED: &[(&str, &str)] = &[("ministry-day", MINISTRY_DAY)];
+pub const BUNDLED: &[(&str, &str)] = &[
+    ("ministry-day", MINISTRY_DAY),
+    ("zone-evacuation", ZONE_EVACUATION),
+];
 
 /// A simulated day.
 #[derive(Clone, Debug, Deserialize)]
@@ -42,6 +48,59 @@ pub struct Scenario {
     /// Failures and recoveries.
     #[serde(default)]
     pub events: Vec<Event>,
+    /// How drains, evacuations and rolling upgrades proceed.
+    #[serde(default)]
+    pub rollout: Rollout,
+}
+
+/// How the simulated fleet drains and rolls: the fleet's `spec.rollout`, and how long a new
+/// node takes to start.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Rollout {
+    /// Extra nodes per zone during a rolling upgrade.
+    #[serde(default = "one")]
+    pub max_surge: Spanned<u32>,
+    /// Ready nodes per zone that may be missing during a rolling upgrade.
+    #[serde(default = "zero")]
+    pub max_unavailable: Spanned<u32>,
+    /// How long a draining node keeps its rooms before they move live.
+    #[serde(default = "thirty")]
+    pub drain_deadline_minutes: Spanned<u32>,
+    /// From a node's creation to its first room.
+    #[serde(default = "sixty")]
+    pub node_startup_seconds: Spanned<u32>,
+}
+
+impl Default for Rollout {
+    fn default() -> Self {
+        Self {
+            max_surge: one(),
+            max_unavailable: zero(),
+            drain_deadline_minutes: thirty(),
+            node_startup_seconds: sixty(),
+        }
+    }
+}
+
+fn spanned(value: u32) -> Spanned<u32> {
+    Spanned::new(value, Location::UNKNOWN, Location::UNKNOWN)
+}
+
+fn zero() -> Spanned<u32> {
+    spanned(0)
+}
+
+fn one() -> Spanned<u32> {
+    spanned(1)
+}
+
+fn thirty() -> Spanned<u32> {
+    spanned(30)
+}
+
+fn sixty() -> Spanned<u32> {
+    spanned(60)
 }
 
 fn default_sample_minutes() -> Spanned<u32> {
@@ -168,6 +227,12 @@ pub enum EventKind {
     ZoneFailure,
     /// A failed zone is back.
     ZoneRecovery,
+    /// The zone is evacuated: its nodes drain, their rooms move to zones their rules allow.
+    ZoneEvacuation,
+    /// The zone's evacuation ends.
+    ZoneReturn,
+    /// A new template revision is rolled across the fleet.
+    RollingUpgrade,
 }
 
 /// A scenario that cannot be used, located in its file.
@@ -435,9 +500,23 @@ impl Checker<'_> {
                     format!("{} is outside the day ({start}–{end})", e.at.value),
                 ));
             }
+            if e.kind.value == EventKind::RollingUpgrade {
+                let target = e.zone.as_ref().map(|z| &z.referenced);
+                if let Some(at) = target.or(e.node.as_ref().map(|n| &n.referenced)) {
+                    return Err(self.fail(
+                        at,
+                        path("kind"),
+                        "a rolling upgrade takes neither `zone` nor `node`: it rolls the whole fleet",
+                    ));
+                }
+                continue;
+            }
             let zone_event = matches!(
                 e.kind.value,
-                EventKind::ZoneFailure | EventKind::ZoneRecovery
+                EventKind::ZoneFailure
+                    | EventKind::ZoneRecovery
+                    | EventKind::ZoneEvacuation
+                    | EventKind::ZoneReturn
             );
             match (zone_event, &e.zone, &e.node) {
                 (true, None, _) => {
@@ -579,7 +658,7 @@ mod tests {
         );
         assert_eq!(
             parse_err(&with("kind: nodeFailure", "kind: nodeExplodes")),
-            "bad.yaml:67:26: events[2].kind: unknown variant `nodeExplodes`, expected one of nodeFailure, nodeRecovery, zoneFailure, zoneRecovery"
+            "bad.yaml:67:26: events[2].kind: unknown variant `nodeExplodes`, expected one of nodeFailure, nodeRecovery, zoneFailure, zoneRecovery, zoneEvacuation, zoneReturn, rollingUpgrade"
         );
         assert!(parse_err("name: [unclosed").starts_with("bad.yaml:1:"));
     }
