@@ -29,6 +29,8 @@ struct NodeSpec {
     capacity: u32,
     phase: NodePhase,
     draining: bool,
+    /// Runs an older revision during a rollout: takes rooms only when no other node can.
+    fallback: bool,
     measured: u32,
 }
 
@@ -79,20 +81,21 @@ fn node_specs(zones: usize) -> impl Strategy<Value = Vec<NodeSpec>> {
         phase(),
         prop::bool::weighted(0.15),
         measured(),
-        0..6u8,
+        (0..6u8, prop::bool::weighted(0.25)),
     );
     prop::collection::vec(spec, 0..=40).prop_map(|specs| {
         specs
             .into_iter()
             .enumerate()
             .map(
-                |(i, (zone, capacity, phase, draining, measured, tag))| NodeSpec {
+                |(i, (zone, capacity, phase, draining, measured, (tag, fallback)))| NodeSpec {
                     // Name order differs from insertion order ("m2-10" < "m2-3").
                     name: format!("m{tag}-{i}"),
                     zone,
                     capacity,
                     phase,
                     draining,
+                    fallback,
                     measured,
                 },
             )
@@ -191,10 +194,10 @@ fn naive_zone_use(snap: &Snapshot, zone: ZoneId) -> (u64, u64) {
 }
 
 /// The node of `zone` the strategy picks, by scanning every node.
-fn naive_pick(snap: &Snapshot, zone: ZoneId, slots: u32) -> Option<NodeId> {
+fn naive_pick(snap: &Snapshot, zone: ZoneId, slots: u32, fallback: bool) -> Option<NodeId> {
     let packed = snap.rules().strategy == PlacementStrategy::Packed;
     snap.nodes()
-        .filter(|(_, n)| n.zone == zone && fits(n, slots))
+        .filter(|(_, n)| n.zone == zone && n.fallback == fallback && fits(n, slots))
         .min_by(|(_, a), (_, b)| {
             let by_free = if packed {
                 free_of(a).cmp(&free_of(b))
@@ -206,17 +209,26 @@ fn naive_pick(snap: &Snapshot, zone: ZoneId, slots: u32) -> Option<NodeId> {
         .map(|(id, _)| id)
 }
 
-/// Reference policy: among zones with a fitting node, the lowest (tier, used/capacity,
-/// zone id) wins, and the strategy picks the node in it.
+/// Reference policy: among zones with a fitting node, the lowest (tier, fallback,
+/// used/capacity, zone id) wins, and the strategy picks the node in it.
 fn reference(snap: &Snapshot, req: &RoomRequest) -> Option<NodeId> {
     let zones = snap.rules().zones.len();
-    let candidates = (0..zones).filter_map(|z| {
-        let zone = ZoneId(z as u8);
-        let tier = tier_of(req, zone)?;
-        let node = naive_pick(snap, zone, req.slots)?;
-        let (used, cap) = naive_zone_use(snap, zone);
-        Some((tier, u128::from(used), u128::from(cap), zone, node))
-    });
+    let candidates =
+        (0..zones)
+            .flat_map(|z| [(z, false), (z, true)])
+            .filter_map(|(z, fallback)| {
+                let zone = ZoneId(z as u8);
+                let tier = tier_of(req, zone)?;
+                let node = naive_pick(snap, zone, req.slots, fallback)?;
+                let (used, cap) = naive_zone_use(snap, zone);
+                Some((
+                    (tier, fallback),
+                    u128::from(used),
+                    u128::from(cap),
+                    zone,
+                    node,
+                ))
+            });
     candidates
         .min_by(|a, b| {
             a.0.cmp(&b.0)
@@ -276,6 +288,18 @@ fn check_place(
                 .iter()
                 .filter_map(|(_, f)| tier_of(req, f.zone))
                 .min();
+            // P6: a node of an older revision only when nothing else in the tier fits.
+            if n.fallback {
+                let newer = fitting
+                    .iter()
+                    .find(|(_, f)| !f.fallback && tier_of(req, f.zone) == tier_of(req, n.zone));
+                prop_assert!(
+                    newer.is_none(),
+                    "P6: placed on {}, of an older revision, while {} fits in the same tier",
+                    n.name,
+                    newer.map_or("?", |(_, f)| &*f.name)
+                );
+            }
             prop_assert_eq!(
                 tier_of(req, n.zone),
                 best_tier,
@@ -362,7 +386,7 @@ impl<'a> Run<'a> {
                 capacity: spec.capacity,
                 phase: spec.phase,
                 cordoned: spec.draining,
-                fallback: false,
+                fallback: spec.fallback,
             };
             let id = ok(snap.add_node(info), "add_node")?;
             ok(snap.observe(id, spec.measured), "observe")?;
@@ -643,6 +667,7 @@ fn reference_agrees_on_a_known_fleet() {
                 capacity: 100,
                 phase: NodePhase::Ready,
                 draining: false,
+                fallback: false,
                 measured: 0,
             })
             .collect(),

@@ -1,7 +1,8 @@
 //! Which node gets a room.
 //!
 //! Zones are tried in tiers: the room's home zone (when it is being moved), then its preferred
-//! zones, then the rest of its allowed zones. Within a tier, the room goes to the zone whose
+//! zones, then the rest of its allowed zones. Within a tier, nodes of an older revision (while a
+//! rollout replaces them) are used only when no other node of the tier's zones fits. Within a tier, the room goes to the zone whose
 //! schedulable slots are least used, so rooms spread across zones and the loss of one zone
 //! cuts as few meetings as possible. Within that zone, the fleet's strategy picks the node:
 //! `Packed` takes the fullest node that still fits (so empty nodes can be drained away),
@@ -27,20 +28,24 @@ pub struct Placement {
 /// Chooses a node for a room, or says why none can take it.
 pub fn place(snapshot: &Snapshot, request: &RoomRequest) -> Result<Placement, Unschedulable> {
     for tier in request.tiers() {
-        if let Some(p) = best_in(snapshot, tier, request.slots) {
-            return Ok(p);
+        // Within a tier of zones, nodes of an older revision (during a rollout) only when no
+        // other node of any of those zones fits.
+        for fallback in [false, true] {
+            if let Some(p) = best_in(snapshot, tier, request.slots, fallback) {
+                return Ok(p);
+            }
         }
     }
     Err(Unschedulable::explain(snapshot, request))
 }
 
-fn best_in(snapshot: &Snapshot, zones: ZoneMask, slots: u32) -> Option<Placement> {
+fn best_in(snapshot: &Snapshot, zones: ZoneMask, slots: u32, fallback: bool) -> Option<Placement> {
     let strategy = snapshot.rules().strategy;
     let mut best: Option<(Placement, u64, u64)> = None;
     for zone in zones.iter() {
         let node = match strategy {
-            PlacementStrategy::Packed => snapshot.tightest_fit(zone, slots),
-            PlacementStrategy::Distributed => snapshot.roomiest_fit(zone, slots),
+            PlacementStrategy::Packed => snapshot.tightest_fit(zone, slots, fallback),
+            PlacementStrategy::Distributed => snapshot.roomiest_fit(zone, slots, fallback),
         };
         let Some(node) = node else { continue };
         let usage = snapshot.zone_use(zone);

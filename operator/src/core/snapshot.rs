@@ -293,14 +293,9 @@ impl Snapshot {
     }
 
     /// The schedulable node of `zone` with the fewest free slots that still fits `slots`
-    /// (ties: lowest name); nodes that are a fallback only if no other fits.
-    pub fn tightest_fit(&self, zone: ZoneId, slots: u32) -> Option<NodeId> {
-        [&self.free_index, &self.fallback_index]
-            .into_iter()
-            .find_map(|index| self.tightest_in(index.get(zone.0 as usize)?, slots))
-    }
-
-    fn tightest_in(&self, index: &BTreeSet<FreeKey>, slots: u32) -> Option<NodeId> {
+    /// (ties: lowest name), among the nodes that are a fallback or among the others.
+    pub fn tightest_fit(&self, zone: ZoneId, slots: u32, fallback: bool) -> Option<NodeId> {
+        let index = self.index_of(fallback).get(zone.0 as usize)?;
         let from = FreeKey {
             free: slots,
             name: self.lowest_name.clone(),
@@ -310,14 +305,9 @@ impl Snapshot {
     }
 
     /// The schedulable node of `zone` with the most free slots, if it fits `slots`
-    /// (ties: lowest name); nodes that are a fallback only if no other fits.
-    pub fn roomiest_fit(&self, zone: ZoneId, slots: u32) -> Option<NodeId> {
-        [&self.free_index, &self.fallback_index]
-            .into_iter()
-            .find_map(|index| self.roomiest_in(index.get(zone.0 as usize)?, slots))
-    }
-
-    fn roomiest_in(&self, index: &BTreeSet<FreeKey>, slots: u32) -> Option<NodeId> {
+    /// (ties: lowest name), among the nodes that are a fallback or among the others.
+    pub fn roomiest_fit(&self, zone: ZoneId, slots: u32, fallback: bool) -> Option<NodeId> {
+        let index = self.index_of(fallback).get(zone.0 as usize)?;
         let most = index.last()?.free;
         if most < slots {
             return None;
@@ -328,6 +318,14 @@ impl Snapshot {
             id: NodeId(0),
         };
         index.range(from..).next().map(|k| k.id)
+    }
+
+    fn index_of(&self, fallback: bool) -> &Vec<BTreeSet<FreeKey>> {
+        if fallback {
+            &self.fallback_index
+        } else {
+            &self.free_index
+        }
     }
 
     /// Adds a node.
@@ -583,13 +581,13 @@ mod tests {
     fn draining_and_unready_nodes_leave_the_index() -> Result<(), ApplyError> {
         let mut s = Snapshot::new(rules(&["a"])).unwrap();
         let n1 = s.add_node(ready("n1", "a", 100))?;
-        assert_eq!(s.tightest_fit(ZoneId(0), 10), Some(n1));
+        assert_eq!(s.tightest_fit(ZoneId(0), 10, false), Some(n1));
         s.set_cordoned(n1, true)?;
-        assert_eq!(s.tightest_fit(ZoneId(0), 10), None);
+        assert_eq!(s.tightest_fit(ZoneId(0), 10, false), None);
         assert_eq!(s.zone_use(ZoneId(0)).capacity, 0);
         s.set_cordoned(n1, false)?;
         s.set_phase(n1, NodePhase::Failed)?;
-        assert_eq!(s.roomiest_fit(ZoneId(0), 1), None);
+        assert_eq!(s.roomiest_fit(ZoneId(0), 1, false), None);
         Ok(())
     }
 

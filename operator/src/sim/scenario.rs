@@ -501,11 +501,12 @@ impl Checker<'_> {
                 ));
             }
             if e.kind.value == EventKind::RollingUpgrade {
-                let target = e.zone.as_ref().map(|z| &z.referenced);
-                if let Some(at) = target.or(e.node.as_ref().map(|n| &n.referenced)) {
+                let zone = e.zone.as_ref().map(|z| (&z.referenced, "zone"));
+                if let Some((at, field)) = zone.or(e.node.as_ref().map(|n| (&n.referenced, "node")))
+                {
                     return Err(self.fail(
                         at,
-                        path("kind"),
+                        path(field),
                         "a rolling upgrade takes neither `zone` nor `node`: it rolls the whole fleet",
                     ));
                 }
@@ -622,7 +623,7 @@ mod tests {
     fn the_bundled_scenario_parses() {
         let s = Scenario::parse(MINISTRY_DAY, "ministry-day").unwrap();
         assert_eq!(s.fleet.zones.len(), 3);
-        assert_eq!(s.events.len(), 4);
+        assert_eq!(s.events.len(), 5);
     }
 
     fn with(find: &str, replace: &str) -> String {
@@ -640,25 +641,25 @@ mod tests {
                 "sampleMinutes: 5",
                 "sampleMinutes: 5\nsampleEvery: 5m"
             )),
-            "bad.yaml:16:1: sampleEvery: unknown field `sampleEvery`, expected one of name, description, seed, day, sampleMinutes, fleet, workload, events"
+            "bad.yaml:17:1: sampleEvery: unknown field `sampleEvery`, expected one of name, description, seed, day, sampleMinutes, fleet, workload, events, rollout"
         );
         assert_eq!(
             parse_err(&with(
                 "{ slots: 4, weight: 25 }",
                 "{ slots: -4, weight: 25 }"
             )),
-            "bad.yaml:46:16: workload.sizes[1].slots: invalid u32: expected a whole number of 0 or more"
+            "bad.yaml:47:16: workload.sizes[1].slots: invalid u32: expected a whole number of 0 or more"
         );
         assert_eq!(
             parse_err(&with(
                 "{ at: \"09:00\", perMinute: 26 }",
                 "{ at: \"9h\", perMinute: 26 }"
             )),
-            "bad.yaml:30:13: workload.arrivals[2].at: `9h` is not a time of day: write HH:MM, e.g. \"09:30\""
+            "bad.yaml:31:13: workload.arrivals[2].at: `9h` is not a time of day: write HH:MM, e.g. \"09:30\""
         );
         assert_eq!(
             parse_err(&with("kind: nodeFailure", "kind: nodeExplodes")),
-            "bad.yaml:67:26: events[2].kind: unknown variant `nodeExplodes`, expected one of nodeFailure, nodeRecovery, zoneFailure, zoneRecovery, zoneEvacuation, zoneReturn, rollingUpgrade"
+            "bad.yaml:77:26: events[3].kind: unknown variant `nodeExplodes`, expected one of nodeFailure, nodeRecovery, zoneFailure, zoneRecovery, zoneEvacuation, zoneReturn, rollingUpgrade"
         );
         assert!(parse_err("name: [unclosed").starts_with("bad.yaml:1:"));
     }
@@ -667,46 +668,53 @@ mod tests {
     fn rule_errors_name_the_field_and_the_line() {
         assert_eq!(
             parse_err(&with(
+                "kind: rollingUpgrade }",
+                "kind: rollingUpgrade, zone: fr-par-1 }"
+            )),
+            "bad.yaml:75:48: events[1].zone: a rolling upgrade takes neither `zone` nor `node`: it rolls the whole fleet"
+        );
+        assert_eq!(
+            parse_err(&with(
                 "kind: zoneFailure, zone: fr-par-2",
                 "kind: zoneFailure, zone: fr-par-9"
             )),
-            "bad.yaml:65:45: events[0].zone: unknown zone `fr-par-9` (the fleet's zones are fr-par-1, fr-par-2, fr-par-3)"
+            "bad.yaml:74:45: events[0].zone: unknown zone `fr-par-9` (the fleet's zones are fr-par-1, fr-par-2, fr-par-3)"
         );
         assert_eq!(
             parse_err(&with(
                 "node: fr-par-1-03 }\n  - { at: \"15:40\"",
                 "node: fr-par-1-21 }\n  - { at: \"15:40\""
             )),
-            "bad.yaml:67:45: events[2].node: unknown node `fr-par-1-21`: nodes are named <zone>-<n>, n from 01 to the zone's node count"
+            "bad.yaml:77:45: events[3].node: unknown node `fr-par-1-21`: nodes are named <zone>-<n>, n from 01 to the zone's node count"
         );
         assert_eq!(
             parse_err(&with(
                 "kind: nodeFailure, node: fr-par-1-03",
                 "kind: nodeFailure"
             )),
-            "bad.yaml:67:26: events[2].node: a node event needs `node` (such as `fr-par-1-03`)"
+            "bad.yaml:77:26: events[3].node: a node event needs `node` (such as `fr-par-1-03`)"
         );
         assert_eq!(
             parse_err(&with("{ at: \"15:10\"", "{ at: \"21:10\"")),
-            "bad.yaml:67:11: events[2].at: 21:10 is outside the day (07:00–20:00)"
+            "bad.yaml:77:11: events[3].at: 21:10 is outside the day (07:00–20:00)"
         );
         assert_eq!(
             parse_err(&with("perMinute: 26", "perMinute: -2.5")),
-            "bad.yaml:30:33: workload.arrivals[2].perMinute: must be a rate of 0 or more, not -2.5"
+            "bad.yaml:31:33: workload.arrivals[2].perMinute: must be a rate of 0 or more, not -2.5"
         );
         assert_eq!(
             parse_err(&with(
                 "preferred: [fr-par-1] }",
                 "preferred: [fr-par-3], allowed: [fr-par-1] }"
             )),
-            "bad.yaml:61:33: workload.zones[1].preferred[0]: zone `fr-par-3` is preferred but not allowed"
+            "bad.yaml:62:33: workload.zones[1].preferred[0]: zone `fr-par-3` is preferred but not allowed"
         );
         assert_eq!(
             parse_err(&with(
                 "{ at: \"09:30\", perMinute: 30 }",
                 "{ at: \"08:30\", perMinute: 30 }"
             )),
-            "bad.yaml:31:13: workload.arrivals[3].at: times must increase (08:30 comes after 09:00)"
+            "bad.yaml:32:13: workload.arrivals[3].at: times must increase (08:30 comes after 09:00)"
         );
         assert!(
             parse_err(&with(
@@ -725,7 +733,7 @@ mod tests {
         };
         let excerpt = e.excerpt(&text).unwrap();
         assert!(
-            excerpt.starts_with("65 |   - { at: \"10:00\", kind: zoneFailure, zone: fr-par-9 }"),
+            excerpt.starts_with("74 |   - { at: \"10:00\", kind: zoneFailure, zone: fr-par-9 }"),
             "{excerpt}"
         );
         assert!(
