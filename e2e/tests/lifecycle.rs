@@ -129,6 +129,25 @@ fn drain_state(node: &MediaNode) -> (NodePhase, Option<(String, String, String)>
     (status.phase, draining)
 }
 
+/// Waits until `want` accepts the node's drain state (phase and `Draining` condition);
+/// returns what it returned.
+async fn until_drain_state<T>(
+    env: &TestEnv,
+    node: &str,
+    what: &str,
+    within: Duration,
+    want: impl Fn(NodePhase, Option<(String, String, String)>) -> Option<T>,
+) -> T {
+    let nodes = env.api::<MediaNode>();
+    wait::until(what, within, || async {
+        let n = nodes.get(node).await.map_err(|e| e.to_string())?;
+        let (phase, draining) = drain_state(&n);
+        want(phase, draining.clone()).ok_or_else(|| format!("{phase:?}, Draining {draining:?}"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let rank = (p * (sorted.len() - 1) as f64).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
@@ -210,23 +229,21 @@ async fn a_drain_with_a_deadline_moves_live_calls_and_undrain_puts_the_node_back
         .patch(&victim, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("the drain is set");
-    let draining = wait::until(
+    let draining = until_drain_state(
+        &env,
+        &victim,
         "the node to say it drains",
         Duration::from_secs(10),
-        || async {
-            let n = nodes.get(&victim).await.map_err(|e| e.to_string())?;
-            match drain_state(&n) {
-                (NodePhase::Draining, Some((holds, reason, message)))
-                    if holds == "True" && reason == "Manual" =>
-                {
-                    Ok(message)
-                }
-                other => Err(format!("{other:?}")),
+        |phase, draining| match (phase, draining) {
+            (NodePhase::Draining, Some((holds, reason, message)))
+                if holds == "True" && reason == "Manual" =>
+            {
+                Some(message)
             }
+            _ => None,
         },
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .await;
     eprintln!("e2e [{}]: {victim}: Draining: {draining}", env.test);
     assert!(
         draining.contains(&format!("{} room(s) left", calls.len())),
@@ -314,19 +331,15 @@ async fn a_drain_with_a_deadline_moves_live_calls_and_undrain_puts_the_node_back
     assert!(max < MEDIA_BACK, "media back after {max:?}: {back:?}");
 
     // Everyone left the old node: it is Drained, and kept (a person drained it).
-    wait::until(
+    let drained = |phase, _| (phase == NodePhase::Drained).then_some(());
+    until_drain_state(
+        &env,
+        &victim,
         "the node to be Drained",
         Duration::from_secs(90),
-        || async {
-            let n = nodes.get(&victim).await.map_err(|e| e.to_string())?;
-            match drain_state(&n) {
-                (NodePhase::Drained, _) => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
+        drained,
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .await;
     eprintln!(
         "e2e [{}]: {victim} Drained {:?} after the last call moved",
         env.test,
@@ -355,19 +368,17 @@ async fn a_drain_with_a_deadline_moves_live_calls_and_undrain_puts_the_node_back
         .patch(&victim, &PatchParams::default(), &Patch::Merge(&undrain))
         .await
         .expect("the drain is removed");
-    wait::until(
+    let serving = |phase, draining: Option<_>| {
+        (phase == NodePhase::Ready && draining.is_none()).then_some(())
+    };
+    until_drain_state(
+        &env,
+        &victim,
         "the node to be Ready again",
         Duration::from_secs(30),
-        || async {
-            let n = nodes.get(&victim).await.map_err(|e| e.to_string())?;
-            match drain_state(&n) {
-                (NodePhase::Ready, None) => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
+        serving,
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .await;
 }
 
 /// The live calls of a scenario: two participants per room, publishing and following moves.
