@@ -88,6 +88,8 @@ use crate::node::NodePhase;
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.replicas) || self.replicas >= self.zones.map(z, z.minNodes).sum()").message("replicas is below the sum of the zones' minNodes: raise replicas or lower a zone's minNodes"))]
 #[x_kube(validation = Rule::new("!has(self.replicas) || self.replicas <= self.zones.map(z, z.maxNodes).sum()").message("replicas is above the sum of the zones' maxNodes: lower replicas or raise a zone's maxNodes"))]
+#[x_kube(validation = Rule::new("!has(self.autoscaling) || !string(self.autoscaling.bufferSlots).matches('^[0-9]{1,10}$') || self.zones.all(z, int(string(self.autoscaling.bufferSlots)) <= z.maxNodes * self.capacity.slots)").message("autoscaling.bufferSlots is more than a zone can ever hold (maxNodes × capacity.slots): lower the buffer or raise the zone's maxNodes"))]
+#[x_kube(validation = Rule::new("!has(self.autoscaling) || !has(self.autoscaling.schedules) || self.autoscaling.schedules.all(w, !string(w.bufferSlots).matches('^[0-9]{1,10}$') || self.zones.all(z, int(string(w.bufferSlots)) <= z.maxNodes * self.capacity.slots))").message("a schedule window's bufferSlots is more than a zone can ever hold (maxNodes × capacity.slots): lower the buffer or raise the zone's maxNodes"))]
 pub struct MediaFleetSpec {
     /// Desired number of media nodes over all zones, spread evenly and clamped to each
     /// zone's bounds. `kubectl scale` sets it. Unset: each zone runs its `minNodes`.
@@ -110,9 +112,15 @@ pub struct MediaFleetSpec {
     #[serde(default)]
     pub placement: PlacementSpec,
 
-    /// Keeping a buffer of free slots per zone, following the working day.
+    /// Keeping a buffer of free slots per zone, following the working day. When set, the
+    /// autoscaler owns `spec.replicas` (it writes its own total there, as the scale
+    /// subresource shows); unset, `spec.replicas` and the zones' bounds size the fleet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingSpec>,
+
+    /// How rooms booked ahead (`Room.spec.startTime`) are served.
+    #[serde(default)]
+    pub bookings: BookingSpec,
 
     /// How a template change reaches the nodes without cutting live rooms.
     #[serde(default)]
@@ -263,8 +271,8 @@ pub struct PlacementSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AutoscalingSpec {
-    /// Free slots each zone keeps ready for new rooms: a count (`400`) or a share of the
-    /// zone's slots (`"20%"`).
+    /// Free slots each zone keeps on its Ready nodes for new rooms: a count (`400`) or a
+    /// share of the slots the zone's rooms use (`"20%"`).
     #[x_kube(validation = Rule::new("string(self).matches('^[0-9]+%?$')").message("bufferSlots must be a non-negative number of slots or a percentage such as \"20%\""))]
     // CEL costs an int-or-string as a string: unbounded, its rule would exceed the budget.
     #[schemars(extend("maxLength" = 10))]
@@ -276,11 +284,53 @@ pub struct AutoscalingSpec {
     #[schemars(length(max = 32))]
     pub scale_down_delay: Duration,
 
-    /// Time windows with a different buffer, such as weekday mornings.
+    /// Time windows with a different buffer, such as weekday mornings. Where windows
+    /// overlap, the largest buffer holds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub schedules: Vec<ScheduleWindow>,
+
+    /// Keep enough free slots in the other zones to take every room of any one zone that
+    /// fails as a whole (the zones then grow beyond their buffers as needed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub zone_failure_reserve: bool,
+}
+
+/// How rooms booked ahead are served.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BookingSpec {
+    /// How long before a booked room starts its slots are held on a node, and counted by the
+    /// autoscaler as demand: at least the time a new node takes to become Ready.
+    #[serde(default = "default_lead_time")]
+    #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message("leadTime must be a duration such as 5m or 90s"))]
+    #[schemars(length(max = 32))]
+    pub lead_time: Duration,
+
+    /// How far ahead a booking is planned; a room that starts later waits, with a `Booking`
+    /// condition saying so, until it comes within the horizon.
+    #[serde(default = "default_horizon")]
+    #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message("horizon must be a duration such as 720h"))]
+    #[schemars(length(max = 32))]
+    pub horizon: Duration,
+}
+
+impl Default for BookingSpec {
+    fn default() -> Self {
+        Self {
+            lead_time: default_lead_time(),
+            horizon: default_horizon(),
+        }
+    }
+}
+
+fn default_lead_time() -> Duration {
+    std::time::Duration::from_secs(300).into()
+}
+
+fn default_horizon() -> Duration {
+    std::time::Duration::from_secs(60 * 24 * 3600).into()
 }
 
 fn default_scale_down_delay() -> Duration {
@@ -290,7 +340,7 @@ fn default_scale_down_delay() -> Duration {
 /// A recurring window in which the buffer differs, e.g. weekday mornings in Europe/Paris.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.start != self.end").message("a schedule window must not start and end at the same time"))]
+#[x_kube(validation = Rule::new("self.start < self.end").message("a schedule window must end after it starts, on the same day: split a window past midnight in two (22:00-24:00 and 00:00-06:00)"))]
 pub struct ScheduleWindow {
     /// Name of the window, unique in the fleet.
     #[schemars(length(min = 1, max = 63))]
@@ -306,12 +356,14 @@ pub struct ScheduleWindow {
     #[schemars(length(max = 5))]
     pub start: String,
 
-    /// Local end time, `HH:MM`; before `start` means the window runs past midnight.
-    #[x_kube(validation = Rule::new("self.matches('^([01][0-9]|2[0-3]):[0-5][0-9]$')").message("end must be a local time HH:MM such as 10:00"))]
+    /// Local end time, `HH:MM` (`24:00` for midnight), after `start`.
+    #[x_kube(validation = Rule::new("self.matches('^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$')").message("end must be a local time HH:MM such as 10:00 (24:00 for midnight)"))]
     #[schemars(length(max = 5))]
     pub end: String,
 
-    /// IANA time zone of `start` and `end`.
+    /// IANA time zone of `start` and `end`, such as `Europe/Paris`: the window follows its
+    /// daylight-saving changes. A zone the operator does not know stops autoscaling (the fleet
+    /// keeps its size) with an `Autoscaling` condition naming it.
     #[serde(default = "default_time_zone")]
     #[schemars(length(max = 64))]
     pub time_zone: String,
@@ -558,6 +610,21 @@ pub struct ZoneStatus {
     /// Live rooms in the zone.
     #[serde(default)]
     pub rooms: u32,
+    /// Nodes the zone should run: the autoscaler's count, or `spec.replicas` spread over the
+    /// zones.
+    #[serde(default)]
+    pub desired_nodes: u32,
+    /// Free slots the autoscaler keeps in the zone now (its buffer, or a schedule window's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffer_slots: Option<u32>,
+    /// Slots of rooms booked to start within the lead time, or waiting for capacity, that the
+    /// autoscaler counts in the zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub booked_slots: Option<u32>,
+    /// Since when the zone has had a node more than it needs; it shrinks by one node once
+    /// this is older than the scale-down delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub surplus_since: Option<Time>,
 }
 
 /// Nodes running one revision of the template.

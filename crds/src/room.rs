@@ -30,6 +30,12 @@ use serde::{Deserialize, Serialize};
     ),
     printcolumn(name = "Slots", type_ = "integer", json_path = ".spec.slots"),
     printcolumn(
+        name = "Starts",
+        type_ = "date",
+        json_path = ".spec.startTime",
+        priority = 1
+    ),
+    printcolumn(
         name = "Tenant",
         type_ = "string",
         json_path = ".spec.tenant",
@@ -71,6 +77,12 @@ pub struct RoomSpec {
     /// Kind of media the room carries.
     #[serde(default)]
     pub profile: MediaProfile,
+
+    /// When the meeting starts, for a room booked ahead: its slots are held from the fleet's
+    /// `bookings.leadTime` before, and the autoscaler grows the fleet for it in time. Unset:
+    /// the room is placed at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
 
     /// A room with no participant for this long is closed.
     #[serde(default = "default_empty_timeout")]

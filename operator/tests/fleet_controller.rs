@@ -9,8 +9,8 @@ mod support;
 use std::sync::Arc;
 
 use http::{Method, StatusCode};
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::runtime::controller::Action;
 use ruche_crds::{ConditionsExt, DrainMode, MediaFleet, MediaFleetStatus, MediaNode, NodePhase};
 use ruche_operator::build::node::revision;

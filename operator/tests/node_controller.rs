@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
+use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use ruche_crds::{MediaFleet, MediaNode, MediaNodeStatus, NodePhase};
@@ -638,7 +638,7 @@ fn draining_with_a_room(
 
 fn past(seconds: i64) -> Option<Time> {
     Timestamp::now()
-        .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(seconds))
+        .checked_sub(jiff::SignedDuration::from_secs(seconds))
         .ok()
         .map(Time)
 }

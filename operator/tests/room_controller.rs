@@ -246,8 +246,8 @@ async fn a_room_of_a_missing_fleet_gets_a_clear_condition() {
 async fn a_room_empty_for_its_timeout_is_closed_on_its_node() {
     // Placed an hour and a minute ago; nobody ever joined; the timeout is an hour.
     let mut r = room("stale", 4);
-    let placed_at = k8s_openapi::jiff::Timestamp::now()
-        .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(3660))
+    let placed_at = jiff::Timestamp::now()
+        .checked_sub(jiff::SignedDuration::from_secs(3660))
         .unwrap();
     r.status = Some(ruche_crds::RoomStatus {
         phase: ruche_crds::RoomPhase::Scheduled,
@@ -393,7 +393,7 @@ async fn a_room_deleted_with_the_finalizer_of_an_earlier_version_is_let_go() {
         "example.org/keep".into(),
     ]);
     old.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-        k8s_openapi::jiff::Timestamp::now(),
+        jiff::Timestamp::now(),
     ));
     old.metadata.resource_version = Some("42".into());
     let task = tokio::spawn({

@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::{Resource, ResourceExt};
 use ruche_crds::{DrainRequest, MediaFleet, MediaNode, MediaNodeSpec};
 

@@ -6,7 +6,7 @@
 //! moves every room that has somewhere to go, mode `Wait` keeps waiting and says so. A deadline
 //! already past when the drain was set is honoured at once, and said to be so.
 
-use k8s_openapi::jiff::Timestamp;
+use jiff::Timestamp;
 use ruche_crds::DrainMode;
 
 use super::fleet_plan::DrainCause;

@@ -12,7 +12,7 @@
 use std::cmp::Reverse;
 use std::fmt;
 
-use k8s_openapi::jiff::Timestamp;
+use jiff::Timestamp;
 use ruche_crds::NodePhase;
 
 use super::rollout::{Budget, plan_zone, rolling};

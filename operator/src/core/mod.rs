@@ -12,7 +12,9 @@
 //!   draining node at its deadline.
 //! - [`drain`]: what a drain's deadline and mode ask for, and how it is told.
 //! - [`evacuation`]: which rooms of an evacuated zone may live nowhere else.
-//! - [`sizing`]: how many nodes each zone runs.
+//! - [`sizing`]: how many nodes each zone runs without autoscaling (`spec.replicas`).
+//! - [`autoscaling`]: how many nodes each zone runs with it: buffers, schedules, bookings.
+//! - [`share`]: a count or a percentage (`400`, `"20%"`).
 //! - [`fleet_plan`]: which nodes to create, drain, undrain or delete to get there.
 //! - [`rollout`]: rolling a new template revision zone by zone, and when to halt it.
 //! - [`health`]: a node's phase from its pod and its admin API.
@@ -21,6 +23,7 @@
 //! - [`leader`]: leader election: create, renew, take over, wait or step down, from the Lease.
 
 pub mod action;
+pub mod autoscaling;
 pub mod drain;
 pub mod evacuation;
 pub mod failover;
@@ -34,6 +37,7 @@ pub mod placement;
 pub mod request;
 pub mod rollout;
 pub mod room_lifecycle;
+pub mod share;
 pub mod sizing;
 pub mod snapshot;
 pub mod unschedulable;

@@ -15,13 +15,14 @@
 use std::cmp::Reverse;
 use std::time::Duration;
 
+use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use k8s_openapi::jiff::Timestamp;
 use ruche_crds::NodePhase;
 use ruche_crds::admin::RoomQuality;
 use ruche_crds::fleet::QualityGate;
 
 use super::fleet_plan::{DrainCause, FleetAction, NodeView};
+use super::share::Share;
 
 /// How many nodes a zone may run above, and lack below, its desired count during a rollout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,21 +53,7 @@ impl Budget {
 /// A count, or a percentage of `of` (rounded up or down); anything unreadable counts as 0
 /// (the API server's rules refuse it before it gets here).
 fn scaled(value: &IntOrString, of: u32, up: bool) -> u32 {
-    match value {
-        IntOrString::Int(n) => u32::try_from(*n).unwrap_or(0),
-        IntOrString::String(s) => {
-            let Some(Ok(pct)) = s.strip_suffix('%').map(str::parse::<u64>) else {
-                return s.parse().unwrap_or(0);
-            };
-            let product = u64::from(of) * pct;
-            let n = if up {
-                product.div_ceil(100)
-            } else {
-                product / 100
-            };
-            u32::try_from(n).unwrap_or(u32::MAX)
-        }
-    }
+    Share::parse(value).map_or(0, |share| share.of(of, up))
 }
 
 /// Whether a zone's nodes are being rolled: some live node runs an older revision.

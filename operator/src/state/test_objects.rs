@@ -49,6 +49,7 @@ pub(crate) fn room(name: &str, slots: u32, allowed: &[&str]) -> Room {
             zones,
             tenant: None,
             profile: ruche_crds::room::MediaProfile::default(),
+            start_time: None,
             empty_timeout: std::time::Duration::from_secs(300).into(),
         },
     );

@@ -207,6 +207,7 @@ pub fn room(name: &str, slots: u32) -> Room {
             zones: ZonePolicy::default(),
             tenant: None,
             profile: ruche_crds::room::MediaProfile::default(),
+            start_time: None,
             empty_timeout: Duration::from_secs(3600).into(),
         },
     );
@@ -630,8 +631,8 @@ pub fn node_in(name: &str, zone: &str, index: u32, phase: NodePhase) -> MediaNod
 pub fn drain_request(reason: &str) -> ruche_crds::DrainRequest {
     ruche_crds::DrainRequest {
         deadline: Some(Time(
-            k8s_openapi::jiff::Timestamp::now()
-                .checked_add(k8s_openapi::jiff::SignedDuration::from_hours(1))
+            jiff::Timestamp::now()
+                .checked_add(jiff::SignedDuration::from_hours(1))
                 .unwrap(),
         )),
         mode: ruche_crds::DrainMode::Migrate,
@@ -711,7 +712,7 @@ pub fn ready_condition(status: bool, reason: &str, message: &str) -> Condition {
         reason: reason.into(),
         message: message.into(),
         observed_generation: Some(1),
-        last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
     }
 }
 
