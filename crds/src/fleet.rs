@@ -625,6 +625,9 @@ pub struct ZoneStatus {
     /// this is older than the scale-down delay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub surplus_since: Option<Time>,
+    /// When the autoscaler last shrank the zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_down_time: Option<Time>,
 }
 
 /// Nodes running one revision of the template.

@@ -57,6 +57,19 @@ pub struct ZoneLabel {
     pub zone: String,
 }
 
+/// A scale decision of the autoscaler.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScaleLabel {
+    /// `namespace/name` of the fleet.
+    pub fleet: String,
+    /// Zone.
+    pub zone: String,
+    /// `up` or `down`.
+    pub direction: String,
+    /// Why (`BufferShort`, `WaitingRooms`, `ZoneReserve`, `Surplus`, …).
+    pub reason: String,
+}
+
 /// The outcome of an admin API poll.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -81,6 +94,11 @@ pub struct Metrics {
     pub zone_slots: Family<ZoneLabel, Gauge>,
     /// Slots in use by fleet and zone.
     pub zone_used_slots: Family<ZoneLabel, Gauge>,
+    zone_desired_nodes: Family<ZoneLabel, Gauge>,
+    zone_current_nodes: Family<ZoneLabel, Gauge>,
+    zone_free_slots: Family<ZoneLabel, Gauge>,
+    zone_buffer_slots: Family<ZoneLabel, Gauge>,
+    scale_decisions: Family<ScaleLabel, Counter>,
     leader: Gauge,
     /// Events dropped because the API server could not take them fast enough.
     pub events_dropped: Gauge,
@@ -152,6 +170,36 @@ impl Metrics {
             "Participant slots in use (reserved or measured), by fleet and zone",
             zone_used_slots.clone(),
         );
+        let zone_desired_nodes = Family::<ZoneLabel, Gauge>::default();
+        registry.register(
+            "zone_desired_nodes",
+            "Media nodes each zone should run (the autoscaler's count, or spec.replicas spread)",
+            zone_desired_nodes.clone(),
+        );
+        let zone_current_nodes = Family::<ZoneLabel, Gauge>::default();
+        registry.register(
+            "zone_current_nodes",
+            "Media nodes serving or starting in each zone (not draining, not failed)",
+            zone_current_nodes.clone(),
+        );
+        let zone_free_slots = Family::<ZoneLabel, Gauge>::default();
+        registry.register(
+            "zone_free_slots",
+            "Free participant slots of each autoscaled zone, counting nodes still starting",
+            zone_free_slots.clone(),
+        );
+        let zone_buffer_slots = Family::<ZoneLabel, Gauge>::default();
+        registry.register(
+            "zone_buffer_slots",
+            "Free participant slots the autoscaler keeps in each zone now",
+            zone_buffer_slots.clone(),
+        );
+        let scale_decisions = Family::<ScaleLabel, Counter>::default();
+        registry.register(
+            "scale_decisions",
+            "Autoscaler decisions that changed a zone's size, by direction and reason",
+            scale_decisions.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -176,6 +224,11 @@ impl Metrics {
             nodes,
             zone_slots,
             zone_used_slots,
+            zone_desired_nodes,
+            zone_current_nodes,
+            zone_free_slots,
+            zone_buffer_slots,
+            scale_decisions,
             leader,
             events_dropped,
         }
@@ -225,6 +278,36 @@ impl Metrics {
             .inc();
     }
 
+    /// Sets a zone's desired and current node counts, and with autoscaling its free slots
+    /// against its buffer.
+    pub fn zone_sized(&self, zone: &ZoneLabel, desired: u32, current: u32) {
+        let set = |f: &Family<ZoneLabel, Gauge>, v: u32| f.get_or_create(zone).set(i64::from(v));
+        set(&self.zone_desired_nodes, desired);
+        set(&self.zone_current_nodes, current);
+    }
+
+    /// Sets an autoscaled zone's free slots and buffer.
+    pub fn zone_buffer(&self, zone: &ZoneLabel, free: u32, buffer: u32) {
+        self.zone_free_slots
+            .get_or_create(zone)
+            .set(i64::from(free));
+        self.zone_buffer_slots
+            .get_or_create(zone)
+            .set(i64::from(buffer));
+    }
+
+    /// Counts a scale decision.
+    pub fn scaled(&self, zone: &ZoneLabel, up: bool, reason: &str) {
+        self.scale_decisions
+            .get_or_create(&ScaleLabel {
+                fleet: zone.fleet.clone(),
+                zone: zone.zone.clone(),
+                direction: if up { "up" } else { "down" }.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
     /// Says whether this replica leads.
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
@@ -265,6 +348,23 @@ mod tests {
         assert!(text.contains(
             "ruche_operator_media_nodes{fleet=\"ns/visio\",zone=\"fr-par-1\",phase=\"Ready\"} 3"
         ));
+        let zone = ZoneLabel {
+            fleet: "ns/visio".into(),
+            zone: "fr-par-1".into(),
+        };
+        m.zone_sized(&zone, 4, 3);
+        m.zone_buffer(&zone, 140, 200);
+        m.scaled(&zone, true, "BufferShort");
+        let text = m.encode();
+        for line in [
+            "ruche_operator_zone_desired_nodes{fleet=\"ns/visio\",zone=\"fr-par-1\"} 4",
+            "ruche_operator_zone_current_nodes{fleet=\"ns/visio\",zone=\"fr-par-1\"} 3",
+            "ruche_operator_zone_free_slots{fleet=\"ns/visio\",zone=\"fr-par-1\"} 140",
+            "ruche_operator_zone_buffer_slots{fleet=\"ns/visio\",zone=\"fr-par-1\"} 200",
+            "ruche_operator_scale_decisions_total{fleet=\"ns/visio\",zone=\"fr-par-1\",direction=\"up\",reason=\"BufferShort\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
         assert!(text.ends_with("# EOF\n"));
     }
 }

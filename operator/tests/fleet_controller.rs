@@ -838,3 +838,191 @@ async fn a_new_revision_that_serves_worse_than_the_old_halts_its_rollout_on_the_
     );
     assert!(task.await.unwrap().is_ok());
 }
+
+const FLEET_SCALE: &str = "/apis/ruche.dev/v1alpha1/namespaces/ns/mediafleets/visio/scale";
+
+/// What the API server answers to a write of the scale subresource.
+fn scale_reply(replicas: u32) -> Value {
+    serde_json::json!({
+        "apiVersion": "autoscaling/v1", "kind": "Scale",
+        "metadata": { "name": "visio", "namespace": "ns" },
+        "spec": { "replicas": replicas }, "status": { "replicas": replicas }
+    })
+}
+
+fn autoscaled(buffer: i32) -> MediaFleet {
+    let mut f = fleet_with_zones(&[("a", 1, 5)]);
+    f.spec.autoscaling = Some(ruche_crds::fleet::AutoscalingSpec {
+        buffer_slots: k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(buffer),
+        scale_down_delay: std::time::Duration::from_secs(600).into(),
+        schedules: Vec::new(),
+        zone_failure_reserve: false,
+    });
+    f
+}
+
+#[tokio::test]
+async fn rooms_that_eat_the_buffer_grow_the_zone_at_once_and_the_autoscaler_owns_replicas() {
+    let f = autoscaled(100);
+    let nodes = vec![
+        node_in("visio-a-0", "a", 0, NodePhase::Ready),
+        node_in("visio-a-1", "a", 1, NodePhase::Ready),
+    ];
+    let rooms = vec![
+        placed_room("r1", 80, "visio-a-0", "a"),
+        placed_room("r2", 70, "visio-a-1", "a"),
+    ];
+    let (ctx, mut api) = context_with(vec![f.clone()], nodes, rooms, vec![], FakeAdmin::default());
+    let task = spawn_reconcile(&ctx, &f);
+    secrets_exist(&mut api).await;
+    let event = expect_event(&mut api).await;
+    assert_eq!(event.body["reason"], "ScaleUp");
+    assert_eq!(
+        event.body["note"],
+        "zone a: 50 free slots < buffer 100, +1 node (2 → 3)"
+    );
+    let created = expect_echo(&mut api, Method::POST, NODES).await;
+    assert_eq!(created.body["metadata"]["name"], "visio-a-2");
+    assert_eq!(expect_event(&mut api).await.body["reason"], "NodeCreated");
+    let scale = expect(&mut api, Method::PATCH, FLEET_SCALE, scale_reply(3)).await;
+    assert_eq!(
+        scale.content_type.as_deref(),
+        Some("application/merge-patch+json")
+    );
+    assert_eq!(scale.body, serde_json::json!({"spec": {"replicas": 3}}));
+    let status = expect_fleet_status(&mut api, &f).await;
+    let zone = &status["zones"][0];
+    assert_eq!(
+        (
+            &zone["desiredNodes"],
+            &zone["bufferSlots"],
+            &zone["bookedSlots"]
+        ),
+        (&Value::from(3), &Value::from(100), &Value::from(0))
+    );
+    assert_eq!(condition(&status, "Autoscaling")["reason"], "BuffersKept");
+    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(fleet::RESYNC));
+    expect_no_request(&mut api).await;
+    let metrics = ctx.metrics.encode();
+    assert!(
+        metrics.contains("ruche_operator_scale_decisions_total{fleet=\"ns/visio\",zone=\"a\",direction=\"up\",reason=\"BufferShort\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_surplus_drains_the_emptiest_node_only_after_the_delay() {
+    let mut f = autoscaled(50);
+    f.spec.replicas = Some(3);
+    let nodes = vec![
+        node_in("visio-a-0", "a", 0, NodePhase::Ready),
+        node_in("visio-a-1", "a", 1, NodePhase::Ready),
+        node_in("visio-a-2", "a", 2, NodePhase::Ready),
+    ];
+    let rooms = vec![
+        placed_room("r1", 30, "visio-a-0", "a"),
+        placed_room("r2", 10, "visio-a-2", "a"),
+    ];
+    // The surplus began 5 minutes ago: the delay (10 minutes) has not run out.
+    let since = |mins: i64| Time(Timestamp::now() - SignedDuration::from_mins(mins));
+    let mut status = MediaFleetStatus::default();
+    status.zones.push(ruche_crds::ZoneStatus {
+        name: "a".into(),
+        desired_nodes: 3,
+        surplus_since: Some(since(5)),
+        ..Default::default()
+    });
+    f.status = Some(status.clone());
+    let (ctx, mut api) = context_with(
+        vec![f.clone()],
+        nodes.clone(),
+        rooms.clone(),
+        vec![],
+        FakeAdmin::default(),
+    );
+    let task = spawn_reconcile(&ctx, &f);
+    secrets_exist(&mut api).await;
+    let written = expect_fleet_status(&mut api, &f).await;
+    assert_eq!(written["zones"][0]["desiredNodes"], 3, "{written}");
+    assert!(
+        written["zones"][0]["surplusSince"].is_string(),
+        "the surplus is remembered: {written}"
+    );
+    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(fleet::RESYNC));
+    expect_no_request(&mut api).await;
+
+    // Eleven minutes of surplus: one node drains, the emptiest (visio-a-1, no room).
+    status.zones[0].surplus_since = Some(since(11));
+    f.status = Some(status);
+    let (ctx, mut api) = context_with(vec![f.clone()], nodes, rooms, vec![], FakeAdmin::default());
+    let task = spawn_reconcile(&ctx, &f);
+    secrets_exist(&mut api).await;
+    let event = expect_event(&mut api).await;
+    assert_eq!(event.body["reason"], "ScaleDown");
+    let note = event.body["note"].as_str().unwrap_or_default();
+    assert!(
+        note.starts_with("zone a: 260 free slots ≥ buffer 50 + one node's slots since "),
+        "{note}"
+    );
+    assert!(note.ends_with(", -1 node (3 → 2)"), "{note}");
+    let patch = expect(
+        &mut api,
+        Method::PATCH,
+        &format!("{NODES}/visio-a-1"),
+        reply(&node_in("visio-a-1", "a", 1, NodePhase::Ready)),
+    )
+    .await;
+    assert_eq!(patch.body["spec"]["drain"]["reason"], "ScaleDown");
+    assert_eq!(expect_event(&mut api).await.body["reason"], "NodeDraining");
+    let scale = expect(&mut api, Method::PATCH, FLEET_SCALE, scale_reply(2)).await;
+    assert_eq!(scale.body, serde_json::json!({"spec": {"replicas": 2}}));
+    let written = expect_fleet_status(&mut api, &f).await;
+    assert!(
+        written["zones"][0]["lastScaleDownTime"].is_string(),
+        "{written}"
+    );
+    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(fleet::RESYNC));
+    expect_no_request(&mut api).await;
+}
+
+#[tokio::test]
+async fn an_unknown_time_zone_stops_autoscaling_with_a_condition_and_the_fleet_keeps_its_size() {
+    let mut f = autoscaled(100);
+    if let Some(a) = f.spec.autoscaling.as_mut() {
+        a.schedules.push(ruche_crds::fleet::ScheduleWindow {
+            name: "mornings".into(),
+            days: Vec::new(),
+            start: "07:00".into(),
+            end: "10:00".into(),
+            time_zone: "Europe/Lutece".into(),
+            buffer_slots: k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(400),
+        });
+    }
+    let nodes = vec![
+        node_in("visio-a-0", "a", 0, NodePhase::Ready),
+        node_in("visio-a-1", "a", 1, NodePhase::Ready),
+    ];
+    // The buffer is short, but nothing is created: the settings are unusable.
+    let rooms = vec![placed_room("r1", 190, "visio-a-0", "a")];
+    let (ctx, mut api) = context_with(vec![f.clone()], nodes, rooms, vec![], FakeAdmin::default());
+    let task = spawn_reconcile(&ctx, &f);
+    secrets_exist(&mut api).await;
+    let event = expect_event(&mut api).await;
+    assert_eq!(event.body["type"], "Warning");
+    assert_eq!(event.body["reason"], "InvalidAutoscaling");
+    let text = "autoscaling stopped, the fleet keeps its size: schedule mornings: time zone \"Europe/Lutece\" does not exist (an IANA name such as Europe/Paris)";
+    assert_eq!(event.body["note"], text);
+    let status = expect_fleet_status(&mut api, &f).await;
+    let c = condition(&status, "Autoscaling");
+    assert_eq!(
+        (&c["status"], &c["reason"], &c["message"]),
+        (
+            &Value::from("False"),
+            &Value::from("InvalidSettings"),
+            &Value::from(text)
+        )
+    );
+    assert_eq!(status["zones"][0]["desiredNodes"], 2);
+    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(fleet::RESYNC));
+    expect_no_request(&mut api).await;
+}

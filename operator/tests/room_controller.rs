@@ -522,3 +522,57 @@ async fn a_room_moved_off_a_draining_node_goes_migrating_then_scheduled_and_only
     assert_eq!(list.len(), 1);
     assert!(list[0].leaving && list[0].room == "weekly" && list[0].slots == 0);
 }
+
+#[tokio::test]
+async fn a_room_booked_ahead_waits_pending_until_its_lead_time_and_says_so() {
+    let admin = FakeAdmin::default();
+    let (ctx, mut api) = context(
+        vec![node("a1", "10.0.0.1", NodePhase::Ready)],
+        admin.clone(),
+    );
+    let start = jiff::Timestamp::now() + jiff::SignedDuration::from_mins(65);
+    let mut r = room("plenary", 40);
+    r.spec.start_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(start));
+    let task = tokio::spawn({
+        let ctx = ctx.clone();
+        let r = r.clone();
+        async move { room::apply(&r, &ctx).await }
+    });
+    let status = expect(
+        &mut api,
+        Method::PATCH,
+        "/apis/ruche.dev/v1alpha1/namespaces/ns/rooms/plenary/status",
+        room_reply("plenary"),
+    )
+    .await;
+    let s = replaced_status(&status);
+    assert_eq!(s["phase"], "Pending");
+    assert!(s["node"].is_null(), "not placed yet: {s}");
+    let by_type = |t: &str| {
+        s["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == t))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let booking = by_type("Booking");
+    assert_eq!(
+        (booking["status"].as_str(), booking["reason"].as_str()),
+        (Some("True"), Some("Booked"))
+    );
+    let message = booking["message"].as_str().unwrap_or_default();
+    assert!(message.contains("its 40 slots are held from"), "{message}");
+    assert!(message.ends_with("(the fleet's lead time 5m)"), "{message}");
+    assert_eq!(by_type("Scheduled")["reason"], "Booked");
+    assert!(task.await.unwrap().is_ok());
+    expect_no_request(&mut api).await;
+    // The autoscaler counts it as demand only from its lead time on.
+    let key = ruche_operator::state::keys::FleetKey::new("ns", "visio");
+    let mut registry = ctx.registry();
+    registry.apply_room(std::sync::Arc::new(r));
+    let _ = registry.ensure(&key);
+    assert!(registry.waiting(&key, jiff::Timestamp::now()).is_empty());
+    let within = start - jiff::SignedDuration::from_mins(4);
+    let waiting = registry.waiting(&key, within);
+    assert_eq!(waiting.iter().map(|w| w.slots).collect::<Vec<_>>(), [40]);
+}

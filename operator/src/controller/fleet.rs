@@ -1,6 +1,7 @@
-//! The fleet controller: keeps each zone's `MediaNode`s at the count [`crate::core::sizing`]
-//! asks for (the zones' bounds and `spec.replicas`, which `kubectl scale` sets), through the
-//! changes [`crate::core::fleet_plan`] decides; creates the fleet's Secrets when absent; and
+//! The fleet controller: keeps each zone's `MediaNode`s at the count the autoscaler decides
+//! (see [`super::autoscale`]) or, without autoscaling, [`crate::core::sizing`] asks for (the
+//! zones' bounds and `spec.replicas`, which `kubectl scale` sets), through the changes
+//! [`crate::core::fleet_plan`] decides; creates the fleet's Secrets when absent; and
 //! writes the fleet's status: nodes by phase, zone and revision, capacity and use per zone,
 //! and conditions.
 
@@ -20,6 +21,7 @@ use ruche_crds::{MediaFleet, MediaFleetStatus, MediaNode, NodePhase};
 
 use super::Error;
 use super::admin::NodeAdmin;
+use super::autoscale;
 use super::context::Context;
 use super::events::{EventType, Happened};
 use super::node::delete_pod;
@@ -28,10 +30,10 @@ use crate::build::secrets::{self, random_text};
 use crate::build::{disruption, labels};
 use crate::core::fleet_plan::{DrainCause, FleetAction, Levers, NodeView, plan_with};
 use crate::core::rollout::{self, Budget};
-use crate::core::sizing::desired_nodes;
-use crate::state::fleet_status::{EVACUATED, fleet_status, with_evacuation, with_rollout};
+use crate::state::fleet_status::{
+    EVACUATED, fleet_status, with_autoscaling, with_evacuation, with_rollout,
+};
 use crate::state::keys::{FleetKey, NodeKey};
-use crate::state::world::rules;
 
 /// How often a fleet is looked at again when nothing changes.
 pub const RESYNC: Duration = Duration::from_secs(30);
@@ -116,7 +118,8 @@ pub async fn reconcile<A: NodeAdmin>(
         current: true,
     }));
 
-    let desired = desired_nodes(&rules(&fleet).zones, fleet.spec.replicas);
+    let sizing = autoscale::size(&fleet, &ctx, &views).await;
+    let desired = sizing.desired.clone();
     let rollout = rollout_state(&fleet, &ctx, &ns, &views, &target).await;
     let limits = Levers {
         budgets: desired
@@ -137,12 +140,16 @@ pub async fn reconcile<A: NodeAdmin>(
     for action in plan_with(&desired, &views, &limits) {
         apply(&fleet, &ctx, &ns, &action, &mut used_indexes).await?;
     }
+    if sizing.scales.is_some() {
+        autoscale::own_replicas(&fleet, &ctx, &desired).await?;
+    }
 
     let status = {
         let registry = ctx.registry();
         let snapshot = registry.snapshot(&key);
         let status = fleet_status(&fleet, &nodes, snapshot, &desired);
         let status = with_rollout(status, rollout, fleet.meta().generation);
+        let status = with_autoscaling(status, sizing.scaling(), fleet.meta().generation);
         with_evacuation(status, &fleet, &nodes, snapshot)
     };
     announce_pinned(&fleet, &ctx, &ns, &status).await;
@@ -456,7 +463,8 @@ async fn write_status<A: NodeAdmin>(
     Ok(())
 }
 
-async fn publish<A: NodeAdmin>(
+/// Records an event about the fleet (`action` Scale), naming the object it concerns.
+pub(super) async fn publish<A: NodeAdmin>(
     ctx: &Context<A>,
     fleet: &MediaFleet,
     type_: EventType,
@@ -489,7 +497,8 @@ fn node_subject(ns: &str, name: &str) -> ObjectReference {
     subject("MediaNode", "ruche.dev/v1alpha1", ns, name)
 }
 
-fn fleet_subject(fleet: &MediaFleet, ns: &str) -> ObjectReference {
+/// The fleet itself, as an event's subject.
+pub(super) fn fleet_subject(fleet: &MediaFleet, ns: &str) -> ObjectReference {
     subject("MediaFleet", "ruche.dev/v1alpha1", ns, &fleet.name_any())
 }
 

@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod autoscale;
 pub mod backoff;
 pub mod context;
 pub mod error;

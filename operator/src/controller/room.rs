@@ -27,6 +27,7 @@ use super::Error;
 use super::admin::{AdminTarget, NodeAdmin};
 use super::context::Context;
 use super::events::{EventType, Happened};
+use crate::core::autoscaling::{BookingState, classify};
 use crate::core::room_lifecycle::{self, RoomView};
 use crate::state::keys::{FleetKey, room_key};
 use crate::state::placements::Decision;
@@ -39,6 +40,9 @@ pub const SCHEDULED: &str = "Scheduled";
 /// The condition saying how a room's move off a draining node went: moving, moved, or
 /// blocked (with why: it then stays where it is).
 pub const MIGRATION: &str = "Migration";
+/// The condition saying where a booked room's booking stands: held from its lead time
+/// (`Booked`), too far ahead (`BeyondHorizon`), or already past at creation (`StartTimeInPast`).
+pub const BOOKING: &str = "Booking";
 /// How soon a waiting room is looked at again when nothing wakes it first (capacity that
 /// appears wakes it at once).
 pub const RETRY_UNSCHEDULABLE: Duration = Duration::from_secs(60);
@@ -77,6 +81,103 @@ fn condition(
     new_condition(SCHEDULED, holds, reason, message, generation)
 }
 
+/// A booked room (`spec.startTime`) not placed yet: says where its booking stands in its
+/// `Booking` condition (carried by the status written next), and holds it back, `Pending`,
+/// until its slots are to be held. Returns when to look at it again if it waits.
+async fn booking<A: NodeAdmin>(
+    room: &Room,
+    ctx: &Context<A>,
+    current: &mut RoomStatus,
+) -> Result<Option<Action>, Error> {
+    if room.spec.start_time.is_none() || current.node.is_some() {
+        return Ok(None);
+    }
+    let Some(fleet) = ctx.registry().fleet(&FleetKey::of_room(room)) else {
+        return Ok(None);
+    };
+    let spec = &fleet.spec.bookings;
+    let lead = Duration::from(spec.lead_time);
+    let state = classify(
+        room.spec.start_time.as_ref().map(|t| t.0),
+        room.meta().creation_timestamp.as_ref().map(|t| t.0),
+        Timestamp::now(),
+        lead,
+        spec.horizon.into(),
+    );
+    let generation = room.meta().generation;
+    let slots = room.spec.slots;
+    let (holds, reason, message) = match state {
+        BookingState::Unbooked => return Ok(None),
+        BookingState::Due { start } | BookingState::Upcoming { start, .. } => {
+            let hold_from = start
+                .checked_sub(jiff::SignedDuration::try_from(lead).unwrap_or_default())
+                .unwrap_or(start);
+            (
+                true,
+                "Booked",
+                format!(
+                    "starts at {}; its {slots} slots are held from {} (the fleet's lead time {})",
+                    second(start),
+                    second(hold_from),
+                    human(lead)
+                ),
+            )
+        }
+        BookingState::BeyondHorizon { start, plan_from } => (
+            false,
+            "BeyondHorizon",
+            format!(
+                "starts at {}, further ahead than the fleet's booking horizon ({}): it waits, and is planned from {}",
+                second(start),
+                human(spec.horizon.into()),
+                second(plan_from)
+            ),
+        ),
+        BookingState::InPast { start, created } => (
+            false,
+            "StartTimeInPast",
+            format!(
+                "startTime {} was already past when the room was created at {}: placed at once, like a room without a booking",
+                second(start),
+                second(created)
+            ),
+        ),
+    };
+    let c = new_condition(BOOKING, holds, reason, message.clone(), generation);
+    let said = current
+        .conditions
+        .condition(BOOKING)
+        .is_some_and(|old| old.reason == c.reason && old.message == c.message);
+    current.conditions.set_condition(c);
+    if !holds && !said {
+        publish(ctx, room, EventType::Warning, reason, &message).await;
+    }
+    let wait = match state {
+        BookingState::Upcoming { hold_from, .. } => hold_from,
+        BookingState::BeyondHorizon { plan_from, .. } => plan_from,
+        _ => return Ok(None),
+    };
+    let until = Duration::try_from(wait.duration_since(Timestamp::now())).unwrap_or_default();
+    let waiting = condition(false, reason, message, generation);
+    write_pending(room, ctx, current, waiting).await?;
+    // A room booked far ahead is looked at again at least daily (its fleet's settings may
+    // change meanwhile).
+    Ok(Some(Action::requeue(until.clamp(
+        Duration::from_secs(1),
+        Duration::from_secs(86_400),
+    ))))
+}
+
+/// A time to the second, as people read it in a condition.
+fn second(t: Timestamp) -> Timestamp {
+    t.round(jiff::Unit::Second).unwrap_or(t)
+}
+
+/// A duration as `5m` or `1440h`.
+fn human(d: Duration) -> String {
+    jiff::SignedDuration::try_from(d).map_or_else(|_| format!("{d:?}"), |d| format!("{d:#}"))
+}
+
 /// A room being deleted that still carries the finalizer of an earlier version: it is removed,
 /// so the deletion completes (the slots were freed when the deletion was seen).
 async fn release_legacy_finalizer<A: NodeAdmin>(
@@ -106,9 +207,12 @@ async fn release_legacy_finalizer<A: NodeAdmin>(
 
 /// Places the room (or confirms where it is) and writes its status.
 pub async fn apply<A: NodeAdmin>(room: &Room, ctx: &Context<A>) -> Result<Action, Error> {
-    let current = room.status.clone().unwrap_or_default();
+    let mut current = room.status.clone().unwrap_or_default();
     if current.phase == RoomPhase::Closed {
         return Ok(Action::await_change());
+    }
+    if let Some(wait) = booking(room, ctx, &mut current).await? {
+        return Ok(wait);
     }
     let generation = room.meta().generation;
     let decided = ctx.registry().decide(room);

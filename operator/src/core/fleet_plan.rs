@@ -84,7 +84,8 @@ pub struct NodeView {
 }
 
 impl NodeView {
-    fn serving(&self) -> bool {
+    /// Whether it serves or is about to: not draining, not failed.
+    pub fn serving(&self) -> bool {
         // Drained without a drain request: undrained a moment ago, coming back into service.
         self.drain.is_none() && self.phase != NodePhase::Failed
     }

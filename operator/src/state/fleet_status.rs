@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{Resource, ResourceExt};
 use ruche_crds::common::new_condition;
 use ruche_crds::fleet::RolloutStatus;
@@ -16,6 +16,7 @@ use ruche_crds::{
 
 use crate::build::labels;
 use crate::build::node::revision;
+use crate::core::autoscaling::{PolicyError, ZoneScale};
 use crate::core::evacuation;
 use crate::core::snapshot::Snapshot;
 use crate::state::keys::room_name;
@@ -40,6 +41,9 @@ pub fn fleet_status(
         })
         .collect();
     let revisions = count_nodes(nodes, &mut phases, &mut zones);
+    for (z, want) in zones.iter_mut().zip(desired) {
+        z.desired_nodes = *want;
+    }
     if let Some(snapshot) = snapshot {
         zone_use(snapshot, &mut zones);
     }
@@ -338,6 +342,75 @@ pub fn with_rollout(
         }
     }
     status.rollout = rollout;
+    status
+}
+
+/// The condition saying whether the autoscaler acts, and whether it can keep every buffer.
+pub const AUTOSCALING: &str = "Autoscaling";
+
+/// What the autoscaler decided (per zone, in the fleet's order), or why it could not; `None`
+/// when the fleet does not autoscale.
+pub type Scaling<'a> = Option<Result<&'a [ZoneScale], &'a PolicyError>>;
+
+/// Adds the autoscaler's view to each zone (buffer, waiting slots, surplus) and its
+/// `Autoscaling` condition: `BuffersKept`, `ScalingLimited` (a zone short of slots at its
+/// `maxNodes`) or, False, `InvalidSettings` (the fleet keeps its size).
+pub fn with_autoscaling(
+    mut status: MediaFleetStatus,
+    scaling: Scaling<'_>,
+    generation: Option<i64>,
+) -> MediaFleetStatus {
+    let scales = match scaling {
+        None => {
+            status.conditions.retain(|c| c.type_ != AUTOSCALING);
+            return status;
+        }
+        Some(Err(e)) => {
+            status.conditions.set_condition(condition(
+                AUTOSCALING,
+                false,
+                (
+                    "InvalidSettings",
+                    format!("autoscaling stopped, the fleet keeps its size: {e}"),
+                ),
+                generation,
+            ));
+            return status;
+        }
+        Some(Ok(scales)) => scales,
+    };
+    for (zone, scale) in status.zones.iter_mut().zip(scales) {
+        zone.buffer_slots = Some(scale.buffer);
+        zone.booked_slots = Some(scale.waiting);
+        zone.surplus_since = scale.surplus_since.map(Time);
+        zone.last_scale_down_time = scale.last_scale_down.map(Time);
+    }
+    let limited: Vec<String> = status
+        .zones
+        .iter()
+        .zip(scales)
+        .filter(|(_, s)| s.limited)
+        .map(|(z, s)| {
+            format!(
+                "zone {} at {} nodes with {} free slots for a buffer of {} and {} waiting",
+                z.name, s.desired, s.free, s.buffer, s.waiting
+            )
+        })
+        .collect();
+    let (reason, message) = if limited.is_empty() {
+        (
+            "BuffersKept",
+            "every zone keeps its buffer of free slots".to_string(),
+        )
+    } else {
+        (
+            "ScalingLimited",
+            format!("cannot grow past maxNodes: {}", limited.join("; ")),
+        )
+    };
+    status
+        .conditions
+        .set_condition(condition(AUTOSCALING, true, (reason, message), generation));
     status
 }
 

@@ -17,13 +17,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kube::ResourceExt;
+use jiff::Timestamp;
+use kube::{Resource, ResourceExt};
 use ruche_crds::admin::{Assignment, ListVersion};
-use ruche_crds::{MediaFleet, MediaNode, Room};
+use ruche_crds::{MediaFleet, MediaNode, Room, RoomPhase};
 
 use super::keys::{FleetKey, NodeKey, room_key, room_name};
 use super::placements::{Decision, FleetPlacement, Move, NodeChange};
-use crate::core::{RoomKey, Snapshot, Unschedulable};
+use crate::core::autoscaling::classify;
+use crate::core::{RoomKey, RoomRequest, Snapshot, Unschedulable};
 
 /// What a change means for other objects.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -553,9 +555,52 @@ impl Registry {
             .rooms
             .values()
             .filter_map(|r| r.status.as_ref())
-            .filter(|s| s.phase != ruche_crds::RoomPhase::Closed && s.node.as_deref() == Some(node))
+            .filter(|s| s.phase != RoomPhase::Closed && s.node.as_deref() == Some(node))
             .count();
         u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
+    /// The rooms of a fleet waiting for a node at `now`, as the autoscaler counts them:
+    /// live rooms not placed whose booking (if any) is due. A room whose zones are unknown is
+    /// left out: no node of the fleet could ever take it.
+    pub fn waiting(&self, fleet: &FleetKey, now: Timestamp) -> Vec<RoomRequest> {
+        let Some(entry) = self.fleets.get(fleet) else {
+            return Vec::new();
+        };
+        let (Some(fleet), Some(placement)) = (&entry.fleet, &entry.placement) else {
+            return Vec::new();
+        };
+        let bookings = &fleet.spec.bookings;
+        let snapshot = placement.snapshot();
+        let mut waiting: Vec<(&String, RoomRequest)> = entry
+            .rooms
+            .iter()
+            .filter(|(_, r)| {
+                r.meta().deletion_timestamp.is_none()
+                    && r.status
+                        .as_ref()
+                        .is_none_or(|s| s.phase != RoomPhase::Closed)
+                    && snapshot.room(&room_key(r)).is_none()
+                    && classify(
+                        r.spec.start_time.as_ref().map(|t| t.0),
+                        r.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                        now,
+                        bookings.lead_time.into(),
+                        bookings.horizon.into(),
+                    )
+                    .placeable()
+            })
+            .filter_map(|(name, r)| {
+                let zones = &r.spec.zones;
+                let request = snapshot
+                    .request(r.spec.slots, &zones.allowed, &zones.preferred)
+                    .ok()?;
+                Some((name, request))
+            })
+            .collect();
+        // The same rooms in the same order whatever the map's: the same decision.
+        waiting.sort_by(|a, b| a.0.cmp(b.0));
+        waiting.into_iter().map(|(_, r)| r).collect()
     }
 
     /// A fleet's placement snapshot, once built.
@@ -644,7 +689,7 @@ mod tests {
     use crate::state::test_objects::{fleet, node, room};
     use ruche_crds::NodePhase;
 
-    fn in_ns<K: kube::Resource>(mut object: K, ns: &str) -> Arc<K> {
+    fn in_ns<K: Resource>(mut object: K, ns: &str) -> Arc<K> {
         object.meta_mut().namespace = Some(ns.into());
         Arc::new(object)
     }

@@ -48,9 +48,23 @@ pub struct Inputs<'a> {
     /// Rooms waiting for a node: booked rooms within their lead time, and rooms no node could
     /// take yet.
     pub waiting: &'a [RoomRequest],
-    /// Since when each zone has had a node too many (from the previous decision).
-    pub surplus_since: &'a [Option<Timestamp>],
+    /// What each zone's previous decisions left (missing: nothing).
+    pub memory: &'a [ZoneMemory],
 }
+
+/// What a zone's decisions carry from one to the next (the fleet's status keeps it, so a
+/// restarted operator goes on where the last one was).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ZoneMemory {
+    /// Since when the zone has had a node too many.
+    pub surplus_since: Option<Timestamp>,
+    /// When it last shrank.
+    pub last_scale_down: Option<Timestamp>,
+}
+
+/// Least time between two scale-down steps of a zone: the fleet's sync period, so that each
+/// step sees the drain of the one before.
+pub const STEP: SignedDuration = SignedDuration::from_secs(30);
 
 /// Why a zone's size changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -100,6 +114,8 @@ pub struct ZoneScale {
     pub free: u32,
     /// Since when it has had a node too many.
     pub surplus_since: Option<Timestamp>,
+    /// When it last shrank.
+    pub last_scale_down: Option<Timestamp>,
     /// Why it changes size, if it does.
     pub reason: Option<Reason>,
     /// Short of slots at its `maxNodes`: it cannot grow further.
@@ -158,6 +174,7 @@ pub fn decide(policy: &Policy, input: &Inputs<'_>) -> Vec<ZoneScale> {
         .enumerate()
         .map(|(z, bounds)| {
             let load = zone(z);
+            let memory = input.memory.get(z).copied().unwrap_or_default();
             let (buffer, window) = policy.buffer_at(input.now, load.used);
             let (booked, fit_nodes) = waiting[z];
             let free = load
@@ -173,6 +190,7 @@ pub fn decide(policy: &Policy, input: &Inputs<'_>) -> Vec<ZoneScale> {
                 waiting: booked,
                 free,
                 surplus_since: None,
+                last_scale_down: memory.last_scale_down,
                 reason: None,
                 limited: false,
             };
@@ -195,16 +213,15 @@ pub fn decide(policy: &Policy, input: &Inputs<'_>) -> Vec<ZoneScale> {
                     Reason::BufferShort
                 });
             } else if free >= need.saturating_add(slots) && current > bounds.min_nodes {
-                let since = input
-                    .surplus_since
-                    .get(z)
-                    .copied()
-                    .flatten()
-                    .unwrap_or(input.now);
+                let since = memory.surplus_since.unwrap_or(input.now);
                 scale.surplus_since = Some(since);
-                if input.now.duration_since(since) >= delay {
+                let stepped = memory
+                    .last_scale_down
+                    .is_some_and(|t| input.now.duration_since(t) < STEP);
+                if input.now.duration_since(since) >= delay && !stepped {
                     scale.desired = current - 1;
                     scale.reason = Some(Reason::Surplus);
+                    scale.last_scale_down = Some(input.now);
                 }
             }
             scale
@@ -304,6 +321,7 @@ fn reserve(policy: &Policy, input: &Inputs<'_>, waiting: &[(u32, u32)], out: &mu
         if out[z].reason == Some(Reason::Surplus) && deficit(out).is_some_and(|(_, d)| d > 0) {
             out[z].desired = out[z].current;
             out[z].reason = None;
+            out[z].last_scale_down = input.memory.get(z).and_then(|m| m.last_scale_down);
         }
     }
     while let Some((worst, d)) = deficit(out) {
@@ -386,13 +404,20 @@ mod tests {
         since: &[Option<Timestamp>],
         now: i64,
     ) -> Vec<ZoneScale> {
+        let memory: Vec<ZoneMemory> = since
+            .iter()
+            .map(|s| ZoneMemory {
+                surplus_since: *s,
+                last_scale_down: None,
+            })
+            .collect();
         decide(
             p,
             &Inputs {
                 now: t(now),
                 zones,
                 waiting: &[],
-                surplus_since: since,
+                memory: &memory,
             },
         )
     }
@@ -430,6 +455,24 @@ mod tests {
         let after = run(&p, &load, &[Some(t(0))], 600);
         assert_eq!(after[0].desired, 5, "one step at a time, not straight to 2");
         assert_eq!(after[0].reason, Some(Reason::Surplus));
+        assert_eq!(after[0].last_scale_down, Some(t(600)));
+        let memory = [ZoneMemory {
+            surplus_since: Some(t(0)),
+            last_scale_down: Some(t(600)),
+        }];
+        let zones = [ready(5, 100)];
+        let input = |now| Inputs {
+            now: t(now),
+            zones: &zones,
+            waiting: &[],
+            memory: &memory,
+        };
+        assert_eq!(
+            decide(&p, &input(610))[0].desired,
+            5,
+            "the next step waits for the sync period"
+        );
+        assert_eq!(decide(&p, &input(630))[0].desired, 4);
         // The surplus ends: its memory goes with it.
         assert_eq!(
             run(&p, &[ready(6, 450)], &[Some(t(0))], 700)[0].surplus_since,
@@ -452,11 +495,12 @@ mod tests {
             .push(super::super::schedule::Window::parse(&spec).unwrap_or_else(|e| panic!("{e}")));
         let at = |text: &str| text.parse::<Timestamp>().unwrap_or(Timestamp::UNIX_EPOCH);
         let zones = [ready(2, 50)];
+        let memory = [ZoneMemory::default()];
         let input = |now| Inputs {
             now,
             zones: &zones,
             waiting: &[],
-            surplus_since: &[None],
+            memory: &memory,
         };
         let before = decide(&p, &input(at("2026-06-01T04:59:00Z")));
         assert_eq!(before[0].desired, 2);
@@ -486,7 +530,7 @@ mod tests {
                 now: t(0),
                 zones: &zones,
                 waiting: &[plenary],
-                surplus_since: &[None, None],
+                memory: &[ZoneMemory::default(); 2],
             },
         );
         assert_eq!((out[0].desired, out[1].desired), (2, 3));
@@ -503,7 +547,7 @@ mod tests {
                 now: t(0),
                 zones: &zones,
                 waiting: &[huge],
-                surplus_since: &[None, None],
+                memory: &[ZoneMemory::default(); 2],
             },
         );
         assert_eq!(out[1].desired, 2);
@@ -600,11 +644,11 @@ mod tests {
                 p.buffer = Share::Percent(buffer / 4);
             }
             let mut nodes = start;
-            let mut since = None;
+            let mut memory = ZoneMemory::default();
             let mut sizes = Vec::new();
             for step in 0..200 {
-                let out = run(&p, &[ready(nodes, used)], &[since], step * 30);
-                since = out[0].surplus_since;
+                let out = decide(&p, &Inputs { now: t(step * 30), zones: &[ready(nodes, used)], waiting: &[], memory: &[memory] });
+                memory = ZoneMemory { surplus_since: out[0].surplus_since, last_scale_down: out[0].last_scale_down };
                 nodes = out[0].desired;
                 sizes.push(nodes);
             }
