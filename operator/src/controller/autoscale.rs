@@ -37,6 +37,22 @@ pub struct Sizing {
 }
 
 impl Sizing {
+    /// How soon the fleet must be looked at again for a decision that time alone changes
+    /// (a surplus outlasting the scale-down delay), if sooner than `within`.
+    pub fn revisit(&self, now: Timestamp, within: std::time::Duration) -> std::time::Duration {
+        self.scales
+            .iter()
+            .flatten()
+            .filter_map(|s| s.revisit)
+            .map(|t| {
+                // Whole seconds, rounded up: never before the decision can change.
+                let d = std::time::Duration::try_from(t.duration_since(now)).unwrap_or_default();
+                std::time::Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0))
+            })
+            .fold(within, Ord::min)
+            .max(std::time::Duration::from_secs(1))
+    }
+
     /// What the fleet's status says of autoscaling.
     pub fn scaling(&self) -> Scaling<'_> {
         match (&self.scales, &self.error) {
@@ -173,6 +189,7 @@ async fn announce<A: NodeAdmin>(
         };
         let up = scale.desired > scale.current;
         ctx.metrics.scaled(&label, up, reason.as_str());
+        tracing::info!(fleet = %fleet_name, zone = %zone.name, %reason, "{note}");
         let event = if up { "ScaleUp" } else { "ScaleDown" };
         let ns = fleet.namespace().unwrap_or_default();
         publish(

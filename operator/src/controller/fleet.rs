@@ -154,7 +154,7 @@ pub async fn reconcile<A: NodeAdmin>(
     };
     announce_pinned(&fleet, &ctx, &ns, &status).await;
     write_status(&fleet, &ctx, status).await?;
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(sizing.revisit(Timestamp::now(), RESYNC)))
 }
 
 /// The rollout's quality gate, if the fleet has one: the joins and media quality of the rooms

@@ -120,6 +120,9 @@ pub struct ZoneScale {
     pub reason: Option<Reason>,
     /// Short of slots at its `maxNodes`: it cannot grow further.
     pub limited: bool,
+    /// When the decision would change with time alone (its surplus outlasting the delay, or
+    /// the next step becoming due), for the shell to look again then.
+    pub revisit: Option<Timestamp>,
 }
 
 impl ZoneScale {
@@ -193,6 +196,7 @@ pub fn decide(policy: &Policy, input: &Inputs<'_>) -> Vec<ZoneScale> {
                 last_scale_down: memory.last_scale_down,
                 reason: None,
                 limited: false,
+                revisit: None,
             };
             if load.evacuated {
                 return scale;
@@ -223,6 +227,12 @@ pub fn decide(policy: &Policy, input: &Inputs<'_>) -> Vec<ZoneScale> {
                     scale.reason = Some(Reason::Surplus);
                     scale.last_scale_down = Some(input.now);
                 }
+                let due = since.checked_add(delay).unwrap_or(Timestamp::MAX);
+                let step = scale
+                    .last_scale_down
+                    .and_then(|t| t.checked_add(STEP).ok())
+                    .unwrap_or(Timestamp::MIN);
+                scale.revisit = Some(due.max(step).max(input.now));
             }
             scale
         })
