@@ -60,6 +60,10 @@ enum Command {
         /// Print the outcome as JSON instead of the text report.
         #[arg(long)]
         json: bool,
+        /// Run the day under every sizing policy (fixed fleet, buffer, buffer + schedule,
+        /// buffer + schedule + bookings) and print them side by side.
+        #[arg(long)]
+        compare: bool,
     },
 }
 
@@ -71,7 +75,8 @@ fn main() -> ExitCode {
             chart,
             seed,
             json,
-        } => simulate(&scenario, chart, seed, json),
+            compare,
+        } => simulate(&scenario, chart, seed, json, compare),
         Command::Token {
             room,
             identity,
@@ -126,7 +131,13 @@ fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-fn simulate(name: &str, chart_path: Option<PathBuf>, seed: Option<u64>, json: bool) -> ExitCode {
+fn simulate(
+    name: &str,
+    chart_path: Option<PathBuf>,
+    seed: Option<u64>,
+    json: bool,
+    compare: bool,
+) -> ExitCode {
     let (text, file) = match std::fs::read_to_string(name) {
         Ok(text) => (text, name.to_string()),
         Err(e) => {
@@ -153,6 +164,22 @@ fn simulate(name: &str, chart_path: Option<PathBuf>, seed: Option<u64>, json: bo
     };
     if let Some(seed) = seed {
         scenario.seed = seed;
+    }
+    if compare {
+        return match sim::compare::compare(&scenario) {
+            Ok(runs) if json => {
+                println!("{:#}", serde_json::json!({ "runs": runs }));
+                ExitCode::SUCCESS
+            }
+            Ok(runs) => {
+                print!("{}", sim::compare::render(&scenario, &runs));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: simulation stopped: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let (outcome, timing) = match sim::run(&scenario) {
         Ok(r) => r,

@@ -7,14 +7,24 @@ use std::path::Path;
 use std::process::Command;
 
 use proptest::prelude::*;
-use ruche_operator::sim::{self, Scenario, chart, report, scenario::MINISTRY_DAY};
+use ruche_operator::sim::compare::{self, Variant};
+use ruche_operator::sim::scenario::{BOOKED_PLENARIES, MINISTRY_DAY};
+use ruche_operator::sim::{self, Scenario, chart, report};
 
+/// The bundled day with its fleet fixed at each zone's `nodes` (sized for the peak).
 fn ministry_day(seed: Option<u64>) -> Scenario {
-    let mut s = Scenario::parse(MINISTRY_DAY, "ministry-day").expect("bundled scenario parses");
+    let mut s = Variant::Fixed
+        .apply(&autoscaled_ministry_day())
+        .expect("a fixed fleet always applies");
     if let Some(seed) = seed {
         s.seed = seed;
     }
     s
+}
+
+/// The bundled day as written: autoscaled.
+fn autoscaled_ministry_day() -> Scenario {
+    Scenario::parse(MINISTRY_DAY, "ministry-day").expect("bundled scenario parses")
 }
 
 #[test]
@@ -90,8 +100,8 @@ fn the_ministry_day_places_meetings_and_survives_its_zone_failure() {
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     assert_eq!(
         svg.matches("<polyline").count(),
-        6,
-        "a used and a capacity line per zone"
+        9,
+        "a used, a capacity and a nodes line per zone"
     );
 }
 
@@ -104,8 +114,9 @@ fn the_ministry_days_rolling_upgrade_replaces_every_node_and_cuts_no_room() {
     let finished = l.rollout_finished.expect("and finishes within the day");
     assert!(finished > started);
     // Every one of the 60 nodes is replaced, one per zone at a time (surge 1), so the surge
-    // never costs more than 3 extra nodes for the rollout's duration.
-    assert_eq!((l.nodes_created, l.nodes_deleted), (60, 60));
+    // never costs more than 3 extra nodes for the rollout's duration; the node that fails at
+    // 15:10 is replaced too, and the extra node drains and goes once it recovers.
+    assert_eq!((l.nodes_created, l.nodes_deleted), (61, 61));
     let hours = f64::from(finished.seconds() - started.seconds()) / 3600.0;
     assert!(
         l.surge_node_hours > 0.0 && l.surge_node_hours <= 3.0 * hours + 1e-9,
@@ -262,4 +273,77 @@ fn cli_runs_the_bundled_day_and_writes_the_chart() {
             .is_some_and(|n| n > 5_000)
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The goal on the bundled day: at least 40% fewer node-hours than the fixed fleet,
+/// with no more meetings refused or cut.
+#[test]
+fn autoscaling_the_ministry_day_saves_node_hours_without_refusing_more() {
+    let scenario = autoscaled_ministry_day();
+    let runs = compare::compare(&scenario).expect("runs");
+    let by = |v: Variant| &runs.iter().find(|r| r.variant == v).expect("run").outcome;
+    let fixed = by(Variant::Fixed);
+    assert!(!fixed.sizing.autoscaled);
+    for v in [Variant::Buffer, Variant::BufferSchedule, Variant::Full] {
+        let o = by(v);
+        assert!(o.sizing.autoscaled);
+        assert!(
+            o.sizing.total_node_hours() <= 0.6 * fixed.sizing.total_node_hours(),
+            "{v:?}: {:.1} node-hours against {:.1}",
+            o.sizing.total_node_hours(),
+            fixed.sizing.total_node_hours()
+        );
+        assert_eq!(o.capacity_violations, 0);
+        assert!(o.sizing.scale_ups > 0 && o.sizing.scale_downs > 0);
+        // Every zone stays within its bounds, plus the rollout's surge of one.
+        for sample in &o.samples {
+            for z in &sample.zones {
+                assert!(
+                    z.nodes <= 30 + 1,
+                    "{v:?}: {} nodes at {}",
+                    z.nodes,
+                    sample.at
+                );
+            }
+        }
+    }
+    let full = by(Variant::Full);
+    assert!(full.refused.rooms() <= fixed.refused.rooms());
+    assert!(full.cut() <= fixed.cut());
+    let table = compare::render(&scenario, &runs);
+    for needle in [
+        "fixed fleet (sized for the peak)",
+        "buffer only",
+        "buffer + schedule + bookings",
+    ] {
+        assert!(table.contains(needle), "{table}");
+    }
+}
+
+/// What a policy knows ahead decides who gets a room: the schedule spares the morning ramp,
+/// and only the bookings give the plenaries their rooms.
+#[test]
+fn schedules_spare_the_ramp_and_bookings_give_the_plenaries_their_rooms() {
+    let scenario = Scenario::parse(BOOKED_PLENARIES, "booked-plenaries").expect("parses");
+    let runs = compare::compare(&scenario).expect("runs");
+    let by = |v: Variant| {
+        &runs
+            .iter()
+            .find(|r| r.variant == v)
+            .expect("run")
+            .outcome
+            .sizing
+    };
+    assert!(by(Variant::BufferSchedule).refused_in_ramp <= by(Variant::Buffer).refused_in_ramp);
+    assert!(
+        by(Variant::Buffer).booked_refused > 0,
+        "unknown ahead, plenaries are refused"
+    );
+    assert!(
+        by(Variant::Full).booked_refused < by(Variant::BufferSchedule).booked_refused,
+        "held ahead, they get their rooms: {} against {}",
+        by(Variant::Full).booked_refused,
+        by(Variant::BufferSchedule).booked_refused
+    );
+    assert_eq!(by(Variant::Full).booked_held, 16);
 }

@@ -1,5 +1,6 @@
 //! An SVG chart of the fleet's use per zone over the day: slots used (solid) against slots
-//! on Ready nodes (dashed), with the day's events marked.
+//! on Ready nodes (dashed) and the zone's nodes in any phase, in slots (dotted: what the
+//! autoscaler runs), with the day's events marked.
 
 use std::fmt::Write;
 
@@ -63,7 +64,13 @@ pub fn render(o: &Outcome) -> String {
     let top_value = o
         .samples
         .iter()
-        .flat_map(|s| s.zones.iter().map(|z| z.used.max(z.capacity)))
+        .flat_map(|s| {
+            s.zones.iter().map(|z| {
+                z.used
+                    .max(z.capacity)
+                    .max(u64::from(z.nodes) * u64::from(o.node_capacity))
+            })
+        })
         .max()
         .unwrap_or(0);
     let frame = Frame {
@@ -87,8 +94,8 @@ pub fn render(o: &Outcome) -> String {
     );
     let _ = writeln!(
         svg,
-        r##"<text x="{LEFT}" y="42" fill="#555">solid: slots used (reserved by rooms) · dashed: slots on Ready nodes · seed {}</text>"##,
-        o.seed
+        r##"<text x="{LEFT}" y="42" fill="#555">solid: slots used (reserved by rooms) · dashed: slots on Ready nodes · dotted: nodes × {} slots · seed {}</text>"##,
+        o.node_capacity, o.seed
     );
     lifecycle(&mut svg, o);
     axes(&mut svg, &frame);
@@ -215,6 +222,13 @@ fn series(svg: &mut String, f: &Frame, o: &Outcome) {
         };
         let capacity = line(&|i| o.samples[i].zones[z].capacity);
         let used = line(&|i| o.samples[i].zones[z].used);
+        let slots = u64::from(o.node_capacity);
+        let nodes = line(&|i| u64::from(o.samples[i].zones[z].nodes) * slots);
+        // The zone's nodes in any phase (starting and draining too), in slots: what it pays for.
+        let _ = writeln!(
+            svg,
+            r#"<polyline fill="none" stroke="{colour}" stroke-width="1" stroke-dasharray="1,3" points="{nodes}"/>"#
+        );
         let _ = writeln!(
             svg,
             r#"<polyline fill="none" stroke="{colour}" stroke-width="1.5" stroke-dasharray="6,4" points="{capacity}"/>"#

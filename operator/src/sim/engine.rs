@@ -18,8 +18,8 @@ use super::outcome::{EventOutcome, Outcome, Sample, Timing, ZoneSample};
 use super::scenario::{EventKind, Scenario, node_name};
 use super::workload::{Meeting, meetings};
 use crate::core::{
-    Action, FleetRules, NodeId, NodeInfo, RoomKey, RoomRequest, Snapshot, ZoneId, ZoneRules,
-    failover, place,
+    Action, FleetRules, NodeId, NodeInfo, RoomKey, RoomRequest, Snapshot, Unschedulable, ZoneId,
+    ZoneRules, failover, place,
 };
 
 /// A simulation that cannot run (the scenario passed its checks but the core refused it).
@@ -39,6 +39,9 @@ pub enum SimError {
     /// A zone choice names a zone the fleet does not have.
     #[error("workload zones: {0}")]
     Zones(#[from] crate::core::request::UnknownZones),
+    /// The autoscaling settings are unusable.
+    #[error("autoscaling: {0}")]
+    Autoscaling(#[from] crate::core::autoscaling::PolicyError),
 }
 
 /// What happens next, in the order same-time steps are taken.
@@ -66,6 +69,14 @@ struct Simulation<'a> {
     fleet: Lifecycle,
     /// One request per workload zone choice, plus the "anywhere" request last.
     requests: Vec<RoomRequest>,
+    /// One request per booking.
+    booking_requests: Vec<RoomRequest>,
+    /// Booked meetings held ahead of their start that no node could take yet.
+    waiting: Vec<(Meeting, RoomRequest)>,
+    /// Meetings placed, by when they end.
+    ends: BinaryHeap<Reverse<(TimeOfDay, u32)>>,
+    /// How long before its start a booked meeting is held, when bookings are known.
+    lead: Option<u32>,
     outcome: Outcome,
     decision_time: Duration,
     decisions: u64,
@@ -74,23 +85,33 @@ struct Simulation<'a> {
 impl<'a> Simulation<'a> {
     fn new(scenario: &'a Scenario) -> Result<Self, SimError> {
         let fleet = &scenario.fleet;
+        let policy = scenario.policy()?;
         let rules = FleetRules {
             strategy: fleet.strategy,
-            zones: fleet
-                .zones
-                .iter()
-                .map(|z| ZoneRules {
-                    name: z.name.value.clone(),
-                    min_nodes: z.nodes.value,
-                    max_nodes: z.nodes.value,
-                })
-                .collect(),
+            zones: match &policy {
+                Some(p) => p.zones.clone(),
+                None => fleet
+                    .zones
+                    .iter()
+                    .map(|z| ZoneRules {
+                        name: z.name.value.clone(),
+                        min_nodes: z.nodes.value,
+                        max_nodes: z.nodes.value,
+                    })
+                    .collect(),
+            },
         };
-        let mut snapshot = Snapshot::new(rules)?;
+        let mut snapshot = Snapshot::new(rules.clone())?;
         let mut zone_nodes = Vec::new();
-        for zone in &fleet.zones {
+        for (zone, bounds) in fleet.zones.iter().zip(&rules.zones) {
             let mut ids = Vec::new();
-            for i in 0..zone.nodes.value {
+            // An autoscaled fleet starts the day at its minimum; a fixed one at its size.
+            let count = if policy.is_some() {
+                bounds.min_nodes
+            } else {
+                zone.nodes.value
+            };
+            for i in 0..count {
                 let info = NodeInfo::ready(
                     node_name(&zone.name.value, i),
                     zone.name.value.clone(),
@@ -110,12 +131,27 @@ impl<'a> Simulation<'a> {
             requests.push(snapshot.request(0, &allowed, &preferred)?);
         }
         requests.push(snapshot.request::<&str>(0, &[], &[])?);
+        let mut booking_requests = Vec::new();
+        for b in &scenario.workload.bookings {
+            let allowed: Vec<&str> = b.allowed.iter().map(|z| z.value.as_str()).collect();
+            let preferred: Vec<&str> = b.preferred.iter().map(|z| z.value.as_str()).collect();
+            booking_requests.push(snapshot.request(b.slots.value, &allowed, &preferred)?);
+        }
+        let lead = scenario
+            .autoscaling
+            .as_ref()
+            .filter(|a| a.use_bookings)
+            .map(|a| a.lead_minutes.value * 60);
         let outcome = Outcome::new(scenario);
         Ok(Self {
             scenario,
             snapshot,
-            fleet: Lifecycle::new(scenario.rollout.clone(), zone_nodes),
+            fleet: Lifecycle::new(scenario.rollout.clone(), zone_nodes, policy),
             requests,
+            booking_requests,
+            waiting: Vec::new(),
+            ends: BinaryHeap::new(),
+            lead,
             outcome,
             decision_time: Duration::ZERO,
             decisions: 0,
@@ -123,28 +159,33 @@ impl<'a> Simulation<'a> {
     }
 
     fn run(mut self) -> Result<(Outcome, Timing), SimError> {
-        let meetings = meetings(self.scenario);
+        let mut meetings = meetings(self.scenario);
+        // A booked meeting, when bookings are known, asks for its room at its lead time.
+        meetings.sort_by_key(|m| (self.asks_at(m), m.id));
         let mut events: Vec<_> = self.scenario.events.iter().collect();
         events.sort_by_key(|e| e.at.value);
         let (mut next_meeting, mut next_event) = (0, 0);
-        let mut ends: BinaryHeap<Reverse<(TimeOfDay, u32)>> = BinaryHeap::new();
         let mut next_sample = self.scenario.day.start.value;
-        // Scenarios without drains or rollouts keep the fleet as it is: no tick to take.
-        let lifecycle = events.iter().any(|e| {
-            matches!(
-                e.kind.value,
-                EventKind::ZoneEvacuation | EventKind::ZoneReturn | EventKind::RollingUpgrade
-            )
-        });
+        // Scenarios without drains, rollouts or autoscaling keep the fleet as it is: no tick
+        // to take.
+        let lifecycle = self.scenario.autoscaling.is_some()
+            || events.iter().any(|e| {
+                matches!(
+                    e.kind.value,
+                    EventKind::ZoneEvacuation | EventKind::ZoneReturn | EventKind::RollingUpgrade
+                )
+            });
         let mut next_tick = lifecycle.then_some(self.scenario.day.start.value);
         let sample_every = self.scenario.sample_minutes.value * 60;
         let end_of_day = self.scenario.day.end.value;
         loop {
             let candidates = [
-                ends.peek().map(|Reverse((t, _))| (*t, Step::End)),
+                self.ends.peek().map(|Reverse((t, _))| (*t, Step::End)),
                 events.get(next_event).map(|e| (e.at.value, Step::Event)),
                 next_tick.map(|t| (t, Step::Tick)),
-                meetings.get(next_meeting).map(|m| (m.start, Step::Arrival)),
+                meetings
+                    .get(next_meeting)
+                    .map(|m| (self.asks_at(m), Step::Arrival)),
                 (next_sample <= end_of_day).then_some((next_sample, Step::Sample)),
             ];
             let Some((now, step)) = candidates.into_iter().flatten().min() else {
@@ -153,9 +194,10 @@ impl<'a> Simulation<'a> {
             if now > end_of_day {
                 break;
             }
+            self.fleet.account(now);
             match step {
                 Step::End => {
-                    if let Some(Reverse((_, id))) = ends.pop() {
+                    if let Some(Reverse((_, id))) = self.ends.pop() {
                         self.end(now, id)?;
                     }
                 }
@@ -170,9 +212,7 @@ impl<'a> Simulation<'a> {
                 Step::Arrival => {
                     let meeting = meetings[next_meeting];
                     next_meeting += 1;
-                    if self.arrive(now, &meeting)? {
-                        ends.push(Reverse((meeting.start.plus(meeting.duration), meeting.id)));
-                    }
+                    self.arrive(now, &meeting)?;
                 }
                 Step::Sample => {
                     self.sample(now);
@@ -180,6 +220,16 @@ impl<'a> Simulation<'a> {
                 }
             }
         }
+        self.fleet.account(end_of_day);
+        let sizing = &mut self.outcome.sizing;
+        sizing.node_hours = self
+            .fleet
+            .node_seconds
+            .iter()
+            .map(|s| *s as f64 / 3600.0)
+            .collect();
+        sizing.scale_ups = self.fleet.scaling.ups;
+        sizing.scale_downs = self.fleet.scaling.downs;
         self.outcome.finish();
         let timing = Timing {
             decisions: self.decisions,
@@ -194,13 +244,58 @@ impl<'a> Simulation<'a> {
             .map_err(|source| SimError::Apply { at: now, source })
     }
 
-    fn arrive(&mut self, now: TimeOfDay, meeting: &Meeting) -> Result<bool, SimError> {
-        let choice = meeting.zones.unwrap_or(self.requests.len() - 1);
-        let request = RoomRequest {
-            slots: meeting.slots,
-            ..self.requests[choice]
+    /// When a meeting asks for its room: a booked one at its lead time when bookings are
+    /// known (not before the day starts), any other when it starts.
+    fn asks_at(&self, meeting: &Meeting) -> TimeOfDay {
+        match (meeting.booking, self.lead) {
+            (Some(_), Some(lead)) => TimeOfDay(
+                meeting
+                    .start
+                    .seconds()
+                    .saturating_sub(lead)
+                    .max(self.scenario.day.start.value.seconds()),
+            ),
+            _ => meeting.start,
+        }
+    }
+
+    fn request_of(&self, meeting: &Meeting) -> RoomRequest {
+        let base = match meeting.booking {
+            Some(b) => self.booking_requests[b],
+            None => self.requests[meeting.zones.unwrap_or(self.requests.len() - 1)],
         };
+        RoomRequest {
+            slots: meeting.slots,
+            ..base
+        }
+    }
+
+    fn arrive(&mut self, now: TimeOfDay, meeting: &Meeting) -> Result<(), SimError> {
+        let request = self.request_of(meeting);
         self.outcome.requested += 1;
+        let held = meeting.booking.is_some() && self.lead.is_some();
+        if held {
+            self.outcome.sizing.booked_held += 1;
+        }
+        if let Some(why) = self.try_place(now, meeting, request)? {
+            if held && now < meeting.start {
+                // Held ahead: it waits for a node (the autoscaler counts it) until it starts.
+                self.waiting.push((*meeting, request));
+            } else {
+                self.refuse(now, meeting, &why);
+            }
+        }
+        Ok(())
+    }
+
+    /// Places a meeting if a node can take it (its room then lives until the meeting ends),
+    /// or says why none can.
+    fn try_place(
+        &mut self,
+        now: TimeOfDay,
+        meeting: &Meeting,
+        request: RoomRequest,
+    ) -> Result<Option<Unschedulable>, SimError> {
         let started = Instant::now();
         let decision = place(&self.snapshot, &request);
         self.decision_time += started.elapsed();
@@ -224,19 +319,45 @@ impl<'a> Simulation<'a> {
                     },
                 )?;
                 self.outcome.placed += 1;
-                Ok(true)
+                self.ends
+                    .push(Reverse((meeting.start.plus(meeting.duration), meeting.id)));
+                Ok(None)
             }
-            Err(why) => {
-                let example = format!(
-                    "{now} room-{:05} ({} slots): {why}",
-                    meeting.id, meeting.slots
-                );
-                self.outcome
-                    .refused
-                    .add(why.reason(), meeting.slots, example);
-                Ok(false)
+            Err(why) => Ok(Some(why)),
+        }
+    }
+
+    /// Counts a meeting no node could take, with why.
+    fn refuse(&mut self, now: TimeOfDay, meeting: &Meeting, why: &Unschedulable) {
+        let example = format!(
+            "{now} room-{:05} ({} slots): {why}",
+            meeting.id, meeting.slots
+        );
+        self.outcome
+            .refused
+            .add(why.reason(), meeting.slots, example);
+        if now <= self.outcome.sizing.ramp_end {
+            self.outcome.sizing.refused_in_ramp += 1;
+        }
+        if meeting.booking.is_some() {
+            self.outcome.sizing.booked_refused += 1;
+        }
+    }
+
+    /// Held booked meetings try again; those whose start has come without a node are refused.
+    fn retry_waiting(&mut self, now: TimeOfDay) -> Result<(), SimError> {
+        let waiting = std::mem::take(&mut self.waiting);
+        for (meeting, request) in waiting {
+            let Some(why) = self.try_place(now, &meeting, request)? else {
+                continue;
+            };
+            if now >= meeting.start {
+                self.refuse(now, &meeting, &why);
+            } else {
+                self.waiting.push((meeting, request));
             }
         }
+        Ok(())
     }
 
     fn end(&mut self, now: TimeOfDay, id: u32) -> Result<(), SimError> {
@@ -249,12 +370,15 @@ impl<'a> Simulation<'a> {
         Ok(())
     }
 
-    /// One pass of the simulated controllers over drains and rollouts.
+    /// One pass of the simulated controllers over drains, rollouts and autoscaling.
     fn tick(&mut self, now: TimeOfDay) -> Result<(), SimError> {
+        self.retry_waiting(now)?;
         let started = Instant::now();
+        let waiting: Vec<RoomRequest> = self.waiting.iter().map(|(_, r)| *r).collect();
+        let clock = self.scenario.day.instant(now);
         let tick = self
             .fleet
-            .tick(&mut self.snapshot, now)
+            .tick(&mut self.snapshot, now, clock, &waiting)
             .map_err(|source| SimError::Apply { at: now, source })?;
         self.decision_time += started.elapsed();
         let l = &mut self.outcome.lifecycle;
@@ -401,6 +525,7 @@ impl<'a> Simulation<'a> {
                     used: usage.used,
                     capacity: usage.capacity,
                     rooms,
+                    nodes: self.fleet.zone_nodes[z].len() as u32,
                 }
             })
             .collect();

@@ -4,19 +4,26 @@
 //!
 //! Every tick: nodes created earlier become Ready after their start-up time; a draining node
 //! that is empty goes; one whose deadline has come has its rooms moved live (a room with
-//! nowhere to go stays where it is, as on a real fleet); evacuated zones drain; and each zone
-//! still running an older revision is rolled within the scenario's surge and unavailability.
+//! nowhere to go stays where it is, as on a real fleet); the autoscaler (if the scenario has
+//! one) decides each zone's size; and [`crate::core::fleet_plan::plan_with`] takes the zones
+//! there as the fleet controller does: evacuated zones drain, zones still running an older
+//! revision are rolled within the scenario's surge and unavailability, others grow or shrink
+//! (only by draining). No node is created in a zone that is down (every node failed): its
+//! pods could not start.
 
 use std::collections::{BTreeSet, HashMap};
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use ruche_crds::NodePhase;
 
+use jiff::Timestamp;
+
 use super::clock::TimeOfDay;
 use super::scenario::{Rollout, node_name};
-use crate::core::fleet_plan::{DrainCause, FleetAction, NodeView};
-use crate::core::rollout::{self, Budget};
-use crate::core::{ApplyError, NodeId, NodeInfo, RoomKey, Snapshot, migrate};
+use crate::core::autoscaling::{Inputs, NodeSlots, Policy, ZoneMemory, decide, zone_loads};
+use crate::core::fleet_plan::{DrainCause, FleetAction, Levers, NodeView, plan_with};
+use crate::core::rollout::Budget;
+use crate::core::{ApplyError, NodeId, NodeInfo, RoomKey, RoomRequest, Snapshot, migrate};
 
 /// What the simulation knows of a node besides the snapshot.
 #[derive(Clone, Copy, Debug)]
@@ -50,6 +57,15 @@ pub struct Tick {
     pub stranded: Vec<RoomKey>,
 }
 
+/// What the autoscaler did over the day.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scaling {
+    /// Decisions that grew a zone.
+    pub ups: u32,
+    /// Decisions that shrank a zone (one drain each).
+    pub downs: u32,
+}
+
 /// The fleet's nodes over the day.
 pub struct Lifecycle {
     settings: Rollout,
@@ -70,11 +86,20 @@ pub struct Lifecycle {
     /// The day's rolling upgrade.
     pub rollout: RolloutRun,
     last_tick: Option<TimeOfDay>,
+    /// The autoscaler, if the scenario has one, and what its decisions carry over.
+    policy: Option<Policy>,
+    memory: Vec<ZoneMemory>,
+    /// What it did.
+    pub scaling: Scaling,
+    /// Node-seconds run per zone so far (any phase).
+    pub node_seconds: Vec<u64>,
+    last_account: Option<TimeOfDay>,
 }
 
 impl Lifecycle {
-    /// The fleet as the day starts: `zone_nodes` Ready nodes of revision 0.
-    pub fn new(settings: Rollout, zone_nodes: Vec<Vec<NodeId>>) -> Self {
+    /// The fleet as the day starts: `zone_nodes` Ready nodes of revision 0, sized by `policy`
+    /// if there is one.
+    pub fn new(settings: Rollout, zone_nodes: Vec<Vec<NodeId>>, policy: Option<Policy>) -> Self {
         let sizes: Vec<u32> = zone_nodes.iter().map(|z| z.len() as u32).collect();
         let meta = zone_nodes
             .iter()
@@ -104,6 +129,23 @@ impl Lifecycle {
             target: 0,
             rollout: RolloutRun::default(),
             last_tick: None,
+            memory: vec![ZoneMemory::default(); policy.as_ref().map_or(0, |p| p.zones.len())],
+            policy,
+            scaling: Scaling::default(),
+            node_seconds: Vec::new(),
+            last_account: None,
+        }
+    }
+
+    /// Counts the node-seconds run per zone up to `now`.
+    pub fn account(&mut self, now: TimeOfDay) {
+        let elapsed = self
+            .last_account
+            .map_or(0, |t| now.seconds().saturating_sub(t.seconds()));
+        self.last_account = Some(now);
+        self.node_seconds.resize(self.zone_nodes.len(), 0);
+        for (seconds, nodes) in self.node_seconds.iter_mut().zip(&self.zone_nodes) {
+            *seconds += u64::from(elapsed) * nodes.len() as u64;
         }
     }
 
@@ -161,8 +203,15 @@ impl Lifecycle {
             .count() as u32
     }
 
-    /// One pass of the fleet's controllers at `now`.
-    pub fn tick(&mut self, snapshot: &mut Snapshot, now: TimeOfDay) -> Result<Tick, ApplyError> {
+    /// One pass of the fleet's controllers at `now` (the instant `clock`), with the booked
+    /// rooms `waiting` for a node.
+    pub fn tick(
+        &mut self,
+        snapshot: &mut Snapshot,
+        now: TimeOfDay,
+        clock: Timestamp,
+        waiting: &[RoomRequest],
+    ) -> Result<Tick, ApplyError> {
         let mut tick = Tick::default();
         let elapsed = self
             .last_tick
@@ -171,13 +220,8 @@ impl Lifecycle {
         self.account_surge(snapshot, elapsed);
         self.start_nodes(snapshot, now)?;
         self.drains(snapshot, now, &mut tick)?;
-        for zone in 0..self.zone_nodes.len() {
-            if self.evacuated[zone] {
-                self.drain_zone(snapshot, zone, now)?;
-            } else {
-                self.roll(snapshot, zone, now)?;
-            }
-        }
+        self.autoscale(snapshot, clock, waiting);
+        self.plan(snapshot, now)?;
         if self.rollout.started.is_some()
             && self.rollout.finished.is_none()
             && !self.any_old(snapshot)
@@ -209,7 +253,14 @@ impl Lifecycle {
         for (id, m) in &mut self.meta {
             if m.ready_at.is_some_and(|t| t <= now) {
                 m.ready_at = None;
-                snapshot.set_phase(*id, NodePhase::Ready)?;
+                // A node whose zone failed while it started stays failed until the zone
+                // recovers.
+                if snapshot
+                    .node(*id)
+                    .is_some_and(|n| n.phase == NodePhase::Starting)
+                {
+                    snapshot.set_phase(*id, NodePhase::Ready)?;
+                }
             }
         }
         Ok(())
@@ -275,20 +326,6 @@ impl Lifecycle {
         snapshot.set_cordoned(id, true)
     }
 
-    fn drain_zone(
-        &mut self,
-        snapshot: &mut Snapshot,
-        zone: usize,
-        now: TimeOfDay,
-    ) -> Result<(), ApplyError> {
-        for id in self.zone_nodes[zone].clone() {
-            if self.meta.get(&id).is_some_and(|m| m.drain.is_none()) {
-                self.drain(snapshot, id, DrainCause::ZoneEvacuation, now)?;
-            }
-        }
-        Ok(())
-    }
-
     fn create(
         &mut self,
         snapshot: &mut Snapshot,
@@ -333,16 +370,13 @@ impl Lifecycle {
         Ok(id)
     }
 
-    /// Rolls one zone to the current revision (see [`rollout::plan_zone`]).
-    fn roll(
-        &mut self,
-        snapshot: &mut Snapshot,
-        zone: usize,
-        now: TimeOfDay,
-    ) -> Result<(), ApplyError> {
-        let views: Vec<NodeView> = self.zone_nodes[zone]
+    /// The fleet's nodes as the fleet controller sees them.
+    fn views(&self, snapshot: &Snapshot) -> Vec<NodeView> {
+        self.zone_nodes
             .iter()
-            .filter_map(|id| {
+            .enumerate()
+            .flat_map(|(zone, ids)| ids.iter().map(move |id| (zone, id)))
+            .filter_map(|(zone, id)| {
                 let (n, m) = (snapshot.node(*id)?, self.meta.get(id)?);
                 Some(NodeView {
                     name: n.name.to_string(),
@@ -354,28 +388,102 @@ impl Lifecycle {
                     current: m.revision == self.target,
                 })
             })
-            .collect();
-        let refs: Vec<&NodeView> = views.iter().collect();
-        if !rollout::rolling(&refs) {
-            return Ok(());
-        }
-        let count = |n: u32| IntOrString::Int(i32::try_from(n).unwrap_or(i32::MAX));
-        let budget = Budget::resolve(
-            &count(self.settings.max_surge.value),
-            &count(self.settings.max_unavailable.value),
-            self.sizes[zone],
+            .collect()
+    }
+
+    /// The autoscaler's sizes for each zone, if the scenario has one.
+    fn autoscale(&mut self, snapshot: &Snapshot, clock: Timestamp, waiting: &[RoomRequest]) {
+        let Some(policy) = &self.policy else {
+            return;
+        };
+        let views = self.views(snapshot);
+        let slots_of = |name: &str| {
+            let node = snapshot.node(snapshot.node_id(name)?)?;
+            Some(NodeSlots {
+                free: node.free(),
+                used: node.load.used().min(node.capacity),
+                schedulable: node.schedulable(),
+            })
+        };
+        let loads = zone_loads(self.zone_nodes.len(), &views, slots_of, &self.evacuated);
+        let scales = decide(
+            policy,
+            &Inputs {
+                now: clock,
+                zones: &loads,
+                waiting,
+                memory: &self.memory,
+            },
         );
-        for action in rollout::plan_zone(zone, self.sizes[zone], &refs, budget, false) {
+        for (z, scale) in scales.iter().enumerate() {
+            self.memory[z] = ZoneMemory {
+                surplus_since: scale.surplus_since,
+                last_scale_down: scale.last_scale_down,
+            };
+            if scale.reason.is_some() {
+                if scale.desired > scale.current {
+                    self.scaling.ups += 1;
+                } else {
+                    self.scaling.downs += 1;
+                }
+            }
+            self.sizes[z] = scale.desired;
+        }
+    }
+
+    /// Whether a zone is down: it has nodes, and every one failed.
+    fn down(&self, snapshot: &Snapshot, zone: usize) -> bool {
+        let nodes = &self.zone_nodes[zone];
+        !nodes.is_empty()
+            && nodes.iter().all(|id| {
+                snapshot
+                    .node(*id)
+                    .is_none_or(|n| n.phase == NodePhase::Failed)
+            })
+    }
+
+    /// Takes every zone towards its size (see [`plan_with`]).
+    fn plan(&mut self, snapshot: &mut Snapshot, now: TimeOfDay) -> Result<(), ApplyError> {
+        let views = self.views(snapshot);
+        let count = |n: u32| IntOrString::Int(i32::try_from(n).unwrap_or(i32::MAX));
+        let levers = Levers {
+            budgets: self
+                .sizes
+                .iter()
+                .map(|size| {
+                    Budget::resolve(
+                        &count(self.settings.max_surge.value),
+                        &count(self.settings.max_unavailable.value),
+                        *size,
+                    )
+                })
+                .collect(),
+            halted: false,
+            evacuated: self.evacuated.clone(),
+        };
+        let sizes = self.sizes.clone();
+        for action in plan_with(&sizes, &views, &levers) {
             match action {
-                FleetAction::Create { .. } => {
-                    self.create(snapshot, zone, now)?;
+                FleetAction::Create { zone } => {
+                    if !self.down(snapshot, zone) {
+                        self.create(snapshot, zone, now)?;
+                    }
                 }
                 FleetAction::Drain { node, cause } => {
                     if let Some(id) = snapshot.node_id(&node) {
                         self.drain(snapshot, id, cause, now)?;
                     }
                 }
-                FleetAction::Undrain { .. } | FleetAction::Delete { .. } => {}
+                FleetAction::Undrain { node } => {
+                    if let Some(id) = snapshot.node_id(&node) {
+                        if let Some(m) = self.meta.get_mut(&id) {
+                            m.drain = None;
+                        }
+                        snapshot.set_cordoned(id, false)?;
+                    }
+                }
+                // Drained nodes go in `drains`; failed ones come back with their zone.
+                FleetAction::Delete { .. } => {}
             }
         }
         Ok(())

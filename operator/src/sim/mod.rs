@@ -7,9 +7,11 @@
 //! - [`lifecycle`]: the fleet's nodes over the day: drains, evacuations, rolling upgrades.
 //! - [`outcome`]: what the day produced.
 //! - [`report`] and [`chart`]: the text report and the SVG chart of use per zone.
+//! - [`compare`]: the same day under several sizing policies, side by side.
 
 pub mod chart;
 pub mod clock;
+pub mod compare;
 pub mod engine;
 pub mod lifecycle;
 pub mod outcome;

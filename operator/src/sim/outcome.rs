@@ -44,6 +44,36 @@ pub struct Outcome {
     pub zone_stats: Vec<ZoneStats>,
     /// What drains, evacuations and rolling upgrades did.
     pub lifecycle: LifecycleOutcome,
+    /// The fleet's size over the day, and what the autoscaler did.
+    pub sizing: SizingOutcome,
+}
+
+/// The fleet's size over the day.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SizingOutcome {
+    /// Whether an autoscaler sized the fleet (else each zone ran its `nodes`).
+    pub autoscaled: bool,
+    /// Node-hours run per zone (nodes in any phase), in fleet order.
+    pub node_hours: Vec<f64>,
+    /// Autoscaler decisions that grew a zone.
+    pub scale_ups: u32,
+    /// Autoscaler decisions that shrank a zone (a drain each).
+    pub scale_downs: u32,
+    /// End of the morning ramp: the first time the arrival rate peaks.
+    pub ramp_end: TimeOfDay,
+    /// Meetings refused from the start of the day to the end of the ramp.
+    pub refused_in_ramp: u32,
+    /// Booked meetings held ahead of their start (with the autoscaler's bookings).
+    pub booked_held: u32,
+    /// Booked meetings refused.
+    pub booked_refused: u32,
+}
+
+impl SizingOutcome {
+    /// Node-hours over every zone.
+    pub fn total_node_hours(&self) -> f64 {
+        self.node_hours.iter().sum()
+    }
 }
 
 /// What drains, zone evacuations and rolling upgrades did over the day.
@@ -142,6 +172,8 @@ pub struct ZoneSample {
     pub capacity: u64,
     /// Rooms on live nodes.
     pub rooms: u32,
+    /// Nodes in the zone, any phase.
+    pub nodes: u32,
 }
 
 /// One zone over the day.
@@ -206,6 +238,11 @@ impl Outcome {
             samples: Vec::new(),
             zone_stats: Vec::new(),
             lifecycle: LifecycleOutcome::default(),
+            sizing: SizingOutcome {
+                autoscaled: scenario.autoscaling.is_some(),
+                ramp_end: ramp_end(scenario),
+                ..SizingOutcome::default()
+            },
         }
     }
 
@@ -257,4 +294,17 @@ impl Outcome {
             })
             .collect();
     }
+}
+
+/// The end of the morning ramp: the first arrival point with the day's highest rate.
+fn ramp_end(scenario: &Scenario) -> TimeOfDay {
+    let arrivals = &scenario.workload.arrivals;
+    let peak = arrivals
+        .iter()
+        .map(|a| a.per_minute.value)
+        .fold(0.0, f64::max);
+    arrivals
+        .iter()
+        .find(|a| a.per_minute.value >= peak)
+        .map_or(scenario.day.start.value, |a| a.at.value)
 }

@@ -31,15 +31,28 @@ pub fn render(o: &Outcome) -> String {
     let nodes: u32 = o.zones.iter().map(|(_, n)| n).sum();
     let zones: Vec<String> = o.zones.iter().map(|(z, n)| format!("{z} ({n})")).collect();
     let _ = writeln!(r, "Ruche fleet simulation: {} (seed {})", o.name, o.seed);
+    let size = if o.sizing.autoscaled {
+        format!(
+            "autoscaled nodes of {} slots over {} (a fixed fleet would run {nodes}: {})",
+            o.node_capacity,
+            o.zones
+                .iter()
+                .map(|(z, _)| z.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            zones.join(", ")
+        )
+    } else {
+        format!(
+            "{nodes} nodes × {} slots over {}",
+            o.node_capacity,
+            zones.join(", ")
+        )
+    };
     let _ = writeln!(
         r,
-        "Day {}–{}, {} nodes × {} slots over {}, placement {:?}",
-        o.start,
-        o.end,
-        nodes,
-        o.node_capacity,
-        zones.join(", "),
-        o.strategy
+        "Day {}–{}, {size}, placement {:?}",
+        o.start, o.end, o.strategy
     );
     let _ = writeln!(r);
     let _ = writeln!(r, "Rooms");
@@ -102,6 +115,7 @@ pub fn render(o: &Outcome) -> String {
             n(z.peak_rooms)
         );
     }
+    sizing(&mut r, o);
     lifecycle(&mut r, o);
     if !o.events.is_empty() {
         let _ = writeln!(r);
@@ -134,6 +148,52 @@ pub fn render(o: &Outcome) -> String {
 }
 
 /// Drains, evacuations and rolling upgrades, when the day had any.
+fn sizing(r: &mut String, o: &Outcome) {
+    let s = &o.sizing;
+    let _ = writeln!(r);
+    let how = if s.autoscaled {
+        "autoscaled"
+    } else {
+        "fixed: each zone runs its nodes all day"
+    };
+    let _ = writeln!(r, "Fleet size ({how})");
+    let per_zone: Vec<String> = o
+        .zones
+        .iter()
+        .zip(&s.node_hours)
+        .map(|((z, _), h)| format!("{z} {h:.1}"))
+        .collect();
+    let _ = writeln!(
+        r,
+        "  node-hours            {:>8.1}  ({})",
+        s.total_node_hours(),
+        per_zone.join(", ")
+    );
+    if s.autoscaled {
+        let _ = writeln!(
+            r,
+            "  scale decisions       {:>8}  ({} up, {} down)",
+            n(s.scale_ups + s.scale_downs),
+            n(s.scale_ups),
+            n(s.scale_downs)
+        );
+    }
+    let _ = writeln!(
+        r,
+        "  refused to {:<10} {:>8}  (the morning ramp, to the first peak of arrivals)",
+        s.ramp_end.to_string(),
+        n(s.refused_in_ramp)
+    );
+    if s.booked_held > 0 || s.booked_refused > 0 {
+        let _ = writeln!(
+            r,
+            "  booked meetings       {:>8} held ahead, {} refused",
+            n(s.booked_held),
+            n(s.booked_refused)
+        );
+    }
+}
+
 fn lifecycle(r: &mut String, o: &Outcome) {
     let l = &o.lifecycle;
     if l == &super::outcome::LifecycleOutcome::default() {

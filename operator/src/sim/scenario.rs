@@ -7,11 +7,15 @@
 
 use std::fmt;
 
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use ruche_crds::PlacementStrategy;
+use ruche_crds::fleet::{AutoscalingSpec, ScheduleWindow, ZoneSpec};
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
 use super::clock::TimeOfDay;
+use crate::core::autoscaling::{Policy, PolicyError};
 
 /// The scenario bundled with the binary: a ministry's working day.
 pub const MINISTRY_DAY: &str = include_str!("../../scenarios/ministry-day.yaml");
@@ -19,10 +23,14 @@ pub const MINISTRY_DAY: &str = include_str!("../../scenarios/ministry-day.yaml")
 /// A second bundled day: a zone evacuated for the afternoon.
 pub const ZONE_EVACUATION: &str = include_str!("../../scenarios/zone-evacuation.yaml");
 
+/// A third: plenaries booked ahead, to compare what each sizing policy knows.
+pub const BOOKED_PLENARIES: &str = include_str!("../../scenarios/booked-plenaries.yaml");
+
 /// Scenarios bundled with the binary, by name.
 pub const BUNDLED: &[(&str, &str)] = &[
     ("ministry-day", MINISTRY_DAY),
     ("zone-evacuation", ZONE_EVACUATION),
+    ("booked-plenaries", BOOKED_PLENARIES),
 ];
 
 /// A simulated day.
@@ -51,6 +59,50 @@ pub struct Scenario {
     /// How drains, evacuations and rolling upgrades proceed.
     #[serde(default)]
     pub rollout: Rollout,
+    /// The fleet's autoscaling; absent, every zone runs its `nodes` all day.
+    #[serde(default)]
+    pub autoscaling: Option<Autoscaling>,
+}
+
+/// The simulated fleet's autoscaling: the fleet's `spec.autoscaling`, with per-zone bounds
+/// shared by every zone. Nodes take the rollout's `nodeStartupSeconds` to start.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Autoscaling {
+    /// Free slots each zone keeps: a count or a share of its used slots (`"20%"`).
+    pub buffer_slots: IntOrString,
+    /// How long a zone must have a node too many before one drains.
+    #[serde(default = "ten")]
+    pub scale_down_delay_minutes: Spanned<u32>,
+    /// Fewest nodes per zone (the day starts with them).
+    pub min_nodes: Spanned<u32>,
+    /// Most nodes per zone.
+    pub max_nodes: Spanned<u32>,
+    /// Keep room in the other zones for the rooms of any one zone.
+    #[serde(default)]
+    pub zone_failure_reserve: bool,
+    /// Windows with their own buffer, in local time (`timeZone` defaults to Europe/Paris).
+    #[serde(default)]
+    pub schedules: Vec<ScheduleWindow>,
+    /// Whether booked meetings are known ahead: held from `leadMinutes` before they start,
+    /// and counted as demand. Off, they arrive when they start, like any other meeting.
+    #[serde(default = "yes")]
+    pub use_bookings: bool,
+    /// How long before a booked meeting starts its slots are held.
+    #[serde(default = "five")]
+    pub lead_minutes: Spanned<u32>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn five() -> Spanned<u32> {
+    spanned(5)
+}
+
+fn ten() -> Spanned<u32> {
+    spanned(10)
 }
 
 /// How the simulated fleet drains and rolls: the fleet's `spec.rollout`, and how long a new
@@ -107,17 +159,48 @@ fn default_sample_minutes() -> Spanned<u32> {
     Spanned::new(5, Location::UNKNOWN, Location::UNKNOWN)
 }
 
-/// Start and end of the simulated day.
+/// Start and end of the simulated day, and which day it is (for schedule windows).
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Day {
     /// First minute simulated.
     pub start: Spanned<TimeOfDay>,
     /// Last minute simulated.
     pub end: Spanned<TimeOfDay>,
+    /// The date simulated (`2026-03-30`, a Monday, by default).
+    #[serde(default = "default_date")]
+    pub date: Spanned<String>,
+    /// The IANA time zone of the day's times.
+    #[serde(default = "default_time_zone")]
+    pub time_zone: Spanned<String>,
 }
 
-/// The simulated fleet: a fixed number of nodes per zone (autoscaling is not simulated).
+fn default_date() -> Spanned<String> {
+    Spanned::new("2026-03-30".into(), Location::UNKNOWN, Location::UNKNOWN)
+}
+
+fn default_time_zone() -> Spanned<String> {
+    Spanned::new("Europe/Paris".into(), Location::UNKNOWN, Location::UNKNOWN)
+}
+
+impl Day {
+    /// The instant of a time of this day, in its time zone (checked when the scenario is
+    /// read; an unusable date or zone gives the Unix epoch plus the time).
+    pub fn instant(&self, at: TimeOfDay) -> Timestamp {
+        let midnight = self
+            .date
+            .value
+            .parse::<jiff::civil::Date>()
+            .ok()
+            .and_then(|d| d.in_tz(&self.time_zone.value).ok())
+            .map_or(Timestamp::UNIX_EPOCH, |z| z.timestamp());
+        midnight
+            .checked_add(jiff::SignedDuration::from_secs(i64::from(at.seconds())))
+            .unwrap_or(midnight)
+    }
+}
+
+/// The simulated fleet: its zones, each with the nodes it runs all day without autoscaling.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Fleet {
@@ -136,7 +219,7 @@ pub struct Fleet {
 pub struct Zone {
     /// Zone name.
     pub name: Spanned<String>,
-    /// Nodes running all day.
+    /// Nodes running all day (without autoscaling: a fleet sized for the peak).
     pub nodes: Spanned<u32>,
 }
 
@@ -153,6 +236,30 @@ pub struct Workload {
     /// Zone rules of meetings and their weights; none means every meeting may go anywhere.
     #[serde(default)]
     pub zones: Vec<ZoneChoice>,
+    /// Meetings booked ahead (`Room.spec.startTime`), on top of the drawn ones.
+    #[serde(default)]
+    pub bookings: Vec<Booking>,
+}
+
+/// A meeting booked ahead: its start, size and length are known.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Booking {
+    /// When it starts.
+    pub at: Spanned<TimeOfDay>,
+    /// Expected participants.
+    pub slots: Spanned<u32>,
+    /// How long it lasts.
+    pub minutes: Spanned<u32>,
+    /// How many such meetings start then (say, one per directorate).
+    #[serde(default = "one")]
+    pub count: Spanned<u32>,
+    /// Zones it may use (any when empty).
+    #[serde(default)]
+    pub allowed: Vec<Spanned<String>>,
+    /// Zones tried first.
+    #[serde(default)]
+    pub preferred: Vec<Spanned<String>>,
 }
 
 /// A point of the arrival-rate curve.
@@ -292,7 +399,38 @@ impl Scenario {
         checker.day()?;
         checker.fleet()?;
         checker.workload()?;
+        checker.bookings()?;
+        checker.autoscaling()?;
         checker.events()
+    }
+
+    /// The autoscaling policy the scenario asks for, if any: the same settings, read and
+    /// checked as the operator reads a fleet's.
+    pub fn policy(&self) -> Result<Option<Policy>, PolicyError> {
+        let Some(a) = &self.autoscaling else {
+            return Ok(None);
+        };
+        let spec = AutoscalingSpec {
+            buffer_slots: a.buffer_slots.clone(),
+            scale_down_delay: std::time::Duration::from_secs(
+                u64::from(a.scale_down_delay_minutes.value) * 60,
+            )
+            .into(),
+            schedules: a.schedules.clone(),
+            zone_failure_reserve: a.zone_failure_reserve,
+        };
+        let zones: Vec<ZoneSpec> = self
+            .fleet
+            .zones
+            .iter()
+            .map(|z| ZoneSpec {
+                name: z.name.value.clone(),
+                min_nodes: a.min_nodes.value,
+                max_nodes: a.max_nodes.value,
+                evacuate: false,
+            })
+            .collect();
+        Policy::of_settings(&spec, &zones, self.fleet.node_capacity.value)
     }
 
     fn node_exists(&self, name: &str) -> bool {
@@ -333,6 +471,23 @@ impl Checker<'_> {
                 &s.day.end.referenced,
                 "day.end",
                 format!("the day must end after it starts ({})", s.day.start.value),
+            ));
+        }
+        if s.day.date.value.parse::<jiff::civil::Date>().is_err() {
+            return Err(self.fail(
+                &s.day.date.referenced,
+                "day.date",
+                format!("{:?} is not a date such as 2026-03-30", s.day.date.value),
+            ));
+        }
+        if jiff::tz::TimeZone::get(&s.day.time_zone.value).is_err() {
+            return Err(self.fail(
+                &s.day.time_zone.referenced,
+                "day.timeZone",
+                format!(
+                    "time zone {:?} does not exist (an IANA name such as Europe/Paris)",
+                    s.day.time_zone.value
+                ),
             ));
         }
         if s.sample_minutes.value == 0 {
@@ -456,6 +611,58 @@ impl Checker<'_> {
                 }
             }
         }
+        Ok(())
+    }
+
+    fn bookings(&self) -> Result<(), ScenarioError> {
+        let s = self.scenario;
+        for (i, b) in s.workload.bookings.iter().enumerate() {
+            let path = |field: &str| format!("workload.bookings[{i}].{field}");
+            if b.at.value < s.day.start.value || b.at.value > s.day.end.value {
+                return Err(self.fail(
+                    &b.at.referenced,
+                    path("at"),
+                    format!(
+                        "{} is outside the day ({}–{})",
+                        b.at.value, s.day.start.value, s.day.end.value
+                    ),
+                ));
+            }
+            for (field, value) in [
+                ("slots", &b.slots),
+                ("minutes", &b.minutes),
+                ("count", &b.count),
+            ] {
+                if value.value == 0 {
+                    return Err(self.fail(&value.referenced, path(field), "must be at least 1"));
+                }
+            }
+            for (j, z) in b.allowed.iter().enumerate() {
+                self.zone(z, path(&format!("allowed[{j}]")))?;
+            }
+            for (j, z) in b.preferred.iter().enumerate() {
+                self.zone(z, path(&format!("preferred[{j}]")))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn autoscaling(&self) -> Result<(), ScenarioError> {
+        let Some(a) = &self.scenario.autoscaling else {
+            return Ok(());
+        };
+        if a.min_nodes.value > a.max_nodes.value {
+            return Err(self.fail(
+                &a.min_nodes.referenced,
+                "autoscaling.minNodes",
+                format!("must not exceed maxNodes ({})", a.max_nodes.value),
+            ));
+        }
+        let policy = self
+            .scenario
+            .policy()
+            .map_err(|e| self.fail(&Location::UNKNOWN, "autoscaling", e.to_string()))?;
+        drop(policy);
         Ok(())
     }
 
@@ -641,25 +848,25 @@ mod tests {
                 "sampleMinutes: 5",
                 "sampleMinutes: 5\nsampleEvery: 5m"
             )),
-            "bad.yaml:17:1: sampleEvery: unknown field `sampleEvery`, expected one of name, description, seed, day, sampleMinutes, fleet, workload, events, rollout"
+            "bad.yaml:24:1: sampleEvery: unknown field `sampleEvery`, expected one of name, description, seed, day, sampleMinutes, fleet, workload, events, rollout, autoscaling"
         );
         assert_eq!(
             parse_err(&with(
                 "{ slots: 4, weight: 25 }",
                 "{ slots: -4, weight: 25 }"
             )),
-            "bad.yaml:47:16: workload.sizes[1].slots: invalid u32: expected a whole number of 0 or more"
+            "bad.yaml:58:16: workload.sizes[1].slots: invalid u32: expected a whole number of 0 or more"
         );
         assert_eq!(
             parse_err(&with(
-                "{ at: \"09:00\", perMinute: 26 }",
+                "{ at: \"09:04\", perMinute: 26 }",
                 "{ at: \"9h\", perMinute: 26 }"
             )),
-            "bad.yaml:31:13: workload.arrivals[2].at: `9h` is not a time of day: write HH:MM, e.g. \"09:30\""
+            "bad.yaml:40:13: workload.arrivals[4].at: `9h` is not a time of day: write HH:MM, e.g. \"09:30\""
         );
         assert_eq!(
             parse_err(&with("kind: nodeFailure", "kind: nodeExplodes")),
-            "bad.yaml:77:26: events[3].kind: unknown variant `nodeExplodes`, expected one of nodeFailure, nodeRecovery, zoneFailure, zoneRecovery, zoneEvacuation, zoneReturn, rollingUpgrade"
+            "bad.yaml:104:26: events[3].kind: unknown variant `nodeExplodes`, expected one of nodeFailure, nodeRecovery, zoneFailure, zoneRecovery, zoneEvacuation, zoneReturn, rollingUpgrade"
         );
         assert!(parse_err("name: [unclosed").starts_with("bad.yaml:1:"));
     }
@@ -671,50 +878,50 @@ mod tests {
                 "kind: rollingUpgrade }",
                 "kind: rollingUpgrade, zone: fr-par-1 }"
             )),
-            "bad.yaml:75:48: events[1].zone: a rolling upgrade takes neither `zone` nor `node`: it rolls the whole fleet"
+            "bad.yaml:102:48: events[1].zone: a rolling upgrade takes neither `zone` nor `node`: it rolls the whole fleet"
         );
         assert_eq!(
             parse_err(&with(
                 "kind: zoneFailure, zone: fr-par-2",
                 "kind: zoneFailure, zone: fr-par-9"
             )),
-            "bad.yaml:74:45: events[0].zone: unknown zone `fr-par-9` (the fleet's zones are fr-par-1, fr-par-2, fr-par-3)"
+            "bad.yaml:101:45: events[0].zone: unknown zone `fr-par-9` (the fleet's zones are fr-par-1, fr-par-2, fr-par-3)"
         );
         assert_eq!(
             parse_err(&with(
                 "node: fr-par-1-03 }\n  - { at: \"15:40\"",
                 "node: fr-par-1-21 }\n  - { at: \"15:40\""
             )),
-            "bad.yaml:77:45: events[3].node: unknown node `fr-par-1-21`: nodes are named <zone>-<n>, n from 01 to the zone's node count"
+            "bad.yaml:104:45: events[3].node: unknown node `fr-par-1-21`: nodes are named <zone>-<n>, n from 01 to the zone's node count"
         );
         assert_eq!(
             parse_err(&with(
                 "kind: nodeFailure, node: fr-par-1-03",
                 "kind: nodeFailure"
             )),
-            "bad.yaml:77:26: events[3].node: a node event needs `node` (such as `fr-par-1-03`)"
+            "bad.yaml:104:26: events[3].node: a node event needs `node` (such as `fr-par-1-03`)"
         );
         assert_eq!(
             parse_err(&with("{ at: \"15:10\"", "{ at: \"21:10\"")),
-            "bad.yaml:77:11: events[3].at: 21:10 is outside the day (07:00–20:00)"
+            "bad.yaml:104:11: events[3].at: 21:10 is outside the day (07:00–20:00)"
         );
         assert_eq!(
             parse_err(&with("perMinute: 26", "perMinute: -2.5")),
-            "bad.yaml:31:33: workload.arrivals[2].perMinute: must be a rate of 0 or more, not -2.5"
+            "bad.yaml:40:33: workload.arrivals[4].perMinute: must be a rate of 0 or more, not -2.5"
         );
         assert_eq!(
             parse_err(&with(
                 "preferred: [fr-par-1] }",
                 "preferred: [fr-par-3], allowed: [fr-par-1] }"
             )),
-            "bad.yaml:62:33: workload.zones[1].preferred[0]: zone `fr-par-3` is preferred but not allowed"
+            "bad.yaml:73:33: workload.zones[1].preferred[0]: zone `fr-par-3` is preferred but not allowed"
         );
         assert_eq!(
             parse_err(&with(
                 "{ at: \"09:30\", perMinute: 30 }",
                 "{ at: \"08:30\", perMinute: 30 }"
             )),
-            "bad.yaml:32:13: workload.arrivals[3].at: times must increase (08:30 comes after 09:00)"
+            "bad.yaml:41:13: workload.arrivals[5].at: times must increase (08:30 comes after 09:04)"
         );
         assert!(
             parse_err(&with(
@@ -733,7 +940,7 @@ mod tests {
         };
         let excerpt = e.excerpt(&text).unwrap();
         assert!(
-            excerpt.starts_with("74 |   - { at: \"10:00\", kind: zoneFailure, zone: fr-par-9 }"),
+            excerpt.starts_with("101 |   - { at: \"10:00\", kind: zoneFailure, zone: fr-par-9 }"),
             "{excerpt}"
         );
         assert!(

@@ -20,8 +20,10 @@ pub struct Meeting {
     pub slots: u32,
     /// How long it lasts, in seconds.
     pub duration: u32,
-    /// Index into the workload's zone choices (`None`: anywhere).
+    /// Index into the workload's zone choices (`None`: anywhere, or the booking's own).
     pub zones: Option<usize>,
+    /// Index into the workload's bookings, for a meeting booked ahead.
+    pub booking: Option<usize>,
 }
 
 /// A seeded source of the draws the workload needs.
@@ -61,7 +63,7 @@ pub fn rate_at(points: &[ArrivalRate], seconds: f64) -> f64 {
     }
 }
 
-/// Draws the day's meetings, in start order.
+/// Draws the day's meetings, and adds the booked ones, in start order.
 pub fn meetings(scenario: &Scenario) -> Vec<Meeting> {
     let w = &scenario.workload;
     let mut draws = Draws(ChaCha8Rng::seed_from_u64(scenario.seed));
@@ -103,8 +105,22 @@ pub fn meetings(scenario: &Scenario) -> Vec<Meeting> {
             slots: size.slots.value,
             duration,
             zones,
+            booking: None,
         });
     }
+    for (i, b) in w.bookings.iter().enumerate() {
+        for _ in 0..b.count.value {
+            out.push(Meeting {
+                id: out.len() as u32,
+                start: b.at.value,
+                slots: b.slots.value,
+                duration: b.minutes.value * 60,
+                zones: None,
+                booking: Some(i),
+            });
+        }
+    }
+    out.sort_by_key(|m| (m.start, m.id));
     out
 }
 
@@ -149,7 +165,8 @@ mod tests {
         let s = Scenario::parse(MINISTRY_DAY, "ministry-day").unwrap();
         let a = &s.workload.arrivals;
         let at = |h, m| f64::from(TimeOfDay::hm(h, m).seconds());
-        assert!((rate_at(a, at(9, 15)) - 28.0).abs() < 1e-9);
+        // Between 09:04 (26 a minute) and 09:30 (30).
+        assert!((rate_at(a, at(9, 17)) - 28.0).abs() < 1e-9);
         assert!((rate_at(a, at(6, 0)) - 1.0).abs() < 1e-9);
         assert!(rate_at(a, at(21, 0)).abs() < 1e-9);
     }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use ruche_crds::MediaFleetSpec;
+use ruche_crds::fleet::{AutoscalingSpec, ZoneSpec};
 
 use super::schedule::{ScheduleError, Window};
 use crate::core::share::{Share, ShareError};
@@ -57,6 +58,15 @@ impl Policy {
         let Some(auto) = spec.autoscaling.as_ref() else {
             return Ok(None);
         };
+        Self::of_settings(auto, &spec.zones, spec.capacity.slots)
+    }
+
+    /// The policy of autoscaling settings over `zones` of nodes of `node_slots` slots.
+    pub fn of_settings(
+        auto: &AutoscalingSpec,
+        zones: &[ZoneSpec],
+        node_slots: u32,
+    ) -> Result<Option<Self>, PolicyError> {
         let policy = Self {
             buffer: Share::parse(&auto.buffer_slots).map_err(PolicyError::Buffer)?,
             windows: auto
@@ -65,10 +75,9 @@ impl Policy {
                 .map(Window::parse)
                 .collect::<Result<_, _>>()?,
             scale_down_delay: auto.scale_down_delay.into(),
-            node_slots: spec.capacity.slots,
+            node_slots,
             zone_reserve: auto.zone_failure_reserve,
-            zones: spec
-                .zones
+            zones: zones
                 .iter()
                 .map(|z| ZoneRules {
                     name: z.name.clone(),
