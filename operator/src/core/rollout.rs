@@ -125,6 +125,29 @@ pub fn plan_zone(
             cause: DrainCause::Rollout,
         });
     }
+    // More nodes of the new revision than the zone needs (it shrank while rolling): the
+    // emptiest go, as in any scale-down.
+    let mut new: Vec<&NodeView> = live
+        .iter()
+        .copied()
+        .filter(|n| n.current && n.drain.is_none())
+        .collect();
+    new.sort_by_key(|n| {
+        (
+            n.phase == NodePhase::Ready,
+            n.rooms,
+            Reverse(n.created.unwrap_or(Timestamp::MAX)),
+            n.name.clone(),
+        )
+    });
+    actions.extend(
+        new.into_iter()
+            .take(new_serving.saturating_sub(desired) as usize)
+            .map(|n| FleetAction::Drain {
+                node: n.name.clone(),
+                cause: DrainCause::ScaleDown,
+            }),
+    );
     actions
 }
 
@@ -477,6 +500,10 @@ mod tests {
                 prop_assert!(drained.is_empty());
                 return Ok(());
             }
+            // New nodes drain only beyond the zone's size, as a scale-down.
+            let new_serving = views.iter().filter(|n| n.current && n.drain.is_none() && !matches!(n.phase, NodePhase::Failed | NodePhase::Drained)).count() as u32;
+            let new_drained = actions.iter().filter(|a| matches!(a, FleetAction::Drain { cause: DrainCause::ScaleDown, .. })).count() as u32;
+            prop_assert_eq!(new_drained, new_serving.saturating_sub(desired));
             prop_assert!(live + creates <= (desired + b.surge).max(live));
             let serving_ready = |n: &NodeView| {
                 n.drain.is_none() && n.phase == NodePhase::Ready
@@ -487,9 +514,12 @@ mod tests {
                 .filter(|n| serving_ready(n) && !drained.contains(&n.name.as_str()))
                 .count() as u32;
             prop_assert!(after >= desired.saturating_sub(b.unavailable).min(before));
-            for name in drained {
-                let n = views.iter().find(|n| n.name == name);
-                prop_assert!(n.is_some_and(|n| !n.current && n.drain.is_none()));
+            for a in &actions {
+                if let FleetAction::Drain { node, cause } = a {
+                    let n = views.iter().find(|n| &n.name == node);
+                    let old = *cause == DrainCause::Rollout;
+                    prop_assert!(n.is_some_and(|n| n.current != old && n.drain.is_none()));
+                }
             }
         }
     }

@@ -89,6 +89,8 @@ pub struct Lifecycle {
     /// The autoscaler, if the scenario has one, and what its decisions carry over.
     policy: Option<Policy>,
     memory: Vec<ZoneMemory>,
+    /// Each zone's last decision: grow (`Some(true)`), shrink (`Some(false)`) or neither.
+    decided: Vec<Option<bool>>,
     /// What it did.
     pub scaling: Scaling,
     /// Node-seconds run per zone so far (any phase).
@@ -130,6 +132,7 @@ impl Lifecycle {
             rollout: RolloutRun::default(),
             last_tick: None,
             memory: vec![ZoneMemory::default(); policy.as_ref().map_or(0, |p| p.zones.len())],
+            decided: Vec::new(),
             policy,
             scaling: Scaling::default(),
             node_seconds: Vec::new(),
@@ -415,18 +418,15 @@ impl Lifecycle {
                 memory: &self.memory,
             },
         );
+        self.decided = scales
+            .iter()
+            .map(|s| s.reason.map(|_| s.desired > s.current))
+            .collect();
         for (z, scale) in scales.iter().enumerate() {
             self.memory[z] = ZoneMemory {
                 surplus_since: scale.surplus_since,
                 last_scale_down: scale.last_scale_down,
             };
-            if scale.reason.is_some() {
-                if scale.desired > scale.current {
-                    self.scaling.ups += 1;
-                } else {
-                    self.scaling.downs += 1;
-                }
-            }
             self.sizes[z] = scale.desired;
         }
     }
@@ -462,20 +462,31 @@ impl Lifecycle {
             evacuated: self.evacuated.clone(),
         };
         let sizes = self.sizes.clone();
+        // A decision counts as a scale event once the plan acts on it in its zone.
+        let mut acted = vec![false; sizes.len()];
+        let zone_of = |s: &Snapshot, id: NodeId| s.node(id).map(|n| usize::from(n.zone.0));
         for action in plan_with(&sizes, &views, &levers) {
             match action {
                 FleetAction::Create { zone } => {
                     if !self.down(snapshot, zone) {
                         self.create(snapshot, zone, now)?;
+                        acted[zone] |= self.decided.get(zone) == Some(&Some(true));
                     }
                 }
                 FleetAction::Drain { node, cause } => {
                     if let Some(id) = snapshot.node_id(&node) {
                         self.drain(snapshot, id, cause, now)?;
+                        if let Some(z) = zone_of(snapshot, id) {
+                            acted[z] |= cause == DrainCause::ScaleDown
+                                && self.decided.get(z) == Some(&Some(false));
+                        }
                     }
                 }
                 FleetAction::Undrain { node } => {
                     if let Some(id) = snapshot.node_id(&node) {
+                        if let Some(z) = zone_of(snapshot, id) {
+                            acted[z] |= self.decided.get(z) == Some(&Some(true));
+                        }
                         if let Some(m) = self.meta.get_mut(&id) {
                             m.drain = None;
                         }
@@ -484,6 +495,13 @@ impl Lifecycle {
                 }
                 // Drained nodes go in `drains`; failed ones come back with their zone.
                 FleetAction::Delete { .. } => {}
+            }
+        }
+        for (z, acted) in acted.into_iter().enumerate() {
+            match self.decided.get(z) {
+                Some(Some(true)) if acted => self.scaling.ups += 1,
+                Some(Some(false)) if acted => self.scaling.downs += 1,
+                _ => {}
             }
         }
         Ok(())

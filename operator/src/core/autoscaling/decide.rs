@@ -36,6 +36,9 @@ pub struct ZoneLoad {
     pub largest_free: u32,
     /// The zone is being evacuated: it neither grows nor shrinks here, and takes no demand.
     pub evacuated: bool,
+    /// Every node of the zone failed (the zone is down): it is not counted on to take another
+    /// zone's rooms.
+    pub down: bool,
 }
 
 /// What the decision looks at.
@@ -307,7 +310,7 @@ fn reserve(policy: &Policy, input: &Inputs<'_>, waiting: &[(u32, u32)], out: &mu
     let slots = i64::from(policy.node_slots.max(1));
     let n = out.len();
     let load = |z: usize| input.zones.get(z).copied().unwrap_or_default();
-    let counted = |z: usize| !load(z).evacuated;
+    let counted = |z: usize| !load(z).evacuated && !load(z).down;
     let used: Vec<i64> = (0..n)
         .map(|z| i64::from(load(z).used) + i64::from(waiting[z].0))
         .collect();
@@ -405,6 +408,7 @@ mod tests {
                 SLOTS.min(nodes * SLOTS - used)
             },
             evacuated: false,
+            down: false,
         }
     }
 
@@ -521,6 +525,24 @@ mod tests {
             Some(
                 "zone fr-par-1: 150 free slots < buffer 500 (schedule mornings), +4 nodes (2 → 6)"
             )
+        );
+    }
+
+    #[test]
+    fn a_zone_that_is_down_is_not_counted_on_for_the_reserve() {
+        let p = policy(0, &[(1, 20), (1, 20), (1, 20)], true);
+        let mut down = ZoneLoad {
+            down: true,
+            ..ZoneLoad::default()
+        };
+        down.evacuated = false;
+        // Zone 0 is down: zone 1's 380 used slots must fit in zone 2 alone (300 free).
+        let zones = [down, ready(4, 380), ready(3, 0)];
+        let out = run(&p, &zones, &[None; 3], 0);
+        assert_eq!(out[0].desired, 1, "only its minimum: {out:?}");
+        assert_eq!(
+            out[2].desired, 4,
+            "zone 2 grows to take zone 1's rooms: {out:?}"
         );
     }
 

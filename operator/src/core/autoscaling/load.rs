@@ -16,8 +16,8 @@ pub struct NodeSlots {
     pub schedulable: bool,
 }
 
-/// Each zone's load: serving nodes (not draining, not failed), of which still starting, and
-/// the free and used slots of the Ready ones. A node the placements do not know yet counts as
+/// Each zone's load: serving nodes (not draining, not failed), of which still starting, the
+/// free and used slots of the Ready ones, and whether every node of the zone failed. A node the placements do not know yet counts as
 /// starting: its slots are coming.
 pub fn zone_loads(
     zones: usize,
@@ -31,6 +31,10 @@ pub fn zone_loads(
             ..ZoneLoad::default()
         })
         .collect();
+    for (z, load) in loads.iter_mut().enumerate() {
+        let mut in_zone = nodes.iter().filter(|n| n.zone == Some(z)).peekable();
+        load.down = in_zone.peek().is_some() && in_zone.all(|n| n.phase == NodePhase::Failed);
+    }
     for node in nodes.iter().filter(|n| n.serving()) {
         let Some(load) = node.zone.and_then(|z| loads.get_mut(z)) else {
             continue;
@@ -102,7 +106,8 @@ mod tests {
                 free: 120,
                 used: 80,
                 largest_free: 90,
-                evacuated: false
+                evacuated: false,
+                down: false
             }
         );
         assert_eq!(
