@@ -144,7 +144,15 @@ fn the_ministry_days_rolling_upgrade_replaces_every_node_and_cuts_no_room() {
 #[test]
 fn a_zone_evacuation_moves_what_may_move_and_keeps_the_pinned_rooms_live() {
     let text = sim::scenario::ZONE_EVACUATION;
-    let scenario = Scenario::parse(text, "zone-evacuation").expect("bundled scenario parses");
+    let autoscaled = Scenario::parse(text, "zone-evacuation").expect("bundled scenario parses");
+    // Autoscaled, the other zones grow for the evacuated zone's rooms: nothing is cut either.
+    let (auto, _) = sim::run(&autoscaled).expect("runs");
+    assert_eq!(auto.cut(), 0);
+    assert!(auto.lifecycle.migrated > 0);
+    assert_eq!(auto.capacity_violations, 0);
+    let scenario = Variant::Fixed
+        .apply(&autoscaled)
+        .expect("a fixed fleet always applies");
     let (o, _) = sim::run(&scenario).expect("runs");
     let l = &o.lifecycle;
     // Every node of fr-par-3 drains and goes; they come back at 17:00.
