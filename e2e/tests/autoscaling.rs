@@ -133,9 +133,10 @@ async fn the_fleet_follows_its_rooms_zone_by_zone_and_bookings_ahead_of_time() {
         "packed onto one node"
     );
     let placed_at = Instant::now();
+    // One sync period, plus the creation itself on a loaded machine.
     wait::until(
         "e2e-a to grow to 2 nodes",
-        SYNC + Duration::from_secs(5),
+        SYNC + Duration::from_secs(10),
         || async {
             let n = nodes(&env).await;
             match (serving(&n, "e2e-a").len(), serving(&n, "e2e-b").len()) {

@@ -116,3 +116,73 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod plan_props {
+    use super::*;
+    use crate::core::autoscaling::{Inputs, Policy, ZoneMemory, decide};
+    use crate::core::fleet_plan::{DrainCause, FleetAction, plan};
+    use crate::core::share::Share;
+    use crate::core::snapshot::ZoneRules;
+    use jiff::Timestamp;
+    use proptest::prelude::*;
+
+    const SLOTS: u32 = 100;
+
+    fn phase() -> impl Strategy<Value = NodePhase> {
+        prop::sample::select(NodePhase::ALL.to_vec())
+    }
+
+    proptest! {
+        /// Whatever the autoscaler decides, the plan that applies it never deletes a node
+        /// that hosts a room, and shrinks only by draining serving nodes.
+        #[test]
+        fn autoscaling_never_deletes_a_node_with_a_room(
+            raw in prop::collection::vec((0usize..2, phase(), prop::option::of(Just(DrainCause::ScaleDown)), 0u32..4, 0u32..=SLOTS), 0..14),
+            buffer in 0u32..400,
+            surplus_for in prop::option::of(0i64..1200),
+        ) {
+            let nodes: Vec<NodeView> = raw.iter().enumerate().map(|(i, (z, p, d, rooms, _))| NodeView {
+                name: format!("n{i:02}"),
+                zone: Some(*z),
+                phase: *p,
+                drain: *d,
+                rooms: *rooms,
+                created: None,
+                current: true,
+            }).collect();
+            let used: std::collections::HashMap<String, u32> = raw.iter().enumerate()
+                .map(|(i, (_, _, _, rooms, used))| (format!("n{i:02}"), if *rooms == 0 { 0 } else { (*used).max(1) }))
+                .collect();
+            let slots_of = |name: &str| used.get(name).map(|u| NodeSlots { free: SLOTS - u, used: *u, schedulable: true });
+            let loads = zone_loads(2, &nodes, slots_of, &[false, false]);
+            let policy = Policy {
+                buffer: Share::Count(buffer),
+                windows: Vec::new(),
+                scale_down_delay: std::time::Duration::from_secs(600),
+                node_slots: SLOTS,
+                zone_reserve: false,
+                zones: (0..2).map(|z| ZoneRules { name: format!("z{z}"), min_nodes: 0, max_nodes: 8 }).collect(),
+            };
+            let now = Timestamp::from_second(1_800_000_000).unwrap_or(Timestamp::UNIX_EPOCH);
+            let since = surplus_for.and_then(|s| now.checked_sub(jiff::SignedDuration::from_secs(s)).ok());
+            let memory = [ZoneMemory { surplus_since: since, last_scale_down: None }; 2];
+            let scales = decide(&policy, &Inputs { now, zones: &loads, waiting: &[], memory: &memory });
+            let desired: Vec<u32> = scales.iter().map(|s| s.desired).collect();
+            for action in plan(&desired, &nodes) {
+                let find = |name: &str| nodes.iter().find(|n| n.name == name);
+                match action {
+                    FleetAction::Delete { node } => {
+                        let n = find(&node).unwrap_or_else(|| panic!("unknown {node}"));
+                        prop_assert!(n.rooms == 0 || n.phase == NodePhase::Drained, "deleted {n:?}");
+                    }
+                    FleetAction::Drain { node, cause } => {
+                        let n = find(&node).unwrap_or_else(|| panic!("unknown {node}"));
+                        prop_assert!(n.serving() && cause == DrainCause::ScaleDown, "{n:?}");
+                    }
+                    FleetAction::Create { .. } | FleetAction::Undrain { .. } => {}
+                }
+            }
+        }
+    }
+}
