@@ -11,7 +11,7 @@ OUT := out
 KUBECTL := $(TOOLS)/bin/kubectl
 RELEASE := $(abspath $(or $(CARGO_TARGET_DIR),target))/release
 
-.PHONY: help demo test lint fmt clippy unit objects-check browser-test crds crds-check bench bench-media bench-operator e2e build toolchain tools clean
+.PHONY: help demo test lint fmt clippy unit objects-check browser-test crds crds-check chart-check bench bench-media bench-operator e2e build toolchain tools clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,7 +21,7 @@ demo: toolchain ## Simulate a ministry's day on the bundled scenario; writes out
 
 # CI builds once from scratch: incremental caches would only add gigabytes to its disk.
 test: export CARGO_INCREMENTAL ?= 0
-test: toolchain tools lint unit objects-check browser-test crds-check e2e ## Everything CI runs: format, lints, unit/property/integration tests, a real-browser meeting, CRD checks, the e2e suite (on the cluster RUCHE_E2E_KUBECONFIG names)
+test: toolchain tools lint unit objects-check browser-test crds-check chart-check e2e ## Everything CI runs: format, lints, unit/property/integration tests, a real-browser meeting, CRD checks, the e2e suite (on the cluster RUCHE_E2E_KUBECONFIG names)
 	@echo "make test: all checks passed"
 
 lint: fmt clippy ## cargo fmt --check and clippy with -D warnings
@@ -46,8 +46,12 @@ objects-check: tools ## Validate the objects the operator builds (rendered by th
 	$(VENV)/bin/kubernetes-validate --kubernetes-version $(K8S_VERSION) --strict --quiet $(OUT)/rendered/*.yaml
 	@echo "$(OUT)/rendered: $$(ls $(OUT)/rendered/*.yaml | wc -l) objects valid for Kubernetes $(K8S_VERSION)"
 
-crds: ## Regenerate crds/yaml from the Rust types
+crds: ## Regenerate crds/yaml (and the Helm chart's copy) from the Rust types
 	$(CARGO) run --quiet -p ruche-crds --bin crdgen -- crds/yaml
+	$(CARGO) run --quiet -p ruche-crds --bin crdgen -- charts/ruche/files/crds
+
+chart-check: tools ## Helm chart: helm lint --strict, helm template of each value set validated against Kubernetes' schemas, bad values refused by values.schema.json
+	HELM=$(TOOLS)/bin/helm VALIDATE=$(VENV)/bin/kubernetes-validate K8S_VERSION=$(K8S_VERSION) OUT=$(OUT) scripts/chart-check.sh
 
 crds-check: tools ## Render manifests/ with kustomize (CRDs, RBAC, operator) and validate it against Kubernetes' schemas
 	@mkdir -p $(OUT)

@@ -61,6 +61,17 @@ fn committed_yaml_matches_the_types() {
 }
 
 #[test]
+fn the_helm_charts_crds_are_the_committed_ones() {
+    let chart = root().join("../charts/ruche/files/crds");
+    for (file, _) in crds() {
+        assert!(
+            read(&chart.join(file)) == read(&root().join("yaml").join(file)),
+            "charts/ruche/files/crds/{file} differs from crds/yaml/{file}: run `make crds` and commit the result"
+        );
+    }
+}
+
+#[test]
 fn committed_yaml_parses_back_to_the_same_crd() {
     for (file, crd) in crds() {
         let docs = yaml_docs(&root().join("yaml").join(file));

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Checks the Helm chart with the real helm binary: `helm lint --strict`, then `helm template`
+# for each documented combination of values (charts/checks/good), validated against
+# Kubernetes' schemas; and each bad set of values (charts/checks/bad) refused by
+# values.schema.json with the message its `# expect:` line names.
+set -euo pipefail
+helm="${HELM:-.tools/bin/helm}"
+validate="${VALIDATE:-.tools/venv/bin/kubernetes-validate}"
+k8s="${K8S_VERSION:-1.32.0}"
+out="${OUT:-out}/chart"
+chart=charts/ruche
+mkdir -p "$out"
+"$helm" version --short
+"$helm" lint --strict "$chart"
+for values in charts/checks/good/*.yaml; do
+  name="$(basename "$values" .yaml)"
+  "$helm" lint --strict "$chart" -f "$values" >/dev/null
+  "$helm" template ruche "$chart" --namespace ruche-system -f "$values" > "$out/$name.yaml"
+  # Kubernetes' own kinds against its schemas (ours and prometheus-operator's have none there;
+  # ours are checked by the CRD tests and the API server).
+  "$(dirname "$validate")/python" - "$out/$name.yaml" "$out/$name.core.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+core = [d for d in docs if not d["apiVersion"].startswith(("ruche.dev/", "monitoring.coreos.com/"))]
+yaml.safe_dump_all(core, open(sys.argv[2], "w"))
+print(f"{sys.argv[1]}: {len(docs)} objects, {len(core)} of Kubernetes' own kinds")
+PY
+  "$validate" --kubernetes-version "$k8s" --strict --quiet "$out/$name.core.yaml"
+done
+for values in charts/checks/bad/*.yaml; do
+  expect="$(sed -n 's/^# expect: //p' "$values")"
+  if answer="$("$helm" template ruche "$chart" -f "$values" 2>&1)"; then
+    echo "chart-check: $values was accepted; expected: $expect" >&2
+    exit 1
+  fi
+  if ! grep -qF -- "$expect" <<<"$answer"; then
+    echo "chart-check: $values was refused, but not with \`$expect\`:" >&2
+    echo "$answer" >&2
+    exit 1
+  fi
+  echo "$values: refused: $(grep -F -- "$expect" <<<"$answer" | head -n1 | sed 's/^ *//')"
+done
+echo "chart-check: $(ls charts/checks/good/*.yaml | wc -l) value sets render valid objects, $(ls charts/checks/bad/*.yaml | wc -l) bad ones are refused"
