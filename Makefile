@@ -50,7 +50,8 @@ crds: ## Regenerate crds/yaml (and the Helm chart's copy) from the Rust types
 	$(CARGO) run --quiet -p ruche-crds --bin crdgen -- crds/yaml
 	$(CARGO) run --quiet -p ruche-crds --bin crdgen -- charts/ruche/files/crds
 
-chart-check: tools ## Helm chart: helm lint --strict, helm template of each value set validated against Kubernetes' schemas, bad values refused by values.schema.json
+chart-check: tools ## Helm chart: helm lint --strict, helm template of each value set validated against Kubernetes' schemas, bad values refused by values.schema.json, alerts unit-tested with promtool
+	scripts/install-debian-packages.sh promtool prometheus
 	HELM=$(TOOLS)/bin/helm VALIDATE=$(VENV)/bin/kubernetes-validate K8S_VERSION=$(K8S_VERSION) OUT=$(OUT) scripts/chart-check.sh
 
 crds-check: tools ## Render manifests/ with kustomize (CRDs, RBAC, operator) and validate it against Kubernetes' schemas

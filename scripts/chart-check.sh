@@ -40,4 +40,15 @@ for values in charts/checks/bad/*.yaml; do
   fi
   echo "$values: refused: $(grep -F -- "$expect" <<<"$answer" | head -n1 | sed 's/^ *//')"
 done
-echo "chart-check: $(ls charts/checks/good/*.yaml | wc -l) value sets render valid objects, $(ls charts/checks/bad/*.yaml | wc -l) bad ones are refused"
+# The alerts: valid rules, each firing when it should and quiet when it should not.
+promtool check rules "$chart/files/alerts.yaml"
+promtool test rules charts/checks/alerts-test.yaml
+# The PrometheusRule carries exactly the rules promtool tested.
+"$(dirname "$validate")/python" - "$out/monitored-fleet.yaml" "$chart/files/alerts.yaml" <<'PY'
+import sys, yaml
+rule = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "PrometheusRule"]
+assert len(rule) == 1, f"{sys.argv[1]}: {len(rule)} PrometheusRule objects"
+assert rule[0]["spec"] == yaml.safe_load(open(sys.argv[2])), "the PrometheusRule differs from files/alerts.yaml"
+print(f"PrometheusRule: {sum(len(g['rules']) for g in rule[0]['spec']['groups'])} alerts, as tested")
+PY
+echo "chart-check: $(ls charts/checks/good/*.yaml | wc -l) value sets render valid objects, $(ls charts/checks/bad/*.yaml | wc -l) bad ones are refused, the alerts pass their promtool tests"

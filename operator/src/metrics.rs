@@ -12,7 +12,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 /// A controller.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -57,6 +57,13 @@ pub struct ZoneLabel {
     pub zone: String,
 }
 
+/// A fleet.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FleetLabel {
+    /// `namespace/name` of the fleet.
+    pub fleet: String,
+}
+
 /// A scale decision of the autoscaler.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ScaleLabel {
@@ -94,11 +101,8 @@ pub struct Metrics {
     pub zone_slots: Family<ZoneLabel, Gauge>,
     /// Slots in use by fleet and zone.
     pub zone_used_slots: Family<ZoneLabel, Gauge>,
-    zone_desired_nodes: Family<ZoneLabel, Gauge>,
-    zone_current_nodes: Family<ZoneLabel, Gauge>,
-    zone_free_slots: Family<ZoneLabel, Gauge>,
-    zone_buffer_slots: Family<ZoneLabel, Gauge>,
-    scale_decisions: Family<ScaleLabel, Counter>,
+    /// The fleets' sizing and health.
+    pub fleets: FleetMetrics,
     leader: Gauge,
     /// Events dropped because the API server could not take them fast enough.
     pub events_dropped: Gauge,
@@ -110,17 +114,94 @@ impl Default for Metrics {
     }
 }
 
+/// The fleets' sizing (per zone: desired and current nodes, free slots against the buffer,
+/// scale decisions) and what the alerts watch (rooms waiting, halted rollouts, late drains).
+pub struct FleetMetrics {
+    zone_desired_nodes: Family<ZoneLabel, Gauge>,
+    zone_current_nodes: Family<ZoneLabel, Gauge>,
+    zone_free_slots: Family<ZoneLabel, Gauge>,
+    zone_buffer_slots: Family<ZoneLabel, Gauge>,
+    scale_decisions: Family<ScaleLabel, Counter>,
+    /// Rooms no node could take yet, by fleet.
+    pub unschedulable_rooms: Family<FleetLabel, Gauge>,
+    /// 1 while a fleet's rollout is halted.
+    pub rollout_halted: Family<FleetLabel, Gauge>,
+    /// Media nodes still draining after their drain's deadline, by fleet.
+    pub drains_past_deadline: Family<FleetLabel, Gauge>,
+}
+
+impl FleetMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let zone_desired_nodes: Family<ZoneLabel, Gauge> = registered(
+            registry,
+            "zone_desired_nodes",
+            "Media nodes each zone should run (the autoscaler's count, or spec.replicas spread)",
+        );
+        let zone_current_nodes: Family<ZoneLabel, Gauge> = registered(
+            registry,
+            "zone_current_nodes",
+            "Media nodes serving or starting in each zone (not draining, not failed)",
+        );
+        let zone_free_slots: Family<ZoneLabel, Gauge> = registered(
+            registry,
+            "zone_free_slots",
+            "Free participant slots of each autoscaled zone, counting nodes still starting",
+        );
+        let zone_buffer_slots: Family<ZoneLabel, Gauge> = registered(
+            registry,
+            "zone_buffer_slots",
+            "Free participant slots the autoscaler keeps in each zone now",
+        );
+        let scale_decisions: Family<ScaleLabel, Counter> = registered(
+            registry,
+            "scale_decisions",
+            "Autoscaler decisions that changed a zone's size, by direction and reason",
+        );
+        let unschedulable_rooms: Family<FleetLabel, Gauge> = registered(
+            registry,
+            "unschedulable_rooms",
+            "Rooms no media node could take yet (waiting for capacity), by fleet",
+        );
+        let rollout_halted: Family<FleetLabel, Gauge> = registered(
+            registry,
+            "rollout_halted",
+            "1 while the fleet's rollout is halted on a bad revision",
+        );
+        let drains_past_deadline: Family<FleetLabel, Gauge> = registered(
+            registry,
+            "drains_past_deadline",
+            "Media nodes still draining after their drain's deadline, by fleet",
+        );
+        Self {
+            zone_desired_nodes,
+            zone_current_nodes,
+            zone_free_slots,
+            zone_buffer_slots,
+            scale_decisions,
+            unschedulable_rooms,
+            rollout_halted,
+            drains_past_deadline,
+        }
+    }
+}
+
+/// Registers a new metric of type `M` and returns it (a handle sharing the registered one).
+fn registered<M: Metric + Clone + Default>(registry: &mut Registry, name: &str, help: &str) -> M {
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Metrics {
     /// Registers every metric under the `ruche_operator` prefix.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("ruche_operator");
         let reconciles = Family::<ControllerLabel, Counter>::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
-        let errors = Family::<ErrorLabel, Counter>::default();
-        registry.register(
+        let errors: Family<ErrorLabel, Counter> = registered(
+            &mut registry,
             "reconcile_errors",
             "Reconciles that failed, by error kind",
-            errors.clone(),
         );
         let durations = Family::<ControllerLabel, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
@@ -138,67 +219,32 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             schedule_seconds.clone(),
         );
-        let polls = Family::<ResultLabel, Counter>::default();
-        registry.register(
+        let polls: Family<ResultLabel, Counter> = registered(
+            &mut registry,
             "node_polls",
             "Admin API polls of media nodes",
-            polls.clone(),
         );
-        let pushes = Family::<ResultLabel, Counter>::default();
-        registry.register(
+        let pushes: Family<ResultLabel, Counter> = registered(
+            &mut registry,
             "assignment_pushes",
             "Assignment lists sent to media nodes: ok, stale (the node held a newer one) or error",
-            pushes.clone(),
         );
         let rooms = Family::<RoomPhaseLabel, Gauge>::default();
         registry.register("rooms", "Rooms by phase", rooms.clone());
-        let nodes = Family::<NodePhaseLabel, Gauge>::default();
-        registry.register(
+        let nodes: Family<NodePhaseLabel, Gauge> = registered(
+            &mut registry,
             "media_nodes",
             "Media nodes by fleet, zone and phase",
-            nodes.clone(),
         );
-        let zone_slots = Family::<ZoneLabel, Gauge>::default();
-        registry.register(
+        let zone_slots: Family<ZoneLabel, Gauge> = registered(
+            &mut registry,
             "zone_slots",
             "Participant slots of the schedulable media nodes, by fleet and zone",
-            zone_slots.clone(),
         );
-        let zone_used_slots = Family::<ZoneLabel, Gauge>::default();
-        registry.register(
+        let zone_used_slots: Family<ZoneLabel, Gauge> = registered(
+            &mut registry,
             "zone_used_slots",
             "Participant slots in use (reserved or measured), by fleet and zone",
-            zone_used_slots.clone(),
-        );
-        let zone_desired_nodes = Family::<ZoneLabel, Gauge>::default();
-        registry.register(
-            "zone_desired_nodes",
-            "Media nodes each zone should run (the autoscaler's count, or spec.replicas spread)",
-            zone_desired_nodes.clone(),
-        );
-        let zone_current_nodes = Family::<ZoneLabel, Gauge>::default();
-        registry.register(
-            "zone_current_nodes",
-            "Media nodes serving or starting in each zone (not draining, not failed)",
-            zone_current_nodes.clone(),
-        );
-        let zone_free_slots = Family::<ZoneLabel, Gauge>::default();
-        registry.register(
-            "zone_free_slots",
-            "Free participant slots of each autoscaled zone, counting nodes still starting",
-            zone_free_slots.clone(),
-        );
-        let zone_buffer_slots = Family::<ZoneLabel, Gauge>::default();
-        registry.register(
-            "zone_buffer_slots",
-            "Free participant slots the autoscaler keeps in each zone now",
-            zone_buffer_slots.clone(),
-        );
-        let scale_decisions = Family::<ScaleLabel, Counter>::default();
-        registry.register(
-            "scale_decisions",
-            "Autoscaler decisions that changed a zone's size, by direction and reason",
-            scale_decisions.clone(),
         );
         let leader = Gauge::default();
         registry.register(
@@ -212,6 +258,7 @@ impl Metrics {
             "Kubernetes events dropped since the start because their queue was full",
             events_dropped.clone(),
         );
+        let fleets = FleetMetrics::register(&mut registry);
         Self {
             registry,
             reconciles,
@@ -224,11 +271,7 @@ impl Metrics {
             nodes,
             zone_slots,
             zone_used_slots,
-            zone_desired_nodes,
-            zone_current_nodes,
-            zone_free_slots,
-            zone_buffer_slots,
-            scale_decisions,
+            fleets,
             leader,
             events_dropped,
         }
@@ -282,23 +325,26 @@ impl Metrics {
     /// against its buffer.
     pub fn zone_sized(&self, zone: &ZoneLabel, desired: u32, current: u32) {
         let set = |f: &Family<ZoneLabel, Gauge>, v: u32| f.get_or_create(zone).set(i64::from(v));
-        set(&self.zone_desired_nodes, desired);
-        set(&self.zone_current_nodes, current);
+        set(&self.fleets.zone_desired_nodes, desired);
+        set(&self.fleets.zone_current_nodes, current);
     }
 
     /// Sets an autoscaled zone's free slots and buffer.
     pub fn zone_buffer(&self, zone: &ZoneLabel, free: u32, buffer: u32) {
-        self.zone_free_slots
+        self.fleets
+            .zone_free_slots
             .get_or_create(zone)
             .set(i64::from(free));
-        self.zone_buffer_slots
+        self.fleets
+            .zone_buffer_slots
             .get_or_create(zone)
             .set(i64::from(buffer));
     }
 
     /// Counts a scale decision.
     pub fn scaled(&self, zone: &ZoneLabel, up: bool, reason: &str) {
-        self.scale_decisions
+        self.fleets
+            .scale_decisions
             .get_or_create(&ScaleLabel {
                 fleet: zone.fleet.clone(),
                 zone: zone.zone.clone(),
@@ -355,6 +401,12 @@ mod tests {
         m.zone_sized(&zone, 4, 3);
         m.zone_buffer(&zone, 140, 200);
         m.scaled(&zone, true, "BufferShort");
+        let fleet = FleetLabel {
+            fleet: "ns/visio".into(),
+        };
+        m.fleets.unschedulable_rooms.get_or_create(&fleet).set(2);
+        m.fleets.rollout_halted.get_or_create(&fleet).set(1);
+        m.fleets.drains_past_deadline.get_or_create(&fleet).set(0);
         let text = m.encode();
         for line in [
             "ruche_operator_zone_desired_nodes{fleet=\"ns/visio\",zone=\"fr-par-1\"} 4",
@@ -362,6 +414,10 @@ mod tests {
             "ruche_operator_zone_free_slots{fleet=\"ns/visio\",zone=\"fr-par-1\"} 140",
             "ruche_operator_zone_buffer_slots{fleet=\"ns/visio\",zone=\"fr-par-1\"} 200",
             "ruche_operator_scale_decisions_total{fleet=\"ns/visio\",zone=\"fr-par-1\",direction=\"up\",reason=\"BufferShort\"} 1",
+            // What the chart's alerts watch (charts/ruche/files/alerts.yaml).
+            "ruche_operator_unschedulable_rooms{fleet=\"ns/visio\"} 2",
+            "ruche_operator_rollout_halted{fleet=\"ns/visio\"} 1",
+            "ruche_operator_drains_past_deadline{fleet=\"ns/visio\"} 0",
         ] {
             assert!(text.contains(line), "{line} missing from {text}");
         }

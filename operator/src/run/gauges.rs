@@ -1,16 +1,18 @@
 //! Refreshes the gauges that describe the whole world (rooms by phase, nodes by fleet, zone
-//! and phase, slots per zone) from the caches and the placements, every few seconds.
+//! and phase, slots per zone, rooms waiting for capacity, halted rollouts, drains past their
+//! deadline) from the caches and the placements, every few seconds.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use jiff::Timestamp;
 use kube::ResourceExt;
-use ruche_crds::{NodePhase, RoomPhase};
+use ruche_crds::{MediaFleet, NodePhase, RoomPhase};
 
 use crate::controller::admin::NodeAdmin;
 use crate::controller::context::Context;
-use crate::metrics::{NodePhaseLabel, RoomPhaseLabel, ZoneLabel};
+use crate::metrics::{FleetLabel, NodePhaseLabel, RoomPhaseLabel, ZoneLabel};
 use crate::state::keys::FleetKey;
 
 /// How often the gauges are refreshed.
@@ -75,6 +77,7 @@ pub fn refresh<A: NodeAdmin>(ctx: &Context<A>) {
     for (label, count) in nodes {
         m.nodes.get_or_create(&label).set(count);
     }
+    fleet_health(ctx, &fleets);
     let registry = ctx.registry();
     for (key, fleet) in registry.fleets() {
         let Some(snapshot) = registry.snapshot(key) else {
@@ -96,5 +99,57 @@ pub fn refresh<A: NodeAdmin>(ctx: &Context<A>) {
                 .get_or_create(&label)
                 .set(i64::try_from(zone_use.used).unwrap_or(i64::MAX));
         }
+        m.fleets
+            .unschedulable_rooms
+            .get_or_create(&FleetLabel {
+                fleet: key.to_string(),
+            })
+            .set(i64::try_from(registry.unschedulable(key)).unwrap_or(i64::MAX));
+    }
+}
+
+/// The gauges the alerts watch: halted rollouts, and drains past their deadline.
+fn fleet_health<A: NodeAdmin>(ctx: &Context<A>, fleets: &[Arc<MediaFleet>]) {
+    let m = &ctx.metrics;
+    let mut overdue: HashMap<String, i64> = HashMap::new();
+    for fleet in fleets {
+        let key = FleetKey::of(fleet).to_string();
+        let halted = fleet
+            .status
+            .as_ref()
+            .and_then(|s| s.rollout.as_ref())
+            .is_some_and(|r| r.halted.is_some());
+        m.fleets
+            .rollout_halted
+            .get_or_create(&FleetLabel { fleet: key.clone() })
+            .set(i64::from(halted));
+        overdue.insert(key, 0);
+    }
+    let now = Timestamp::now();
+    for node in ctx.nodes.state() {
+        let late = node
+            .spec
+            .drain
+            .as_ref()
+            .and_then(|d| d.deadline.as_ref())
+            .is_some_and(|deadline| deadline.0 < now)
+            && node
+                .status
+                .as_ref()
+                .is_some_and(|s| s.phase == NodePhase::Draining);
+        if late {
+            let key = format!(
+                "{}/{}",
+                node.namespace().unwrap_or_default(),
+                node.spec.fleet
+            );
+            *overdue.entry(key).or_default() += 1;
+        }
+    }
+    for (fleet, count) in overdue {
+        m.fleets
+            .drains_past_deadline
+            .get_or_create(&FleetLabel { fleet })
+            .set(count);
     }
 }

@@ -603,6 +603,11 @@ impl Registry {
         waiting.into_iter().map(|(_, r)| r).collect()
     }
 
+    /// Rooms of a fleet no node could take yet (they wait for capacity).
+    pub fn unschedulable(&self, fleet: &FleetKey) -> usize {
+        self.fleets.get(fleet).map_or(0, |e| e.pending().len())
+    }
+
     /// A fleet's placement snapshot, once built.
     pub fn snapshot(&self, fleet: &FleetKey) -> Option<&Snapshot> {
         self.fleets
