@@ -11,7 +11,7 @@ OUT := out
 KUBECTL := $(TOOLS)/bin/kubectl
 RELEASE := $(abspath $(or $(CARGO_TARGET_DIR),target))/release
 
-.PHONY: help demo test lint fmt clippy unit objects-check browser-test crds crds-check chart-check bench bench-media bench-operator e2e build toolchain tools clean
+.PHONY: help demo test lint fmt clippy unit objects-check browser-test crds crds-check chart-check dashboards bench bench-media bench-operator e2e build toolchain tools clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ objects-check: tools ## Validate the objects the operator builds (rendered by th
 crds: ## Regenerate crds/yaml (and the Helm chart's copy) from the Rust types
 	$(CARGO) run --quiet -p ruche-crds --bin crdgen -- crds/yaml
 	$(CARGO) run --quiet -p ruche-crds --bin crdgen -- charts/ruche/files/crds
+
+dashboards: tools ## Regenerate the Grafana dashboards (charts/ruche/files/dashboards) from charts/ruche/dashboards/dashboards.yaml
+	$(VENV)/bin/python scripts/dashboards.py write
 
 chart-check: tools ## Helm chart: helm lint --strict, helm template of each value set validated against Kubernetes' schemas, bad values refused by values.schema.json, alerts unit-tested with promtool
 	scripts/install-debian-packages.sh promtool prometheus

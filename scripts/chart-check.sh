@@ -40,6 +40,9 @@ for values in charts/checks/bad/*.yaml; do
   fi
   echo "$values: refused: $(grep -F -- "$expect" <<<"$answer" | head -n1 | sed 's/^ *//')"
 done
+# The dashboards: current with their source, every query parses, every metric is exported.
+OUT="${OUT:-out}" "$(dirname "$validate")/python" scripts/dashboards.py check
+promtool check rules "${OUT:-out}/dashboard-queries.yaml"
 # The alerts: valid rules, each firing when it should and quiet when it should not.
 promtool check rules "$chart/files/alerts.yaml"
 promtool test rules charts/checks/alerts-test.yaml
@@ -51,4 +54,11 @@ assert len(rule) == 1, f"{sys.argv[1]}: {len(rule)} PrometheusRule objects"
 assert rule[0]["spec"] == yaml.safe_load(open(sys.argv[2])), "the PrometheusRule differs from files/alerts.yaml"
 print(f"PrometheusRule: {sum(len(g['rules']) for g in rule[0]['spec']['groups'])} alerts, as tested")
 PY
-echo "chart-check: $(ls charts/checks/good/*.yaml | wc -l) value sets render valid objects, $(ls charts/checks/bad/*.yaml | wc -l) bad ones are refused, the alerts pass their promtool tests"
+"$(dirname "$validate")/python" - "$out/monitored-fleet.yaml" <<'PY'
+import json, sys, yaml
+maps = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "ConfigMap"]
+boards = [json.loads(v) for m in maps for v in m["data"].values()]
+assert len(boards) == 4 and all(b["panels"] for b in boards), f"{len(boards)} dashboards in ConfigMaps"
+print(f"dashboards: {len(boards)} ConfigMaps for the Grafana sidecar, {sum(len(b['panels']) for b in boards)} panels")
+PY
+echo "chart-check: $(ls charts/checks/good/*.yaml | wc -l) value sets render valid objects, $(ls charts/checks/bad/*.yaml | wc -l) bad ones are refused, the dashboards and alerts pass their checks"

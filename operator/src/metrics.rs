@@ -64,6 +64,15 @@ pub struct FleetLabel {
     pub fleet: String,
 }
 
+/// Why a fleet refused to place a room.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabel {
+    /// `namespace/name` of the fleet.
+    pub fleet: String,
+    /// The room's `Scheduled` reason (`NoReadyNode`, `InsufficientSlots`...).
+    pub reason: String,
+}
+
 /// A scale decision of the autoscaler.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ScaleLabel {
@@ -128,6 +137,7 @@ pub struct FleetMetrics {
     pub rollout_halted: Family<FleetLabel, Gauge>,
     /// Media nodes still draining after their drain's deadline, by fleet.
     pub drains_past_deadline: Family<FleetLabel, Gauge>,
+    room_refusals: Family<RefusalLabel, Counter>,
 }
 
 impl FleetMetrics {
@@ -172,6 +182,11 @@ impl FleetMetrics {
             "drains_past_deadline",
             "Media nodes still draining after their drain's deadline, by fleet",
         );
+        let room_refusals: Family<RefusalLabel, Counter> = registered(
+            registry,
+            "room_refusals",
+            "Rooms refused a placement, by fleet and reason (once per room and reason)",
+        );
         Self {
             zone_desired_nodes,
             zone_current_nodes,
@@ -181,6 +196,7 @@ impl FleetMetrics {
             unschedulable_rooms,
             rollout_halted,
             drains_past_deadline,
+            room_refusals,
         }
     }
 }
@@ -341,6 +357,17 @@ impl Metrics {
             .set(i64::from(buffer));
     }
 
+    /// Counts a room refused a placement for `reason` (once per room and reason).
+    pub fn refused(&self, fleet: &str, reason: &str) {
+        self.fleets
+            .room_refusals
+            .get_or_create(&RefusalLabel {
+                fleet: fleet.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
     /// Counts a scale decision.
     pub fn scaled(&self, zone: &ZoneLabel, up: bool, reason: &str) {
         self.fleets
@@ -407,6 +434,7 @@ mod tests {
         m.fleets.unschedulable_rooms.get_or_create(&fleet).set(2);
         m.fleets.rollout_halted.get_or_create(&fleet).set(1);
         m.fleets.drains_past_deadline.get_or_create(&fleet).set(0);
+        m.refused("ns/visio", "NoReadyNode");
         let text = m.encode();
         for line in [
             "ruche_operator_zone_desired_nodes{fleet=\"ns/visio\",zone=\"fr-par-1\"} 4",
@@ -418,6 +446,7 @@ mod tests {
             "ruche_operator_unschedulable_rooms{fleet=\"ns/visio\"} 2",
             "ruche_operator_rollout_halted{fleet=\"ns/visio\"} 1",
             "ruche_operator_drains_past_deadline{fleet=\"ns/visio\"} 0",
+            "ruche_operator_room_refusals_total{fleet=\"ns/visio\",reason=\"NoReadyNode\"} 1",
         ] {
             assert!(text.contains(line), "{line} missing from {text}");
         }

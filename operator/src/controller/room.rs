@@ -249,6 +249,8 @@ pub async fn apply<A: NodeAdmin>(room: &Room, ctx: &Context<A>) -> Result<Action
                 .is_none_or(|old| old.reason != c.reason || old.message != c.message);
             write_pending(room, ctx, &current, c.clone()).await?;
             if changed {
+                let fleet = FleetKey::of_room(room).to_string();
+                ctx.metrics.refused(&fleet, &c.reason);
                 publish(ctx, room, EventType::Warning, "Unschedulable", &c.message).await;
             }
             Ok(Action::requeue(RETRY_UNSCHEDULABLE))
