@@ -11,7 +11,7 @@ OUT := out
 KUBECTL := $(TOOLS)/bin/kubectl
 RELEASE := $(abspath $(or $(CARGO_TARGET_DIR),target))/release
 
-.PHONY: help demo test lint fmt clippy unit objects-check browser-test crds crds-check chart-check dashboards bench bench-media bench-operator e2e build toolchain tools clean
+.PHONY: help demo test lint fmt clippy unit objects-check browser-test crds crds-check chart-check dashboards deny bench bench-media bench-operator e2e build toolchain tools clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,7 +21,7 @@ demo: toolchain ## Simulate a ministry's day on the bundled scenario; writes out
 
 # CI builds once from scratch: incremental caches would only add gigabytes to its disk.
 test: export CARGO_INCREMENTAL ?= 0
-test: toolchain tools lint unit objects-check browser-test crds-check chart-check e2e ## Everything CI runs: format, lints, unit/property/integration tests, a real-browser meeting, CRD checks, the e2e suite (on the cluster RUCHE_E2E_KUBECONFIG names)
+test: toolchain tools lint deny unit objects-check browser-test crds-check chart-check e2e ## Everything CI runs: format, lints, unit/property/integration tests, a real-browser meeting, CRD checks, the e2e suite (on the cluster RUCHE_E2E_KUBECONFIG names)
 	@echo "make test: all checks passed"
 
 lint: fmt clippy ## cargo fmt --check and clippy with -D warnings
@@ -49,6 +49,12 @@ objects-check: tools ## Validate the objects the operator builds (rendered by th
 crds: ## Regenerate crds/yaml (and the Helm chart's copy) from the Rust types
 	$(CARGO) run --quiet -p ruche-crds --bin crdgen -- crds/yaml
 	$(CARGO) run --quiet -p ruche-crds --bin crdgen -- charts/ruche/files/crds
+
+deny: $(TOOLS)/bin/cargo-deny ## Licences (permissive only), banned crates and sources of every dependency (deny.toml)
+	$(TOOLS)/bin/cargo-deny --locked check licenses bans sources
+
+$(TOOLS)/bin/cargo-deny:
+	$(CARGO) install --locked --quiet cargo-deny@0.20.2 --root $(abspath $(TOOLS))
 
 dashboards: tools ## Regenerate the Grafana dashboards (charts/ruche/files/dashboards) from charts/ruche/dashboards/dashboards.yaml
 	$(VENV)/bin/python scripts/dashboards.py write
