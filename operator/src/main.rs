@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ruche_operator::join_token::TokenArgs;
 use ruche_operator::run::RunArgs;
 use ruche_operator::sim::{self, Scenario, chart, report, scenario::BUNDLED};
 
@@ -24,19 +25,8 @@ enum Command {
     Run(Box<RunArgs>),
     /// Mint a join token for a room, as a meeting app would: prints the JWT.
     Token {
-        /// Room the token admits to.
-        room: String,
-        /// Participant identity (the token's `sub`).
-        identity: String,
-        /// Display name.
-        #[arg(long)]
-        name: Option<String>,
-        /// Validity in seconds.
-        #[arg(long, default_value_t = 3600)]
-        ttl_seconds: u64,
-        /// Refuse publishing (a listener).
-        #[arg(long)]
-        no_publish: bool,
+        #[command(flatten)]
+        token: TokenArgs,
         /// The join token key file (HMAC secret or Ed25519 private key in PEM).
         #[arg(long, conflicts_with = "fleet")]
         key_file: Option<PathBuf>,
@@ -78,30 +68,16 @@ fn main() -> ExitCode {
             compare,
         } => simulate(&scenario, chart, seed, json, compare),
         Command::Token {
-            room,
-            identity,
-            name,
-            ttl_seconds,
-            no_publish,
+            token,
             key_file,
             fleet,
             namespace,
-        } => {
-            let grants = ruche_crds::token::Grants {
-                publish: !no_publish,
-                subscribe: true,
-            };
-            token::mint(&token::Request {
-                room,
-                identity,
-                name,
-                ttl_seconds,
-                grants,
-                key_file,
-                fleet,
-                namespace,
-            })
-        }
+        } => token::mint(&token::Request {
+            admission: token.admission(),
+            key_file,
+            fleet,
+            namespace,
+        }),
     }
 }
 

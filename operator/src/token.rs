@@ -2,20 +2,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client};
-use ruche_crds::token::{Claims, Grants, TokenKey};
-use ruche_operator::build::{labels, pod::KEY_FILE};
+use kube::Client;
+use ruche_crds::token::TokenKey;
+use ruche_operator::join_token::{self, Admission};
 
 /// What to mint, and with which key.
 pub struct Request {
-    pub room: String,
-    pub identity: String,
-    pub name: Option<String>,
-    pub ttl_seconds: u64,
-    pub grants: Grants,
+    pub admission: Admission,
     pub key_file: Option<PathBuf>,
     pub fleet: Option<String>,
     pub namespace: Option<String>,
@@ -23,21 +17,7 @@ pub struct Request {
 
 /// Mints and prints the token; errors go to stderr with a non-zero exit.
 pub fn mint(request: &Request) -> ExitCode {
-    match key(request).and_then(|key| {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let claims = Claims {
-            sub: request.identity.clone(),
-            room: request.room.clone(),
-            name: request.name.clone(),
-            exp: now + request.ttl_seconds,
-            nbf: None,
-            iat: Some(now),
-            grants: request.grants,
-        };
-        key.mint(&claims).map_err(|e| e.to_string())
-    }) {
+    match key(request).and_then(|key| join_token::mint(&key, &request.admission)) {
         Ok(token) => {
             println!("{token}");
             ExitCode::SUCCESS
@@ -69,17 +49,6 @@ fn key(request: &Request) -> Result<TokenKey, String> {
             .namespace
             .clone()
             .unwrap_or_else(|| client.default_namespace().to_string());
-        let name = labels::join_key_secret(fleet);
-        let secret = Api::<Secret>::namespaced(client, &namespace)
-            .get(&name)
-            .await
-            .map_err(|e| format!("Secret {namespace}/{name}: {e}"))?;
-        let bytes = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(KEY_FILE))
-            .map(|b| b.0.clone())
-            .ok_or_else(|| format!("Secret {namespace}/{name} has no `{KEY_FILE}`"))?;
-        TokenKey::from_bytes(&bytes).map_err(|e| format!("Secret {namespace}/{name}: {e}"))
+        join_token::fleet_key(client, &namespace, fleet).await
     })
 }
