@@ -11,7 +11,7 @@ OUT := out
 KUBECTL := $(TOOLS)/bin/kubectl
 RELEASE := $(abspath $(or $(CARGO_TARGET_DIR),target))/release
 
-.PHONY: help demo test lint fmt clippy unit objects-check browser-test crds crds-check chart-check dashboards deny bench bench-media bench-operator e2e build toolchain tools clean
+.PHONY: help demo test lint fmt clippy unit objects-check browser-test crds crds-check chart-check dashboards deny sbom bench bench-media bench-operator e2e build toolchain tools clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -55,6 +55,16 @@ deny: $(TOOLS)/bin/cargo-deny ## Licences (permissive only), banned crates and s
 
 $(TOOLS)/bin/cargo-deny:
 	$(CARGO) install --locked --quiet cargo-deny@0.20.2 --root $(abspath $(TOOLS))
+
+sbom: $(TOOLS)/bin/cargo-cyclonedx ## CycloneDX SBOMs of the shipped binaries (ruche-operator, kubectl-ruche, ruche-media-node) into out/sbom
+	@mkdir -p $(OUT)/sbom
+	PATH=$(abspath $(TOOLS))/bin:$$PATH $(CARGO) cyclonedx --format json --describe binaries --no-build-deps -q
+	@for bom in operator/ruche-operator_bin operator/kubectl-ruche_bin media-node/ruche-media-node_bin; do mv $$bom.cdx.json $(OUT)/sbom/; done
+	@rm -f crds/*_bin.cdx.json e2e/*_bin.cdx.json
+	@for bom in $(OUT)/sbom/*.cdx.json; do python3 -c 'import json,sys; b=json.load(open(sys.argv[1])); print(sys.argv[1] + ": CycloneDX " + b["specVersion"] + ", " + str(len(b.get("components", []))) + " components")' $$bom; done
+
+$(TOOLS)/bin/cargo-cyclonedx:
+	$(CARGO) install --locked --quiet cargo-cyclonedx@0.5.9 --root $(abspath $(TOOLS))
 
 dashboards: tools ## Regenerate the Grafana dashboards (charts/ruche/files/dashboards) from charts/ruche/dashboards/dashboards.yaml
 	$(VENV)/bin/python scripts/dashboards.py write
