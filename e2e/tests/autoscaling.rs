@@ -76,6 +76,10 @@ async fn nodes(env: &TestEnv) -> Vec<MediaNode> {
     env.nodes(FLEET).await.expect("the media nodes")
 }
 
+async fn get_room(env: &TestEnv, name: &str) -> Result<Room, String> {
+    env.api::<Room>().get(name).await.map_err(|e| e.to_string())
+}
+
 fn room(name: &str, slots: u32, zone: &str) -> Room {
     fixtures::room(name, FLEET, slots, &[zone]).unwrap()
 }
@@ -277,11 +281,7 @@ async fn the_fleet_follows_its_rooms_zone_by_zone_and_bookings_ahead_of_time() {
         "the booking to be said",
         Duration::from_secs(10),
         || async {
-            let r = env
-                .api::<Room>()
-                .get("plenary")
-                .await
-                .map_err(|e| e.to_string())?;
+            let r = get_room(&env, "plenary").await?;
             let s = r.status.clone().unwrap_or_default();
             match s.conditions.condition("Booking") {
                 Some(c) if c.reason == "Booked" && s.phase == RoomPhase::Pending => {
@@ -298,11 +298,7 @@ async fn the_fleet_follows_its_rooms_zone_by_zone_and_bookings_ahead_of_time() {
         "the booked room placed and e2e-b at 2 Ready nodes",
         Duration::from_secs(75),
         || async {
-            let r = env
-                .api::<Room>()
-                .get("plenary")
-                .await
-                .map_err(|e| e.to_string())?;
+            let r = get_room(&env, "plenary").await?;
             let now = Timestamp::now();
             let placed = fixtures::node_of(&r).is_some();
             if placed && now < hold_from - SignedDuration::from_secs(1) {

@@ -16,24 +16,8 @@ die() { printf 'browser-test: %s\n' "$*" >&2; exit 1; }
 now() { date +%s; }
 started="$(now)"
 
-as_root() {
-  if [ "$(id -u)" = 0 ]; then
-    "$@"
-  elif command -v sudo >/dev/null; then
-    sudo "$@"
-  else
-    die "need root to run: $* (or install it yourself)"
-  fi
-}
-
-apt_install() {
-  export DEBIAN_FRONTEND=noninteractive
-  if ! as_root apt-get install -y --no-install-recommends "$@"; then
-    say "apt-get install $* failed: updating the package lists and trying again"
-    as_root apt-get update
-    as_root apt-get install -y --no-install-recommends "$@"
-  fi
-}
+# Debian packages, installed (as root, or through sudo) when missing.
+apt_install() { "$root/scripts/install-debian-packages.sh" --always "$@"; }
 
 # 1. Node.js 20 or later (playwright-core needs it).
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then

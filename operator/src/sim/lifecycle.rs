@@ -431,20 +431,15 @@ impl Lifecycle {
         }
     }
 
-    /// Whether a zone is down: it has nodes, and every one failed.
-    fn down(&self, snapshot: &Snapshot, zone: usize) -> bool {
-        let nodes = &self.zone_nodes[zone];
-        !nodes.is_empty()
-            && nodes.iter().all(|id| {
-                snapshot
-                    .node(*id)
-                    .is_none_or(|n| n.phase == NodePhase::Failed)
-            })
-    }
-
     /// Takes every zone towards its size (see [`plan_with`]).
     fn plan(&mut self, snapshot: &mut Snapshot, now: TimeOfDay) -> Result<(), ApplyError> {
         let views = self.views(snapshot);
+        // A zone whose every node failed is down: no node is created there (its pods could
+        // not start), as the autoscaler's loads say.
+        let down: Vec<bool> = zone_loads(self.zone_nodes.len(), &views, |_| None, &self.evacuated)
+            .iter()
+            .map(|l| l.down)
+            .collect();
         let count = |n: u32| IntOrString::Int(i32::try_from(n).unwrap_or(i32::MAX));
         let levers = Levers {
             budgets: self
@@ -468,7 +463,7 @@ impl Lifecycle {
         for action in plan_with(&sizes, &views, &levers) {
             match action {
                 FleetAction::Create { zone } => {
-                    if !self.down(snapshot, zone) {
+                    if !down.get(zone).copied().unwrap_or(false) {
                         self.create(snapshot, zone, now)?;
                         acted[zone] |= self.decided.get(zone) == Some(&Some(true));
                     }
