@@ -34,7 +34,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
-{{/* The namespace of the fleet and rooms the release creates. */}}
+{{/* The namespace of the fleet and rooms the release creates: fleet.namespace, else the first
+watched namespace, else the release's. */}}
 {{- define "ruche.fleetNamespace" -}}
-{{- default (default .Release.Namespace .Values.watchNamespace) .Values.fleet.namespace -}}
+{{- default (default .Release.Namespace (first .Values.watchNamespaces)) .Values.fleet.namespace -}}
 {{- end -}}

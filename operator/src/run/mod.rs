@@ -17,6 +17,7 @@ pub mod gauges;
 pub mod http;
 pub mod lease;
 pub mod limits;
+pub mod scope;
 pub mod watches;
 
 use std::future::Future;
@@ -43,15 +44,17 @@ use crate::core::health::HealthPolicy;
 use crate::metrics::Metrics;
 use crate::state::trim;
 use lease::{LeaseConfig, LeaseError};
+use scope::WatchScope;
 
 /// Options of `ruche-operator run`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Watch this namespace only (a ministry's own install); all namespaces when absent.
-    #[arg(long, env = "RUCHE_NAMESPACE")]
-    pub namespace: Option<String>,
-    /// Namespace of the leader election Lease (default: `POD_NAMESPACE`, else `--namespace`,
-    /// else the kubeconfig's namespace).
+    /// Watch these namespaces only (a ministry's own install: one, or a comma-separated
+    /// list); all namespaces when absent.
+    #[arg(long = "namespace", env = "RUCHE_NAMESPACE", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Namespace of the leader election Lease (default: `POD_NAMESPACE`, else the first of
+    /// `--namespace`, else the kubeconfig's namespace).
     #[arg(long, env = "RUCHE_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
     /// Name of the leader election Lease.
@@ -159,7 +162,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         .lease_namespace
         .clone()
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
-        .or_else(|| args.namespace.clone())
+        .or_else(|| WatchScope::of_list(&args.namespaces).first().map(str::to_string))
         .unwrap_or_else(|| client.default_namespace().to_string());
     let identity = if let Some(id) = args
         .identity
@@ -233,17 +236,6 @@ async fn shutdown_signal() {
     }
 }
 
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
 /// Events waiting to be written, at most; more are dropped (and counted).
 const EVENT_QUEUE: usize = 10_000;
 /// Events written at once.
@@ -267,7 +259,8 @@ async fn lead(
     leadership: Leadership<'_>,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let ns = args.namespace.as_deref();
+    let scope = WatchScope::of_list(&args.namespaces);
+    tracing::info!(serving = %scope.describe(), "watching");
     let owned = watcher::Config::default()
         .labels(&format!("app.kubernetes.io/managed-by={}", labels::MANAGER));
     let stop = future::FutureExt::shared(stop);
@@ -323,7 +316,7 @@ async fn lead(
     // controller wakes for a change of what it acts on, not for its own status writes.
     let fleet_events = {
         let (ctx, store) = (ctx.clone(), fleets.clone());
-        watcher(api::<MediaFleet>(client, ns), watcher::Config::default())
+        scope::watch(client, &scope, &watcher::Config::default(), store.clone())
             .default_backoff()
             .modify(trim::metadata)
             .reflect(fleet_writer)
@@ -333,7 +326,7 @@ async fn lead(
     };
     let node_events = {
         let (ctx, store) = (ctx.clone(), nodes.clone());
-        watcher(api::<MediaNode>(client, ns), watcher::Config::default())
+        scope::watch(client, &scope, &watcher::Config::default(), store.clone())
             .default_backoff()
             .modify(trim::metadata)
             .reflect(node_writer)
@@ -343,7 +336,7 @@ async fn lead(
     };
     let room_events = {
         let (ctx, store) = (ctx.clone(), rooms.clone());
-        watcher(api::<Room>(client, ns), watcher::Config::default())
+        scope::watch(client, &scope, &watcher::Config::default(), store.clone())
             .default_backoff()
             .modify(trim::metadata)
             .reflect(room_writer)
@@ -352,7 +345,7 @@ async fn lead(
             .predicate_filter(spec_or_deletion, PredicateConfig::default())
     };
     // Pods: one watch, both the node controller's cache and its trigger.
-    let pod_triggers = watcher(api::<Pod>(client, ns), owned.clone())
+    let pod_triggers = scope::watch(client, &scope, &owned, pods.clone())
         .default_backoff()
         .modify(trim::pod)
         .reflect(pod_writer)
@@ -380,7 +373,7 @@ async fn lead(
     };
 
     // The nodes' Services: cached, so that an unchanged one is not applied again.
-    let service_events = watcher(api::<Service>(client, ns), owned.clone())
+    let service_events = scope::watch(client, &scope, &owned, services.clone())
         .default_backoff()
         .modify(trim::metadata)
         .reflect(service_writer)
