@@ -11,7 +11,7 @@ OUT := out
 KUBECTL := $(TOOLS)/bin/kubectl
 RELEASE := $(abspath $(or $(CARGO_TARGET_DIR),target))/release
 
-.PHONY: help demo test lint fmt clippy unit objects-check browser-test crds crds-check chart-check dashboards deny sbom bench bench-media bench-operator e2e build toolchain tools clean
+.PHONY: help demo test lint fmt clippy unit objects-check browser-test crds crds-check chart-check dashboards deny sbom images image-check bench bench-media bench-operator e2e build toolchain tools clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -56,15 +56,27 @@ deny: $(TOOLS)/bin/cargo-deny ## Licences (permissive only), banned crates and s
 $(TOOLS)/bin/cargo-deny:
 	$(CARGO) install --locked --quiet cargo-deny@0.20.2 --root $(abspath $(TOOLS))
 
-sbom: $(TOOLS)/bin/cargo-cyclonedx ## CycloneDX SBOMs of the shipped binaries (ruche-operator, kubectl-ruche, ruche-media-node) into out/sbom
+sbom: $(TOOLS)/bin/cargo-cyclonedx ## CycloneDX SBOMs of the shipped binaries (ruche-operator, kubectl-ruche, ruche-media-node) and, after make images, of each image into out/sbom
 	@mkdir -p $(OUT)/sbom
 	PATH=$(abspath $(TOOLS))/bin:$$PATH $(CARGO) cyclonedx --format json --describe binaries --no-build-deps -q
 	@for bom in operator/ruche-operator_bin operator/kubectl-ruche_bin media-node/ruche-media-node_bin; do mv $$bom.cdx.json $(OUT)/sbom/; done
 	@rm -f crds/*_bin.cdx.json e2e/*_bin.cdx.json
+	@# One per image too (its Debian packages and binaries), from the archives `make images` wrote.
+	@if [ -f $(OUT)/images/ruche-operator.oci.tar ] && [ -f $(OUT)/images/ruche-media-node.oci.tar ]; then \
+		python3 scripts/image_sbom.py --out $(OUT)/sbom $(OUT)/images/ruche-operator.oci.tar $(OUT)/images/ruche-media-node.oci.tar; \
+	else \
+		echo "sbom: no image archives in $(OUT)/images: run make images for the images' SBOMs"; \
+	fi
 	@for bom in $(OUT)/sbom/*.cdx.json; do python3 -c 'import json,sys; b=json.load(open(sys.argv[1])); print(sys.argv[1] + ": CycloneDX " + b["specVersion"] + ", " + str(len(b.get("components", []))) + " components")' $$bom; done
 
 $(TOOLS)/bin/cargo-cyclonedx:
 	$(CARGO) install --locked --quiet cargo-cyclonedx@0.5.9 --root $(abspath $(TOOLS))
+
+images: toolchain ## Operator and media node images from Debian packages (mmdebstrap, buildah; no registry): out/images/*.oci.tar
+	CARGO=$(CARGO) OUT=$(OUT) scripts/images.sh
+
+image-check: images ## Unpack each image without a container runtime, check its config and labels, run its binaries in it (a media node until /readyz)
+	OUT=$(OUT) scripts/image-check.sh
 
 dashboards: tools ## Regenerate the Grafana dashboards (charts/ruche/files/dashboards) from charts/ruche/dashboards/dashboards.yaml
 	$(VENV)/bin/python scripts/dashboards.py write
@@ -106,10 +118,12 @@ e2e: toolchain tools ## End-to-end suite on the cluster RUCHE_E2E_KUBECONFIG nam
 	@mkdir -p $(OUT)
 	@# The workspace's test build (one feature resolution) also links both binaries.
 	$(CARGO) test --workspace --all-targets --locked --no-run
+	@# tests/helm.rs scrapes the operators and media nodes with Debian's Prometheus.
+	scripts/install-debian-packages.sh prometheus prometheus
 	@# The suite's exit status, not tee's, decides.
 	@# Every test binary of ruche-e2e, one after the other: tests/install.rs installs a
 	@# cluster-wide operator with kubectl apply -k manifests, which must not overlap tests/e2e.rs.
-	{ RUCHE_KUBECTL=$(abspath $(KUBECTL)) $(CARGO) test --locked -p ruche-e2e -- --nocapture; echo $$? > $(OUT)/e2e.rc; } 2>&1 | tee $(OUT)/e2e.log
+	{ RUCHE_KUBECTL=$(abspath $(KUBECTL)) RUCHE_HELM=$(abspath $(TOOLS))/bin/helm RUCHE_HELM3=$(abspath $(TOOLS))/bin/helm3 $(CARGO) test --locked -p ruche-e2e -- --nocapture; echo $$? > $(OUT)/e2e.rc; } 2>&1 | tee $(OUT)/e2e.log
 	@test "$$(cat $(OUT)/e2e.rc)" = 0 || { echo "make e2e: FAILED (see $(OUT)/e2e.log)" >&2; exit 1; }
 	@if grep -q 'SKIPPED (no cluster)' $(OUT)/e2e.log; then \
 		echo "make e2e: SKIPPED (no cluster): $$(grep -m1 -o 'SKIPPED (no cluster): .*' $(OUT)/e2e.log | sed 's/^SKIPPED (no cluster): //')"; \
@@ -125,9 +139,9 @@ toolchain:
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
 
-tools: $(VENV)/bin/kubernetes-validate $(KUBECTL)
+tools: $(VENV)/bin/kubernetes-validate $(KUBECTL) $(TOOLS)/bin/helm3
 
-$(KUBECTL):
+$(KUBECTL) $(TOOLS)/bin/helm3:
 	scripts/install-kube-tools.sh $(TOOLS)/bin
 
 $(VENV)/bin/kubernetes-validate:
