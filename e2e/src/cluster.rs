@@ -156,9 +156,14 @@ fn current_cluster(kubeconfig: &Kubeconfig) -> Result<serde_json::Value, String>
 /// Prints, straight to the process's stderr (past the test harness's output capture, so
 /// `cargo test` shows it even for passing tests), that `test` was skipped and why.
 pub fn print_skip(test: &str, why: &str) {
+    print_skip_as(test, "no cluster", why);
+}
+
+/// [`print_skip`] with another cause in the heading (`SKIPPED (<cause>): <why>`).
+pub fn print_skip_as(test: &str, cause: &str, why: &str) {
     let line = format!(
         "\n**********************************************************************\n\
-         SKIPPED (no cluster): {why}\n  test: {test}\n\
+         SKIPPED ({cause}): {why}\n  test: {test}\n\
          **********************************************************************\n"
     );
     let mut stderr = std::io::stderr().lock();

@@ -482,21 +482,38 @@ impl Drop for TestEnv {
 /// Creates a scenario's namespace `namespace` (labelled for the suite, Pod Security
 /// `privileged`) and its `default` ServiceAccount if none exists yet.
 pub(crate) async fn create_namespace(client: &Client, namespace: &str) -> Result<()> {
+    // Media pods use host ports, which stricter Pod Security levels refuse.
+    create_namespace_at(client, namespace, "privileged", &[]).await
+}
+
+/// Creates `namespace` with its `default` ServiceAccount, Pod Security `level` enforced, and
+/// `labels` besides the suite's own.
+pub(crate) async fn create_namespace_at(
+    client: &Client,
+    namespace: &str,
+    level: &str,
+    labels: &[(&str, &str)],
+) -> Result<()> {
+    let mut all = BTreeMap::from([
+        (
+            "app.kubernetes.io/part-of".to_string(),
+            "ruche-e2e".to_string(),
+        ),
+        (TEST_LABEL.to_string(), namespace.to_string()),
+        (
+            "pod-security.kubernetes.io/enforce".to_string(),
+            level.to_string(),
+        ),
+    ]);
+    all.extend(
+        labels
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string())),
+    );
     let ns = Namespace {
         metadata: ObjectMeta {
             name: Some(namespace.to_string()),
-            labels: Some(BTreeMap::from([
-                (
-                    "app.kubernetes.io/part-of".to_string(),
-                    "ruche-e2e".to_string(),
-                ),
-                (TEST_LABEL.to_string(), namespace.to_string()),
-                // Media pods use host ports, which stricter Pod Security levels refuse.
-                (
-                    "pod-security.kubernetes.io/enforce".to_string(),
-                    "privileged".to_string(),
-                ),
-            ])),
+            labels: Some(all),
             ..Default::default()
         },
         ..Default::default()

@@ -58,6 +58,11 @@ pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(120);
 /// One cluster-wide install at a time in a test process.
 static INSTALLS: Mutex<()> = Mutex::const_new(());
 
+/// Waits for any other install of this test process to end; the guard lets the next one in.
+pub(crate) async fn serialise() -> MutexGuard<'static, ()> {
+    INSTALLS.lock().await
+}
+
 /// `kubectl`, always with the suite's kubeconfig and never `KUBECONFIG`'s.
 #[derive(Clone, Debug)]
 pub struct Kubectl {
@@ -210,6 +215,37 @@ pub struct Installed {
     _serial: MutexGuard<'static, ()>,
 }
 
+/// The cluster, if there is one and it runs no kubelet; `None` after printing why not. The
+/// runner plays the kubelet for the operator's pods, which the Deployment does not pin
+/// anywhere: a real kubelet would run them too (and fail to pull the image).
+pub(crate) async fn connect_without_kubelets(test: &str) -> Result<Option<Cluster>> {
+    let cluster = match cluster::connect().await? {
+        Connection::Ready(c) => *c,
+        Connection::Skip(why) => {
+            cluster::print_skip(test, &why);
+            return Ok(None);
+        }
+    };
+    let nodes = Api::<Node>::all(cluster.client.clone())
+        .list(&ListParams::default().limit(1))
+        .await?;
+    if let Some(node) = nodes.items.first() {
+        cluster::print_skip_as(
+            test,
+            "cluster has nodes",
+            &format!(
+                "{} has Kubernetes nodes ({} among them), whose kubelets would run the \
+                 operator's pods too; the install scenarios need a control plane without \
+                 kubelets, such as ../shared/k8s/up starts",
+                cluster.server,
+                node.name_any()
+            ),
+        );
+        return Ok(None);
+    }
+    Ok(Some(cluster))
+}
+
 /// `<workspace>/manifests`, the argument of `kubectl apply -k`.
 fn manifests_dir() -> PathBuf {
     crate::workspace().join("manifests")
@@ -220,30 +256,9 @@ impl Installed {
     /// its pods. `None` (after printing why) when there is no cluster. Waits for any other
     /// install of this test process to be cleaned up first.
     pub async fn install(test: &str) -> Result<Option<Self>> {
-        let cluster = match cluster::connect().await? {
-            Connection::Ready(c) => *c,
-            Connection::Skip(why) => {
-                cluster::print_skip(test, &why);
-                return Ok(None);
-            }
-        };
-        // The runner plays the kubelet for the operator's pods, which the Deployment does not
-        // pin anywhere: a real kubelet would run them too (and fail to pull the image).
-        let nodes = Api::<Node>::all(cluster.client.clone())
-            .list(&ListParams::default().limit(1))
-            .await?;
-        if let Some(node) = nodes.items.first() {
-            eprintln!(
-                "\n**********************************************************************\n\
-                 SKIPPED (cluster has nodes): {} has Kubernetes nodes ({} among them), whose\n\
-                 kubelets would run the operator's pods too; the install scenarios need a\n\
-                 control plane without kubelets, such as ../shared/k8s/up starts\n  test: {test}\n\
-                 **********************************************************************\n",
-                cluster.server,
-                node.name_any()
-            );
+        let Some(cluster) = connect_without_kubelets(test).await? else {
             return Ok(None);
-        }
+        };
         let kubeconfig = std::env::var_os(KUBECONFIG_ENV)
             .map(PathBuf::from)
             .ok_or_else(|| Error::Setup(format!("{KUBECONFIG_ENV} is no longer set")))?;
@@ -607,18 +622,22 @@ impl Installed {
     }
 
     fn print_failure(&self) {
-        let mut out = format!(
-            "\n======== e2e [{}] FAILED after {:?}; files kept in {}\n",
-            self.test,
-            self.started.elapsed(),
-            self.dir.display()
-        );
-        out.push_str("-------- operator pods (last 300 lines of each log):\n");
-        out.push_str(&self.runner.report_app(OPERATOR_APP, 300));
-        out.push_str("-------- media node pods (last 40 lines of each log):\n");
-        out.push_str(&self.runner.report_app(MEDIA_NODE_APP, 40));
-        eprintln!("{out}");
+        print_failure(&self.test, self.started, &self.dir, &self.runner);
     }
+}
+
+/// Prints that `test` failed, with the end of its operator and media node pods' logs.
+pub(crate) fn print_failure(test: &str, started: Instant, dir: &Path, runner: &PodRunner) {
+    let mut out = format!(
+        "\n======== e2e [{test}] FAILED after {:?}; files kept in {}\n",
+        started.elapsed(),
+        dir.display()
+    );
+    out.push_str("-------- operator pods (last 300 lines of each log):\n");
+    out.push_str(&runner.report_app(OPERATOR_APP, 300));
+    out.push_str("-------- media node pods (last 40 lines of each log):\n");
+    out.push_str(&runner.report_app(MEDIA_NODE_APP, 40));
+    eprintln!("{out}");
 }
 
 fn is_ready(pod: &Pod) -> bool {

@@ -12,6 +12,8 @@
 //! - [`harness`]: one namespace-scoped scenario's world, cleaned up by a guard;
 //! - [`install`]: the operator installed cluster-wide by `kubectl apply -k manifests`, for
 //!   the scenarios of `tests/install.rs`;
+//! - [`helm`]: ministries' Helm releases of `charts/ruche`, for `tests/helm.rs`;
+//! - [`prometheus`]: a Prometheus server scraping the operator and media nodes on loopback;
 //! - [`fixtures`]: the fleets and rooms the scenarios create, and how to read their status;
 //! - [`apiserver`] and [`usage`]: what a bench measures: the API server's request counters,
 //!   a process's memory and CPU time.
@@ -22,10 +24,12 @@ pub mod crds;
 pub mod error;
 pub mod fixtures;
 pub mod harness;
+pub mod helm;
 pub mod http;
 pub mod install;
 pub mod operator;
 pub mod process;
+pub mod prometheus;
 pub mod rbac;
 pub mod runner;
 pub mod stand_in;

@@ -130,7 +130,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn client(cli: &Cli) -> Result<(Client, String), String> {
+async fn client(cli: &Cli) -> Result<(Client, String, String), String> {
     let options = KubeConfigOptions {
         context: cli.context.clone(),
         ..KubeConfigOptions::default()
@@ -148,24 +148,9 @@ async fn client(cli: &Cli) -> Result<(Client, String), String> {
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
+    let server = config.cluster_url.to_string();
     let client = Client::try_from(config).map_err(|e| format!("no cluster to talk to: {e}"))?;
-    Ok((client, namespace))
-}
-
-/// An API error in words, naming the object.
-fn failed(kind: &str, name: &str, namespace: &str, e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) if s.code == 404 => {
-            format!("{kind} {name} not found in namespace {namespace}")
-        }
-        kube::Error::Api(s) if s.code == 403 => {
-            format!(
-                "not allowed on {kind} {name} in namespace {namespace}: {}",
-                s.message
-            )
-        }
-        e => format!("{kind} {name} in namespace {namespace}: {e}"),
-    }
+    Ok((client, namespace, server))
 }
 
 fn objects<T: Serialize>(items: &[T], output: Option<Output>) -> Result<Option<String>, String> {
@@ -185,9 +170,38 @@ struct Session {
     client: Client,
     ns: String,
     output: Option<Output>,
+    /// The API server's address, for errors.
+    server: String,
 }
 
 impl Session {
+    /// An API error in words, naming the object, or the server that could not be reached.
+    fn failed(&self, kind: &str, name: &str, e: &kube::Error) -> String {
+        let namespace = &self.ns;
+        match e {
+            kube::Error::Api(s) if s.code == 404 => {
+                format!("{kind} {name} not found in namespace {namespace}")
+            }
+            kube::Error::Api(s) if s.code == 403 => {
+                format!(
+                    "not allowed on {kind} {name} in namespace {namespace}: {}",
+                    s.message
+                )
+            }
+            kube::Error::Api(_) => format!("{kind} {name} in namespace {namespace}: {e}"),
+            e => self.unreachable(e),
+        }
+    }
+
+    /// A transport error: the API server did not answer.
+    fn unreachable(&self, e: &kube::Error) -> String {
+        format!(
+            "cannot reach the API server at {} ({e}): is the cluster up, and are --kubeconfig \
+             and --context the right ones?",
+            self.server
+        )
+    }
+
     fn api<K>(&self) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -210,7 +224,10 @@ impl Session {
             .list(&ListParams::default())
             .await
             .map(|l| l.items)
-            .map_err(|e| format!("cannot list {kind} in namespace {}: {e}", self.ns))
+            .map_err(|e| match e {
+                kube::Error::Api(_) => format!("cannot list {kind} in namespace {}: {e}", self.ns),
+                e => self.unreachable(&e),
+            })
     }
 
     async fn status(&self, fleet: Option<&String>) -> Result<String, String> {
@@ -219,7 +236,7 @@ impl Session {
                 self.api::<MediaFleet>()
                     .get(name)
                     .await
-                    .map_err(|e| failed("MediaFleet", name, &self.ns, &e))?,
+                    .map_err(|e| self.failed("MediaFleet", name, &e))?,
             ],
             None => self.list::<MediaFleet>("MediaFleets").await?,
         };
@@ -231,12 +248,12 @@ impl Session {
             .api::<Room>()
             .get(name)
             .await
-            .map_err(|e| failed("Room", name, &self.ns, &e))?;
+            .map_err(|e| self.failed("Room", name, &e))?;
         let fleet = self
             .api::<MediaFleet>()
             .get_opt(&room.spec.fleet)
             .await
-            .map_err(|e| failed("MediaFleet", &room.spec.fleet, &self.ns, &e))?;
+            .map_err(|e| self.failed("MediaFleet", &room.spec.fleet, &e))?;
         let nodes = self.list::<MediaNode>("MediaNodes").await?;
         let rooms = self.list::<Room>("Rooms").await?;
         Ok(explain::explain(
@@ -259,7 +276,7 @@ impl Session {
         self.api::<MediaNode>()
             .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .map_err(|e| failed("MediaNode", node, &self.ns, &e))?;
+            .map_err(|e| self.failed("MediaNode", node, &e))?;
         let then = if mode == DrainMode::Wait {
             "stay until they end"
         } else {
@@ -278,7 +295,7 @@ impl Session {
                 &Patch::Merge(&edit::undrain()),
             )
             .await
-            .map_err(|e| failed("MediaNode", node, &self.ns, &e))?;
+            .map_err(|e| self.failed("MediaNode", node, &e))?;
         Ok(format!("medianode/{node} back in service\n"))
     }
 
@@ -287,12 +304,12 @@ impl Session {
         let current = api
             .get(fleet)
             .await
-            .map_err(|e| failed("MediaFleet", fleet, &self.ns, &e))?;
+            .map_err(|e| self.failed("MediaFleet", fleet, &e))?;
         let ops = edit::evacuate(&current, zone, !undo).map_err(|e| e.to_string())?;
         let patch: json_patch::Patch = serde_json::from_value(ops).map_err(|e| e.to_string())?;
         api.patch(fleet, &PatchParams::default(), &Patch::<()>::Json(patch))
             .await
-            .map_err(|e| failed("MediaFleet", fleet, &self.ns, &e))?;
+            .map_err(|e| self.failed("MediaFleet", fleet, &e))?;
         Ok(if undo {
             format!("mediafleet/{fleet}: zone {zone} serves again\n")
         } else {
@@ -314,7 +331,7 @@ impl Session {
                 self.api::<Room>()
                     .get(room)
                     .await
-                    .map_err(|e| failed("Room", room, &self.ns, &e))?
+                    .map_err(|e| self.failed("Room", room, &e))?
                     .spec
                     .fleet
             }
@@ -344,11 +361,12 @@ async fn run(cli: Cli) -> Result<String, String> {
     if let Command::Drain { deadline, .. } = &cli.command {
         edit::deadline(deadline).map_err(|e| e.to_string())?;
     }
-    let (client, ns) = client(&cli).await?;
+    let (client, ns, server) = client(&cli).await?;
     let session = Session {
         client,
         ns,
         output: cli.output,
+        server,
     };
     match &cli.command {
         Command::Status { fleet } => session.status(fleet.as_ref()).await,

@@ -162,7 +162,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         .lease_namespace
         .clone()
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
-        .or_else(|| WatchScope::of_list(&args.namespaces).first().map(str::to_string))
+        .or_else(|| {
+            WatchScope::of_list(&args.namespaces)
+                .first()
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| client.default_namespace().to_string());
     let identity = if let Some(id) = args
         .identity

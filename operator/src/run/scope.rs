@@ -8,9 +8,9 @@
 //! later re-list of one namespace (its watch restarted) becomes applies for what it holds and
 //! deletes for what it no longer holds, so the other namespaces' objects stay cached.
 
-use std::collections::HashSet;
 #[cfg(test)]
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::hash::Hash;
 
 use futures::stream::{self, BoxStream, StreamExt as _};
@@ -324,7 +324,10 @@ mod tests {
         let mut cache = Cache::new(2);
         let out = list(&mut cache, 0, &[cm("a", "x")]);
         assert_eq!(out, vec!["InitApply x"]);
-        assert!(cache.names().is_empty(), "nothing is cached before the merged list ends");
+        assert!(
+            cache.names().is_empty(),
+            "nothing is cached before the merged list ends"
+        );
         let out = list(&mut cache, 1, &[cm("b", "y"), cm("b", "z")]);
         assert_eq!(out, vec!["InitApply y", "InitApply z", "InitDone"]);
         assert_eq!(cache.names(), vec!["a/x", "b/y", "b/z"]);
@@ -337,7 +340,10 @@ mod tests {
         assert!(cache.feed(0, Event::Apply(cm("a", "new"))).is_empty());
         assert!(cache.feed(0, Event::Delete(cm("a", "x"))).is_empty());
         let out = list(&mut cache, 1, &[cm("b", "y")]);
-        assert_eq!(out, vec!["InitApply y", "InitDone", "Apply new", "Delete x"]);
+        assert_eq!(
+            out,
+            vec!["InitApply y", "InitDone", "Apply new", "Delete x"]
+        );
         assert_eq!(cache.names(), vec!["a/new", "b/y"]);
     }
 
