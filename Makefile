@@ -21,7 +21,7 @@ demo: toolchain ## Simulate a ministry's day on the bundled scenario; writes out
 
 # CI builds once from scratch: incremental caches would only add gigabytes to its disk.
 test: export CARGO_INCREMENTAL ?= 0
-test: toolchain tools lint deny unit objects-check browser-test crds-check chart-check e2e ## Everything CI runs: format, lints, unit/property/integration tests, a real-browser meeting, CRD checks, the e2e suite (on the cluster RUCHE_E2E_KUBECONFIG names)
+test: toolchain tools lint deny unit objects-check browser-test crds-check chart-check image-check e2e ## Everything CI runs: format, lints, licences, unit/property/integration tests, a real-browser meeting, CRD and chart checks, the images built and run, the e2e suite (on the cluster RUCHE_E2E_KUBECONFIG names)
 	@echo "make test: all checks passed"
 
 lint: fmt clippy ## cargo fmt --check and clippy with -D warnings
