@@ -770,6 +770,57 @@ async fn two_ministries_install_operate_upgrade_and_uninstall_with_helm() {
         "e2e [{TEST}]: all {} dashboard queries return data from the live Prometheus",
         queries.len()
     );
+    // The alerts' expressions on the same live data (their `for` aside): the HostPort fleet
+    // refused in `restricted` has a zone without a Ready node, the room larger than any node
+    // waits, and nothing else is wrong.
+    let alerts: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(ruche_e2e::workspace().join("charts/ruche/files/alerts.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut firing = std::collections::BTreeMap::new();
+    for rule in alerts["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+    {
+        let name = rule["alert"].as_str().unwrap().to_string();
+        let series = prometheus
+            .query(rule["expr"].as_str().unwrap())
+            .await
+            .unwrap();
+        let labels: Vec<String> = series
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}/{}",
+                    s["metric"]["fleet"].as_str().unwrap_or_default(),
+                    s["metric"]["zone"].as_str().unwrap_or_default()
+                )
+            })
+            .collect();
+        eprintln!("    alert {name}: {labels:?}");
+        firing.insert(name, labels);
+    }
+    assert_eq!(firing.len(), 8, "{firing:?}");
+    assert_eq!(
+        firing["RucheZoneWithoutReadyNode"],
+        vec![format!("{b}/hotline/fr-par-1")]
+    );
+    assert_eq!(
+        firing["RucheRoomsUnschedulable"],
+        vec![format!("{b2}/{FLEET}/")]
+    );
+    for quiet in [
+        "RucheNoLeadingOperator",
+        "RucheZoneBufferExhausted",
+        "RucheRolloutHalted",
+        "RucheDrainPastDeadline",
+        "RucheMediaLossHigh",
+    ] {
+        assert!(firing[quiet].is_empty(), "{quiet}: {:?}", firing[quiet]);
+    }
     drop(prometheus);
 
     // helm upgrade (Helm 4): three replicas and another log level, so every pod is
