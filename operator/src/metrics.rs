@@ -30,6 +30,17 @@ pub struct ErrorLabel {
     pub error: String,
 }
 
+/// A request to the API server, as the latency histogram labels it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiRequestLabel {
+    /// HTTP method: `GET`, `PATCH`, `POST`, `DELETE`...
+    pub verb: String,
+    /// The resource, with its subresource: `rooms`, `rooms/status`, `leases`...
+    pub resource: String,
+    /// The HTTP status code, or `error` when no response came.
+    pub code: String,
+}
+
 /// A room phase.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RoomPhaseLabel {
@@ -113,6 +124,7 @@ pub struct Metrics {
     /// The fleets' sizing and health.
     pub fleets: FleetMetrics,
     leader: Gauge,
+    api_requests: Family<ApiRequestLabel, Histogram>,
     /// Events dropped because the API server could not take them fast enough.
     pub events_dropped: Gauge,
 }
@@ -268,6 +280,15 @@ impl Metrics {
             "1 while this replica holds the leader Lease",
             leader.clone(),
         );
+        let api_requests = Family::<ApiRequestLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 14))
+        });
+        registry.register_with_unit(
+            "api_request_duration",
+            "Time the API server took to answer the operator's requests (watches left out)",
+            prometheus_client::registry::Unit::Seconds,
+            api_requests.clone(),
+        );
         let events_dropped = Gauge::default();
         registry.register(
             "events_dropped",
@@ -289,8 +310,16 @@ impl Metrics {
             zone_used_slots,
             fleets,
             leader,
+            api_requests,
             events_dropped,
         }
+    }
+
+    /// Records how long the API server took to answer one request.
+    pub fn api_request(&self, label: &ApiRequestLabel, took: Duration) {
+        self.api_requests
+            .get_or_create(label)
+            .observe(took.as_secs_f64());
     }
 
     /// Counts a reconcile and its duration.

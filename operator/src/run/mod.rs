@@ -13,6 +13,7 @@
 //! - [`gauges`]: rooms, nodes and slots, refreshed from the caches.
 //! - [`limits`]: the open-files limit, raised for a connection per media node.
 
+pub mod api_latency;
 pub mod gauges;
 pub mod http;
 pub mod lease;
@@ -134,8 +135,15 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         Ok(limits::OpenFiles::Unchanged(n)) => tracing::debug!(limit = n, "open-files limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
     }
-    let client = Client::try_default().await.map_err(RunError::Client)?;
     let metrics = Arc::new(Metrics::new());
+    // The default client, with the API server's answers timed (ruche_operator_api_request_*).
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| RunError::Client(kube::Error::InferConfig(e)))?;
+    let client = kube::client::ClientBuilder::try_from(config)
+        .map_err(RunError::Client)?
+        .with_layer(&api_latency::ApiLatency::new(metrics.clone()))
+        .build();
     let probes = http::Probes::default();
     let ready = probes.ready.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
