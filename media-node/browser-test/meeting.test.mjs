@@ -302,6 +302,19 @@ describe("two Chromium pages in one room on ruche-media-node", { timeout: 120_00
     assert.ok(later.framesDecoded > before + 1, `alice's decoded frames stalled at ${before} for 5 s: ${JSON.stringify(later)}`);
   });
 
+  step("each announced track maps to its receiver through the subscribe offer's msid and mid", { timeout: 15_000 }, async () => {
+    const tracks = await bob.evaluate(() =>
+      (window.ruche.tracks || []).map((t) => ({ ...t, found: window.ruche.receiverOf(t.track)?.track.kind ?? null })),
+    );
+    console.log(`bob's announced tracks: ${JSON.stringify(tracks)}`);
+    const audio = tracks.filter((t) => t.kind === "audio");
+    const video = tracks.filter((t) => t.kind === "video");
+    assert.ok(audio.length >= 1 && video.length >= 1, `bob was told of ${JSON.stringify(tracks)}`);
+    for (const t of audio) assert.deepEqual(t.layers, [], `an audio track has no simulcast layers: ${JSON.stringify(t)}`);
+    for (const t of video) assert.ok(t.layers.length >= 1, `alice's video is simulcast: ${JSON.stringify(t)}`);
+    for (const t of tracks) assert.equal(t.found, t.kind, `track ${t.track} maps to a ${t.found} receiver, not ${t.kind}`);
+  });
+
   step("a subscriber gets the simulcast layer it asks for, the other keeps the best", { timeout: 120_000 }, async () => {
     const width = async (page) => (await page.evaluate(() => window.ruche.inbound())).frameWidth;
     const sent = (page) => page.evaluate(() => window.ruche.outbound());
@@ -361,5 +374,20 @@ describe("two Chromium pages in one room on ruche-media-node", { timeout: 120_00
     // Nobody receives their own message back.
     const own = await alice.evaluate((t) => (window.ruche.received || []).some((m) => m.text === t), hello);
     assert.equal(own, false, "alice got her own message back");
+  });
+
+  step("closing the room ends both sessions with a close frame, and the pages close their peer connections", { timeout: 30_000 }, async () => {
+    const r = await fetch(`${node.admin}/v1/rooms/${ROOM}`, { method: "DELETE", headers: { Authorization: `Bearer ${node.adminToken}` } });
+    assert.equal(r.status, 200, `DELETE /v1/rooms/${ROOM} answered ${r.status}: ${await r.clone().text()}`);
+    for (const [who, page] of [["alice", alice], ["bob", bob]]) {
+      await page.waitForFunction(() => window.ruche.ended !== null, null, { timeout: 10_000 });
+      const seen = await page.evaluate(() => ({ ended: window.ruche.ended, error: window.ruche.lastError, pcs: window.ruche.closedStates, pub: window.ruche.pub, sub: window.ruche.sub }));
+      console.log(`${who}: ${JSON.stringify(seen)}`);
+      assert.deepEqual(seen.ended, { code: 4002, reason: "room closed" }, `${who}'s socket did not close with 4002: ${JSON.stringify(seen)}`);
+      assert.equal(seen.error?.code, "room_closed", `${who}'s last error: ${JSON.stringify(seen.error)}`);
+      assert.deepEqual(seen.pcs, ["closed", "closed"], `${who}'s peer connections: ${JSON.stringify(seen.pcs)}`);
+      assert.equal(seen.pub, null);
+      assert.equal(seen.sub, null);
+    }
   });
 });

@@ -145,6 +145,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         .map_err(|e| format!("cannot bind the media port {}: {e}", cli.media_bind))?;
     let media = running.handle.clone();
     let signaling_state = Arc::new(SignalingState {
+        liveness: signaling::Liveness::default(),
         media: media.clone(),
         key: key.clone(),
         dev: cli.dev,

@@ -8,6 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use ruche_media_node::signaling::Liveness;
 use support::{Client, Node, NodeOptions, Outgoing, Pacer, eventually};
 
 /// Streams `tag`-marked audio and video until `stop`, answering keyframe requests the way a
@@ -815,6 +816,16 @@ async fn closing_a_room_ends_its_sessions_and_only_its_own() {
     let alice = node.join("r1", "alice").await;
     let bob = node.join("r1", "bob").await;
     let carol = node.join("r2", "carol").await;
+    // Alice publishes, so that her leaving would change Bob's subscription.
+    let (video, audio) = alice.publish_av().await;
+    let mut pacer = Pacer::new(&alice, Duration::from_secs(1));
+    let subscribed = Instant::now();
+    while bob.received.lock().unwrap().first_packet.is_none()
+        && subscribed.elapsed() < Duration::from_secs(10)
+    {
+        pacer.step(&alice, &video, &audio, 1).await;
+    }
+    let before = bob.messages.lock().unwrap().len();
     let (status, body) = node.admin("DELETE", "/v1/rooms/r1", None, None).await;
     assert_eq!(
         (status, body["participantsClosed"].as_u64()),
@@ -824,16 +835,37 @@ async fn closing_a_room_ends_its_sessions_and_only_its_own() {
     for c in [&alice, &bob] {
         assert!(
             eventually(Duration::from_secs(5), || c
-                .messages_of("error")
-                .iter()
-                .any(
-                    |e| e["code"] == "closed" && e["message"] == "room r1 was closed"
-                ))
+                .closed
+                .lock()
+                .unwrap()
+                .is_some())
             .await,
             "{:?}",
             c.messages.lock().unwrap()
         );
+        assert_eq!(
+            c.closed.lock().unwrap().clone(),
+            Some((4002, "room closed".to_string()))
+        );
+        let last = c.messages.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(
+            (
+                &last["type"],
+                &last["code"],
+                &last["message"],
+                &last["fatal"]
+            ),
+            (
+                &serde_json::json!("error"),
+                &serde_json::json!("room_closed"),
+                &serde_json::json!("room r1 was closed"),
+                &serde_json::json!(true)
+            )
+        );
     }
+    // The room's end is the only news: no offer, no `participantLeft` for a room going away.
+    let after: Vec<serde_json::Value> = bob.messages.lock().unwrap()[before..].to_vec();
+    assert_eq!(after.len(), 1, "{after:?}");
     let (_, s) = node.admin("GET", "/v1/status", None, None).await;
     assert_eq!(
         (s["participants"].as_u64(), s["rooms"].as_u64()),
@@ -903,7 +935,7 @@ async fn the_assignment_list_is_versioned_and_the_whole_truth() {
         eventually(Duration::from_secs(5), || alice
             .messages_of("error")
             .iter()
-            .any(|e| e["code"] == "closed"
+            .any(|e| e["code"] == "room_closed"
                 && e["message"]
                     == "room r1 is no longer hosted on this media node"))
         .await,
@@ -1153,4 +1185,144 @@ async fn a_room_reports_its_joins_and_media_quality_for_the_rollout_gate() {
     assert_eq!(quality["lossPercent"].as_f64(), Some(0.0), "{s}");
     bob.close().await;
     alice.close().await;
+}
+
+/// Reads frames until the close frame; returns the text messages and the close (code, reason).
+async fn until_closed(
+    stream: &mut futures::stream::SplitStream<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    >,
+) -> (Vec<serde_json::Value>, Option<(u16, String)>) {
+    use futures::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut texts = Vec::new();
+    while let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+        match frame {
+            Ok(Message::Text(t)) => texts.push(serde_json::from_str(&t).unwrap()),
+            Ok(Message::Close(f)) => {
+                return (texts, f.map(|f| (u16::from(f.code), f.reason.to_string())));
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    (texts, None)
+}
+
+/// Opens a raw signaling WebSocket and sends `first` (if any).
+async fn raw_session(
+    node: &Node,
+    first: Option<&str>,
+) -> (
+    futures::stream::SplitSink<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        tokio_tungstenite::tungstenite::Message,
+    >,
+    futures::stream::SplitStream<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    >,
+) {
+    use futures::{SinkExt as _, StreamExt as _};
+    let (ws, _) = tokio_tungstenite::connect_async(node.ws_url())
+        .await
+        .unwrap();
+    let (mut sink, stream) = ws.split();
+    if let Some(text) = first {
+        sink.send(tokio_tungstenite::tungstenite::Message::Text(
+            text.to_string().into(),
+        ))
+        .await
+        .unwrap();
+    }
+    (sink, stream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_session_the_node_ends_has_a_close_frame_that_says_why() {
+    let node = Node::start(NodeOptions::default()).await;
+    // A refused token: the error, then 4001.
+    let (_sink, mut stream) = raw_session(
+        &node,
+        Some(r#"{"type":"join","token":"not-a-jwt","room":"r1"}"#),
+    )
+    .await;
+    let (texts, close) = until_closed(&mut stream).await;
+    assert_eq!(texts.last().unwrap()["code"], "malformed");
+    assert_eq!(close, Some((4001, "join refused".into())));
+    // A first message that is not a join: 4000.
+    let (_sink, mut stream) = raw_session(&node, Some(r#"{"type":"ping"}"#)).await;
+    let (texts, close) = until_closed(&mut stream).await;
+    assert_eq!(texts.last().unwrap()["code"], "not_joined");
+    assert_eq!(close, Some((4000, "protocol error".into())));
+    // Five invalid messages: the fifth error is fatal, then 4000.
+    let token = node.token("r1", "noisy");
+    let join = format!(r#"{{"type":"join","token":"{token}","room":"r1"}}"#);
+    let (mut sink, mut stream) = raw_session(&node, Some(&join)).await;
+    for _ in 0..5 {
+        use futures::SinkExt as _;
+        sink.send(tokio_tungstenite::tungstenite::Message::Text("{".into()))
+            .await
+            .unwrap();
+    }
+    let (texts, close) = until_closed(&mut stream).await;
+    let last = texts.last().unwrap();
+    assert_eq!(
+        (&last["code"], &last["fatal"]),
+        (
+            &serde_json::json!("invalid_message"),
+            &serde_json::json!(true)
+        )
+    );
+    assert_eq!(close, Some((4000, "protocol error".into())));
+    // `leave`: a normal close, 1000.
+    let token = node.token("r1", "polite");
+    let join = format!(r#"{{"type":"join","token":"{token}","room":"r1"}}"#);
+    let (mut sink, mut stream) = raw_session(&node, Some(&join)).await;
+    {
+        use futures::SinkExt as _;
+        sink.send(tokio_tungstenite::tungstenite::Message::Text(
+            r#"{"type":"leave"}"#.into(),
+        ))
+        .await
+        .unwrap();
+    }
+    let (texts, close) = until_closed(&mut stream).await;
+    assert_eq!(texts.first().unwrap()["type"], "joined");
+    assert_eq!(close, Some((1000, "left".into())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_session_is_closed_and_a_live_one_is_kept() {
+    let node = Node::start(NodeOptions {
+        liveness: Liveness {
+            keepalive: Duration::from_millis(200),
+            idle_timeout: Duration::from_millis(700),
+        },
+        ..NodeOptions::default()
+    })
+    .await;
+    // A client that reads answers the node's pings on its own: it stays.
+    let live = node.join("r1", "reader").await;
+    // One that never reads (nor answers pings) is closed with 4004.
+    let token = node.token("r1", "sleeper");
+    let join = format!(r#"{{"type":"join","token":"{token}","room":"r1"}}"#);
+    let (_sink, mut stream) = raw_session(&node, Some(&join)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (texts, close) = until_closed(&mut stream).await;
+    let last = texts.last().unwrap();
+    assert_eq!(last["code"], "idle_timeout", "{texts:?}");
+    assert_eq!(close, Some((4004, "idle timeout".into())));
+    assert!(
+        live.closed.lock().unwrap().is_none(),
+        "the reading client is still in"
+    );
+    assert!(live.messages_of("error").is_empty());
+    let (_, s) = node.admin("GET", "/v1/status", None, None).await;
+    assert_eq!(s["participants"].as_u64(), Some(1), "{s}");
 }

@@ -246,9 +246,14 @@ async fn sigterm_exits_at_the_deadline_even_with_rooms_live() {
         support::eventually(Duration::from_secs(3), || alice
             .messages_of("error")
             .iter()
-            .any(|e| e["code"] == "closed"))
+            .any(|e| e["code"] == "unavailable" && e["fatal"] == true))
         .await,
         "the participant is told the session ended: {:?}",
         alice.messages.lock().unwrap()
+    );
+    assert_eq!(
+        alice.closed.lock().unwrap().clone(),
+        Some((1001, "node stopping".to_string())),
+        "then the close frame says the node stopped"
     );
 }

@@ -28,7 +28,7 @@ use super::demux::{Demux, PeerKey};
 use super::participants::Participant;
 use super::timers::Timers;
 use super::tracks::{Track, TrackKey};
-use super::{Command, MediaHandle, ParticipantId};
+use super::{Command, Ending, MediaHandle, ParticipantEvent, ParticipantId};
 use crate::admission::{Limits, NodeMode};
 use crate::drain::{Drain, DrainEvent};
 use crate::metrics::Metrics;
@@ -650,8 +650,19 @@ impl Engine {
             .get(room)
             .map(|r| r.participants.iter().copied().collect())
             .unwrap_or_default();
+        // Every session hears that the room closed before anything else: no participant gets
+        // an offer or a `participantLeft` for a room that is going away (an answer to it
+        // would find its session gone).
         for id in &ids {
-            self.leave(*id, Some(why.to_string()));
+            if let Some(p) = self.participants.get_mut(id) {
+                p.closing = true;
+                let _ = p.events.send(ParticipantEvent::Closed(Ending::RoomClosed(
+                    why.to_string(),
+                )));
+            }
+        }
+        for id in &ids {
+            self.leave(*id, None);
         }
         tracing::info!(%room, participants = ids.len(), "{why}");
         ids.len()
@@ -702,7 +713,7 @@ impl Engine {
     fn close_all(&mut self) {
         let ids: Vec<ParticipantId> = self.participants.keys().copied().collect();
         for id in ids {
-            self.leave(id, Some("the media node is shutting down".into()));
+            self.leave(id, Some(Ending::NodeStopping));
         }
     }
 

@@ -156,8 +156,19 @@ pub enum ParticipantEvent {
         /// Token for it.
         token: String,
     },
-    /// The node ended the session.
-    Closed(String),
+    /// The node ended the session: the last event a session receives.
+    Closed(Ending),
+}
+
+/// Why the node ended a participant's session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The room ended here: closed by the admin API, or no longer assigned to this node.
+    RoomClosed(String),
+    /// The node is shutting down.
+    NodeStopping,
+    /// The participant's media connection failed or was closed.
+    MediaFailed(String),
 }
 
 /// Commands the loop accepts.

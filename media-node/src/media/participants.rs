@@ -19,7 +19,9 @@ use tokio::sync::mpsc;
 
 use super::demux::PeerKey;
 use super::engine::{Engine, Role};
-use super::{JoinError, JoinRequest, Joined, ParticipantEvent, ParticipantId, ParticipantInfo};
+use super::{
+    Ending, JoinError, JoinRequest, Joined, ParticipantEvent, ParticipantId, ParticipantInfo,
+};
 use crate::admission::{self, NodeState};
 use crate::token::Grants;
 
@@ -57,6 +59,8 @@ pub struct Participant {
     pub subscribe: PeerKey,
     /// Subscribe negotiation state.
     pub negotiation: Negotiation,
+    /// Its session is ending (its room closes): it gets no more offers or room news.
+    pub closing: bool,
     /// The node's chat channel on the subscribe connection, once open.
     pub chat: Option<RTCDataChannelId>,
     /// Messages that arrived before that channel opened, delivered when it does.
@@ -144,6 +148,7 @@ impl Engine {
                 publish,
                 subscribe,
                 negotiation: Negotiation::Stable,
+                closing: false,
                 chat: None,
                 pending_chat: Vec::new(),
                 subscriptions: HashMap::new(),
@@ -242,6 +247,9 @@ impl Engine {
         let Some(participant) = self.participants.get_mut(&id) else {
             return;
         };
+        if participant.closing {
+            return;
+        }
         if let Negotiation::AwaitingAnswer { again } = &mut participant.negotiation {
             *again = true;
             return;
@@ -272,7 +280,7 @@ impl Engine {
     }
 
     /// Removes a participant, its tracks and its subscriptions; tells the others.
-    pub(crate) fn leave(&mut self, id: ParticipantId, reason: Option<String>) {
+    pub(crate) fn leave(&mut self, id: ParticipantId, reason: Option<Ending>) {
         let Some(participant) = self.participants.remove(&id) else {
             return;
         };
@@ -388,7 +396,10 @@ impl Engine {
                         if never_connected && role == Role::Publish {
                             self.join_failed(owner);
                         }
-                        self.leave(owner, Some(format!("media connection {state}")));
+                        self.leave(
+                            owner,
+                            Some(Ending::MediaFailed(format!("media connection {state}"))),
+                        );
                         return;
                     }
                     _ => {}

@@ -25,6 +25,25 @@ use crate::token::{Claims, Grants, TokenKey};
 /// The demo page served in `--dev` mode.
 pub const DEMO_PAGE: &str = include_str!("../../static/demo.html");
 
+/// How sessions are kept alive: the node pings a session every `keepalive`, and closes one
+/// from which nothing came for `idle_timeout` (close code 4004).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Liveness {
+    /// Interval of the node's WebSocket pings.
+    pub keepalive: std::time::Duration,
+    /// Silence after which a session is closed.
+    pub idle_timeout: std::time::Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Self {
+            keepalive: protocol::KEEPALIVE,
+            idle_timeout: protocol::IDLE_TIMEOUT,
+        }
+    }
+}
+
 /// What every session shares.
 pub struct SignalingState {
     /// The media loop.
@@ -35,6 +54,8 @@ pub struct SignalingState {
     pub dev: bool,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Keep-alive and idle timeout.
+    pub liveness: Liveness,
 }
 
 /// The signaling routes.

@@ -113,6 +113,68 @@ pub enum ServerMessage {
     },
 }
 
+/// How the node ends a session: the code and reason of the WebSocket close frame it sends
+/// last, after an `error` message (`fatal: true`) that says the same in words, so that an app
+/// tells a decision of the node from a network failure (1006, no close frame).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseCode {
+    /// 1000: the client left (`leave`).
+    Left,
+    /// 1001: the node is shutting down (or its media loop stopped).
+    NodeStopping,
+    /// 1011: the node failed to set the session up.
+    InternalError,
+    /// 4000: the client broke the protocol (no `join` in time, a first message that is not
+    /// `join`, too many invalid messages).
+    ProtocolError,
+    /// 4001: the join was refused (its token, or the node's admission).
+    JoinRefused,
+    /// 4002: the room closed on this node (closed, or no longer assigned here).
+    RoomClosed,
+    /// 4003: the participant's media connection failed or closed.
+    MediaFailed,
+    /// 4004: nothing came from the client (no frame, no pong) within [`IDLE_TIMEOUT`].
+    IdleTimeout,
+}
+
+impl CloseCode {
+    /// The close frame's code.
+    pub fn code(self) -> u16 {
+        match self {
+            Self::Left => 1000,
+            Self::NodeStopping => 1001,
+            Self::InternalError => 1011,
+            Self::ProtocolError => 4000,
+            Self::JoinRefused => 4001,
+            Self::RoomClosed => 4002,
+            Self::MediaFailed => 4003,
+            Self::IdleTimeout => 4004,
+        }
+    }
+
+    /// The close frame's reason (short: a close frame carries at most 123 bytes).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Left => "left",
+            Self::NodeStopping => "node stopping",
+            Self::InternalError => "media error",
+            Self::ProtocolError => "protocol error",
+            Self::JoinRefused => "join refused",
+            Self::RoomClosed => "room closed",
+            Self::MediaFailed => "media failed",
+            Self::IdleTimeout => "idle timeout",
+        }
+    }
+}
+
+/// How often the node pings an idle session (WebSocket ping frames: browsers answer them on
+/// their own).
+pub const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// A session from which nothing (no frame, no pong) came for this long is closed with
+/// [`CloseCode::IdleTimeout`].
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(45);
+
 /// A client message that cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
@@ -199,6 +261,23 @@ mod tests {
             "a".repeat(MAX_MESSAGE_BYTES)
         );
         assert!(matches!(parse(&huge), Err(ProtocolError::TooLarge(_))));
+    }
+
+    #[test]
+    fn close_codes_are_distinct_and_reasons_fit_a_close_frame() {
+        let all = [
+            CloseCode::Left,
+            CloseCode::NodeStopping,
+            CloseCode::InternalError,
+            CloseCode::ProtocolError,
+            CloseCode::JoinRefused,
+            CloseCode::RoomClosed,
+            CloseCode::MediaFailed,
+            CloseCode::IdleTimeout,
+        ];
+        let codes: std::collections::HashSet<u16> = all.iter().map(|c| c.code()).collect();
+        assert_eq!(codes.len(), all.len());
+        assert!(all.iter().all(|c| c.reason().len() <= 123));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use ruche_media_node::admission::{Limits, NodeMode};
 use ruche_media_node::media::MediaHandle;
 use ruche_media_node::media::engine::{EngineConfig, spawn};
 use ruche_media_node::metrics::Metrics;
-use ruche_media_node::signaling::{self, SignalingState};
+use ruche_media_node::signaling::{self, Liveness, SignalingState};
 use ruche_media_node::token::{Claims, Grants, TokenKey};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -64,6 +64,8 @@ pub struct NodeOptions {
     pub bind: Option<SocketAddr>,
     /// What the node advertises (default: its bound address).
     pub advertise: Option<SocketAddr>,
+    /// Keep-alive and idle timeout of signaling sessions.
+    pub liveness: Liveness,
 }
 
 impl Default for NodeOptions {
@@ -74,6 +76,7 @@ impl Default for NodeOptions {
             max_room: 50,
             bind: None,
             advertise: None,
+            liveness: Liveness::default(),
         }
     }
 }
@@ -112,6 +115,7 @@ impl Node {
             key: key.clone(),
             dev: true,
             metrics: metrics.clone(),
+            liveness: options.liveness,
         });
         let admin_state = Arc::new(AdminState {
             media: handle.clone(),
@@ -414,6 +418,8 @@ pub struct Client {
     keyframe_requests: Arc<std::sync::atomic::AtomicU32>,
     /// The last `migrate` message, with when it arrived.
     pub migration: Arc<Mutex<Option<Migration>>>,
+    /// The node's close frame (code, reason), once it arrived.
+    pub closed: Arc<Mutex<Option<(u16, String)>>>,
 }
 
 /// Where a `migrate` message told a participant to reconnect, and when it arrived.
@@ -479,6 +485,7 @@ impl Client {
         .await;
         let messages = Arc::new(Mutex::new(vec![first]));
         let migration: Arc<Mutex<Option<Migration>>> = Arc::default();
+        let closed: Arc<Mutex<Option<(u16, String)>>> = Arc::default();
         let (out, mut out_rx) = mpsc::unbounded_channel::<String>();
         tokio::spawn(async move {
             while let Some(text) = out_rx.recv().await {
@@ -489,16 +496,27 @@ impl Client {
             let _ = sink.close().await;
         });
         {
-            let (messages, subscribe, publish, out, migration) = (
+            let (messages, subscribe, publish, out, migration, closed) = (
                 messages.clone(),
                 subscribe.clone(),
                 publish.clone(),
                 out.clone(),
                 migration.clone(),
+                closed.clone(),
             );
             tokio::spawn(async move {
                 while let Some(Ok(frame)) = stream.next().await {
-                    let Message::Text(text) = frame else { continue };
+                    let text = match frame {
+                        Message::Text(text) => text,
+                        Message::Close(frame) => {
+                            *closed.lock().expect("lock") =
+                                Some(frame.map_or((1005, String::new()), |f| {
+                                    (u16::from(f.code), f.reason.to_string())
+                                }));
+                            continue;
+                        }
+                        _ => continue,
+                    };
                     let Ok(m) = serde_json::from_str::<Value>(&text) else {
                         continue;
                     };
@@ -563,6 +581,7 @@ impl Client {
             chat: Mutex::new(None),
             keyframe_requests,
             migration,
+            closed,
         })
     }
 
