@@ -1,12 +1,11 @@
-//! The media loop: one UDP socket, every peer connection, every room.
-//!
-//! The loop waits for a datagram, a command or a deadline, feeds it to the `rtc` core, then
-//! drains every peer connection it touched: datagrams out, events, and RTP/RTCP/data read,
-//! which forwarding turns into writes on other connections. It runs on its own thread, so
-//! forwarding never waits behind signaling or the admin API.
+//! The media core: every peer connection, every room, and no socket. It takes datagrams,
+//! commands and the time, and returns datagrams to send ([`Engine::poll_transmit`]) and the
+//! time it next needs to be woken ([`Engine::poll_timeout`]); [`super::driver`] owns the
+//! socket, batches reads and writes, and keeps the clock. After each input, [`Engine::process`]
+//! drains every peer connection it touched: events, and RTP/RTCP/data read, which forwarding
+//! turns into writes on other connections, then the datagrams they produced.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::io;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,14 +20,13 @@ use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use serde::Serialize;
-use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::demux::{Demux, PeerKey};
 use super::participants::Participant;
 use super::timers::Timers;
 use super::tracks::{Track, TrackKey};
-use super::{Command, Ending, MediaHandle, ParticipantEvent, ParticipantId};
+use super::{Command, Ending, ParticipantEvent, ParticipantId};
 use crate::admission::{Limits, NodeMode};
 use crate::drain::{Drain, DrainEvent};
 use crate::metrics::Metrics;
@@ -150,13 +148,24 @@ pub struct Room {
     pub quality: RoomQuality,
 }
 
-/// The media loop's state.
+/// A datagram to send.
+#[derive(Debug)]
+pub struct Transmit {
+    /// Where to.
+    pub to: SocketAddr,
+    /// What.
+    pub data: BytesMut,
+}
+
+/// The media core's state.
 pub struct Engine {
     pub(crate) config: EngineConfig,
     pub(crate) metrics: Arc<Metrics>,
-    socket: UdpSocket,
-    /// Where the socket is bound (stands in for a port of 0 or an unspecified IP advertised).
+    /// Where the driver's socket is bound (stands in for a port of 0 or an unspecified IP
+    /// advertised).
     bound: SocketAddr,
+    /// Datagrams waiting for the driver.
+    outbox: VecDeque<Transmit>,
     /// Publishes `config.advertise` to the [`MediaHandle`]s.
     advertised: watch::Sender<SocketAddr>,
     pub(crate) peers: Vec<Option<Peer>>,
@@ -188,70 +197,11 @@ pub struct Engine {
     bitrate_out: u64,
     ticks: u64,
     pub(crate) losses: super::quality::LossLedger,
-    exit: watch::Sender<bool>,
-}
-
-/// The running media loop.
-pub struct Running {
-    /// Handle for signaling and admin.
-    pub handle: MediaHandle,
-    /// Becomes true when the loop has stopped (drained after SIGTERM, or shut down).
-    pub stopped: watch::Receiver<bool>,
-    /// The loop's thread.
-    pub thread: std::thread::JoinHandle<()>,
-}
-
-/// Binds the socket and starts the loop on its own thread.
-pub fn spawn(mut config: EngineConfig, metrics: Arc<Metrics>) -> io::Result<Running> {
-    let std_socket = std::net::UdpSocket::bind(config.bind)?;
-    std_socket.set_nonblocking(true)?;
-    let bound = std_socket.local_addr()?;
-    config.advertise = resolve_advertise(config.advertise, bound);
-    let advertise = config.advertise;
-    let (advertised_tx, advertised_rx) = watch::channel(advertise);
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (exit_tx, exit_rx) = watch::channel(false);
-    let thread = std::thread::Builder::new()
-        .name("ruche-media".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start the media runtime");
-                    let _ = exit_tx.send(true);
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let socket = match UdpSocket::from_std(std_socket) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot register the media socket");
-                        let _ = exit_tx.send(true);
-                        return;
-                    }
-                };
-                let engine = Engine::new(config, metrics, socket, bound, advertised_tx, exit_tx);
-                engine.run(rx).await;
-            });
-        })?;
-    tracing::info!(%bound, %advertise, "media socket bound");
-    Ok(Running {
-        handle: MediaHandle {
-            tx,
-            advertised: advertised_rx,
-        },
-        stopped: exit_rx,
-        thread,
-    })
 }
 
 /// The address to advertise for `requested`: a port of 0 or an unspecified IP take the bound
 /// socket's.
-fn resolve_advertise(mut requested: SocketAddr, bound: SocketAddr) -> SocketAddr {
+pub(crate) fn resolve_advertise(mut requested: SocketAddr, bound: SocketAddr) -> SocketAddr {
     if requested.port() == 0 {
         requested.set_port(bound.port());
     }
@@ -283,19 +233,20 @@ pub(crate) fn random_u32() -> Result<u32, getrandom::Error> {
 }
 
 impl Engine {
-    fn new(
-        config: EngineConfig,
+    /// A core for a socket bound at `bound`; `advertised` publishes the address advertised.
+    pub fn new(
+        mut config: EngineConfig,
         metrics: Arc<Metrics>,
-        socket: UdpSocket,
         bound: SocketAddr,
         advertised: watch::Sender<SocketAddr>,
-        exit: watch::Sender<bool>,
     ) -> Self {
+        config.advertise = resolve_advertise(config.advertise, bound);
+        advertised.send_replace(config.advertise);
         Self {
             config,
             metrics,
-            socket,
             bound,
+            outbox: VecDeque::new(),
             advertised,
             peers: Vec::new(),
             free: Vec::new(),
@@ -320,65 +271,37 @@ impl Engine {
             bitrate_out: 0,
             ticks: 0,
             losses: super::quality::LossLedger::default(),
-            exit,
         }
     }
 
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
-        let mut buf = vec![0u8; 2048];
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            self.flush().await;
-            let deadline = self.timers.earliest().map_or_else(
-                || tokio::time::Instant::now() + Duration::from_secs(3600),
-                tokio::time::Instant::from_std,
-            );
-            tokio::select! {
-                biased;
-                command = commands.recv() => {
-                    let Some(command) = command else { break };
-                    if !self.command(command) {
-                        break;
-                    }
-                }
-                received = self.socket.recv_from(&mut buf) => {
-                    match received {
-                        Ok((n, from)) => {
-                            self.datagram(from, &buf[..n]);
-                            // Take whatever else is already queued before draining outputs.
-                            for _ in 0..64 {
-                                match self.socket.try_recv_from(&mut buf) {
-                                    Ok((n, from)) => self.datagram(from, &buf[..n]),
-                                    Err(_) => break,
-                                }
-                            }
-                        }
-                        Err(e) => tracing::debug!(error = %e, "media socket receive error"),
-                    }
-                }
-                () = tokio::time::sleep_until(deadline) => {
-                    let now = Instant::now();
-                    for peer in self.timers.due(now) {
-                        if let Some(p) = self.peers.get_mut(peer).and_then(Option::as_mut) {
-                            let _ = p.pc.handle_timeout(now);
-                            self.mark(peer);
-                        }
-                    }
-                }
-                _ = tick.tick() => {
-                    if self.housekeeping() {
-                        break;
-                    }
-                }
+    /// When the core next needs [`Engine::handle_timeout`].
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.timers.earliest()
+    }
+
+    /// Runs the connections whose deadline has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for peer in self.timers.due(now) {
+            if let Some(p) = self.peers.get_mut(peer).and_then(Option::as_mut) {
+                let _ = p.pc.handle_timeout(now);
+                self.mark(peer);
             }
         }
-        self.close_all();
-        let _ = self.exit.send(true);
     }
 
-    /// Feeds one datagram to the connection it belongs to.
-    fn datagram(&mut self, from: SocketAddr, data: &[u8]) {
+    /// The next datagram to send, once [`Engine::process`] has run.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.outbox.pop_front()
+    }
+
+    /// Datagrams waiting to be sent.
+    pub fn pending_transmits(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Feeds one datagram to the connection it belongs to (call [`Engine::process`] after a
+    /// batch of them).
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         self.metrics.udp_in(data.len());
         self.bytes_in_window += data.len() as u64;
         let Some(peer) = self.demux.route(from, data) else {
@@ -391,7 +314,7 @@ impl Engine {
             return;
         };
         let message = TaggedBytesMut {
-            now: Instant::now(),
+            now,
             transport: TransportContext {
                 local_addr: p.local,
                 peer_addr: from,
@@ -419,13 +342,14 @@ impl Engine {
         }
     }
 
-    /// Drains every touched connection until nothing is left to do.
-    async fn flush(&mut self) {
+    /// Drains every touched connection until nothing is left to do; the datagrams they
+    /// produced wait in [`Engine::poll_transmit`].
+    pub fn process(&mut self) {
         while let Some(peer) = self.dirty.pop() {
             self.is_dirty[peer] = false;
             self.drain_events(peer);
             self.drain_reads(peer);
-            self.drain_writes(peer).await;
+            self.drain_writes(peer);
             let deadline = self
                 .peers
                 .get_mut(peer)
@@ -435,30 +359,19 @@ impl Engine {
         }
     }
 
-    async fn drain_writes(&mut self, peer: PeerKey) {
-        loop {
-            let Some(out) = self
-                .peers
-                .get_mut(peer)
-                .and_then(Option::as_mut)
-                .and_then(|p| p.pc.poll_write())
-            else {
-                break;
-            };
-            let to = out.transport.peer_addr;
+    fn drain_writes(&mut self, peer: PeerKey) {
+        while let Some(out) = self
+            .peers
+            .get_mut(peer)
+            .and_then(Option::as_mut)
+            .and_then(|p| p.pc.poll_write())
+        {
             self.metrics.udp_out(out.message.len());
             self.bytes_out_window += out.message.len() as u64;
-            match self.socket.try_send_to(&out.message, to) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.socket.writable().await.is_ok()
-                        && self.socket.try_send_to(&out.message, to).is_err()
-                    {
-                        self.metrics.dropped("send_failed");
-                    }
-                }
-                Err(_) => self.metrics.dropped("send_failed"),
-            }
+            self.outbox.push_back(Transmit {
+                to: out.transport.peer_addr,
+                data: out.message,
+            });
         }
     }
 
@@ -533,7 +446,7 @@ impl Engine {
     }
 
     /// Handles a command; false stops the loop.
-    fn command(&mut self, command: Command) -> bool {
+    pub fn handle_command(&mut self, command: Command) -> bool {
         match command {
             Command::Join(request, reply) => {
                 let _ = reply.send(self.join(request));
@@ -682,7 +595,7 @@ impl Engine {
     }
 
     /// Once a second: bitrates, drain progress. True when the process should exit.
-    fn housekeeping(&mut self) -> bool {
+    pub fn housekeeping(&mut self) -> bool {
         self.bitrate_in = self.bytes_in_window * 8;
         self.bitrate_out = self.bytes_out_window * 8;
         self.bytes_in_window = 0;
@@ -710,7 +623,8 @@ impl Engine {
         self.drain.exit_now(Instant::now())
     }
 
-    fn close_all(&mut self) {
+    /// Ends every session: the node is stopping.
+    pub fn close_all(&mut self) {
         let ids: Vec<ParticipantId> = self.participants.keys().copied().collect();
         for id in ids {
             self.leave(id, Some(Ending::NodeStopping));
@@ -761,6 +675,55 @@ impl Engine {
             advertise: self.config.advertise.to_string(),
             assignments_version: self.assigned_version,
             room_list: rooms,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn core() -> (Engine, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new());
+        let config = EngineConfig {
+            bind: "127.0.0.1:7882".parse().unwrap(),
+            advertise: "0.0.0.0:0".parse().unwrap(),
+            limits: Limits {
+                capacity_slots: 10,
+                max_participants_per_room: 10,
+            },
+            mode: NodeMode::Dev,
+        };
+        let bound: SocketAddr = "127.0.0.1:7882".parse().unwrap();
+        let (advertised, _) = watch::channel(bound);
+        (Engine::new(config, metrics.clone(), bound, advertised), metrics)
+    }
+
+    #[test]
+    fn the_core_advertises_its_bound_address_for_an_unspecified_one() {
+        let (engine, _) = core();
+        let want: SocketAddr = "127.0.0.1:7882".parse().unwrap();
+        assert_eq!(engine.config.advertise, want);
+    }
+
+    proptest::proptest! {
+        /// Garbage from anywhere, with no socket in sight: counted, dropped, nothing sent.
+        #[test]
+        fn garbage_datagrams_are_counted_and_dropped(
+            datagrams in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..1500), 1..20),
+        ) {
+            let (mut engine, metrics) = core();
+            let from: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+            for d in &datagrams {
+                engine.handle_datagram(Instant::now(), from, d);
+            }
+            engine.process();
+            proptest::prop_assert!(engine.poll_transmit().is_none());
+            proptest::prop_assert_eq!(engine.poll_timeout(), None);
+            let text = metrics.encode();
+            let dropped = format!("ruche_media_dropped_packets_total{{reason=\"unroutable\"}} {}", datagrams.len());
+            proptest::prop_assert!(text.contains(&dropped), "{}", text);
         }
     }
 }

@@ -5,7 +5,9 @@
 //! per-participant [`ParticipantEvent`]s out. The loop owns all media state, so nothing here
 //! takes a lock on the forwarding path.
 //!
-//! - [`engine`]: the loop, rooms and participants;
+//! - [`engine`]: the core: rooms, participants and peer connections, without a socket;
+//! - [`driver`]: the shell: the socket, batched reads and writes, the clock;
+//! - [`udp`]: `recvmmsg` and `sendmmsg` on the media socket;
 //! - [`demux`]: which peer connection a datagram belongs to;
 //! - [`feedback`]: subscribers' keyframe requests and NACKs out of the interceptor chain;
 //! - [`participants`]: joining, leaving, negotiation and chat;
@@ -19,6 +21,7 @@
 
 pub mod codecs;
 pub mod demux;
+pub mod driver;
 pub mod engine;
 pub mod feedback;
 pub mod forward;
@@ -28,6 +31,7 @@ pub mod quality;
 pub mod rewrite;
 pub mod timers;
 pub mod tracks;
+pub mod udp;
 
 use std::net::SocketAddr;
 

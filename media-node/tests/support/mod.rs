@@ -23,7 +23,8 @@ use rtc::rtp_transceiver::rtp_sender::{
 use ruche_media_node::admin::{self, AdminState};
 use ruche_media_node::admission::{Limits, NodeMode};
 use ruche_media_node::media::MediaHandle;
-use ruche_media_node::media::engine::{EngineConfig, spawn};
+use ruche_media_node::media::driver::spawn;
+use ruche_media_node::media::engine::EngineConfig;
 use ruche_media_node::metrics::Metrics;
 use ruche_media_node::signaling::{self, Liveness, SignalingState};
 use ruche_media_node::token::{Claims, Grants, TokenKey};
