@@ -14,8 +14,9 @@
 //! memory per participant; then the ratio of packets per CPU-second and whether
 //! ruche-media-node reaches its goal of 1.5x Janus.
 //!
-//! Environment (all optional): `BENCH_SHAPES` (`4x1x4,4x2x8`: rooms x publishers x
-//! subscribers), `BENCH_SECONDS` (10), `BENCH_WARMUP_SECONDS` (3), `BENCH_VIDEO_PPS` (60),
+//! Environment (all optional): `BENCH_SHAPES` (`1x1x2,4x1x4,4x2x8,1x1x50,1x10x10`: rooms x
+//! publishers x subscribers; 1x1x50 is a webinar, 1x10x10 a large meeting), `BENCH_REPEATS`
+//! (3: runs of each shape and SFU, alternating, for each figure's spread), `BENCH_SECONDS` (10), `BENCH_WARMUP_SECONDS` (3), `BENCH_VIDEO_PPS` (60),
 //! `BENCH_VIDEO_BYTES` (1100), `BENCH_AUDIO_PPS` (50), `BENCH_AUDIO_BYTES` (100),
 //! `BENCH_KEYFRAME_SECONDS` (1), `BENCH_SFUS` (`ruche,janus`), `BENCH_PIN` (1 with two CPUs
 //! or more), `BENCH_SFU_CPUS` (the last CPU), `BENCH_GENERATOR_CPUS` (the others),
@@ -407,25 +408,37 @@ async fn run(config: Arc<Config>) -> ExitCode {
     }
     let mut failed = false;
     let mut goal_missed = false;
+    let mut summary = Vec::new();
     for &shape in &config.shapes {
-        let mut outcomes = Vec::new();
-        for &sfu in &config.sfus {
-            println!("running {} with {shape} ...", sfu.name());
-            let outcome = run_one(&config, sfu, shape, &dir).await;
-            if let Err(e) = &outcome {
-                eprintln!("bench-media: {} FAILED under {shape}: {e}", sfu.name());
-                failed = true;
+        let mut outcomes: Vec<(Sfu, Vec<Result<Outcome, String>>)> =
+            config.sfus.iter().map(|&s| (s, Vec::new())).collect();
+        // Alternating SFUs, so that a slow spell of the machine falls on both.
+        for run in 1..=config.repeats {
+            for (sfu, runs) in &mut outcomes {
+                println!(
+                    "running {} with {shape} ({run} of {}) ...",
+                    sfu.name(),
+                    config.repeats
+                );
+                let outcome = run_one(&config, *sfu, shape, &dir).await;
+                if let Err(e) = &outcome {
+                    eprintln!("bench-media: {} FAILED under {shape}: {e}", sfu.name());
+                    failed = true;
+                }
+                runs.push(outcome);
+                // Let sockets and threads of the last run go before the next one.
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            outcomes.push((sfu, outcome));
-            // Let sockets and threads of the last run go before the next one.
-            tokio::time::sleep(Duration::from_millis(500)).await;
         }
         let nominal = shape.rooms as u64
             * shape.publishers as u64
             * shape.subscribers as u64
             * u64::from(config.video_pps + config.audio_pps);
-        goal_missed |= !report::table(shape, &outcomes, nominal);
+        let (met, row) = report::table(shape, &outcomes, nominal);
+        goal_missed |= !met;
+        summary.push(row);
     }
+    report::summary(&summary, config.repeats);
     println!("logs: {}", dir.display());
     if failed {
         eprintln!("bench-media: at least one SFU failed: the comparison is incomplete");

@@ -79,6 +79,8 @@ pub struct Config {
     pub shapes: Vec<Shape>,
     /// SFUs to run.
     pub sfus: Vec<Sfu>,
+    /// Runs of each shape and SFU (alternating SFUs), for the spread of each figure.
+    pub repeats: usize,
     /// Measurement window.
     pub measure: Duration,
     /// Time between the last subscriber receiving media and the window.
@@ -131,7 +133,7 @@ impl Config {
     /// Reads the environment.
     pub fn from_env() -> Result<Self, String> {
         let shapes = var("BENCH_SHAPES")
-            .unwrap_or_else(|| "4x1x4,4x2x8".into())
+            .unwrap_or_else(|| "1x1x2,4x1x4,4x2x8,1x1x50,1x10x10".into())
             .split(',')
             .map(Shape::parse)
             .collect::<Result<Vec<_>, _>>()?;
@@ -161,6 +163,7 @@ impl Config {
         let config = Self {
             shapes,
             sfus,
+            repeats: number("BENCH_REPEATS", 3usize)?.max(1),
             measure: Duration::from_secs_f64(number("BENCH_SECONDS", 10.0)?),
             warmup: Duration::from_secs_f64(number("BENCH_WARMUP_SECONDS", 3.0)?),
             connect_timeout: Duration::from_secs_f64(number("BENCH_CONNECT_TIMEOUT", 20.0)?),

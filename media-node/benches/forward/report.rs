@@ -175,10 +175,7 @@ const ROWS: [Row; 19] = [
         )
     }),
     ("RSS per participant (KiB)", |o| {
-        fmt_f(
-            o.rss_loaded_kib.saturating_sub(o.rss_idle_kib) as f64 / o.shape.participants() as f64,
-            0,
-        )
+        fmt_f(memory_per_participant(o), 0)
     }),
     ("SFU threads", |o| o.threads.to_string()),
     ("load generator CPU (% of one core)", |o| {
@@ -189,12 +186,53 @@ const ROWS: [Row; 19] = [
 const LABEL: usize = 36;
 const CELL: usize = 28;
 
-/// Prints the table of one shape; whether the goal is met (true when it cannot be judged,
-/// which the caller reports as a failure anyway).
-pub fn table(shape: Shape, outcomes: &[(Sfu, Result<Outcome, String>)], nominal: u64) -> bool {
+/// One shape's figures over its runs, for the final summary.
+pub struct SummaryRow {
+    shape: Shape,
+    /// Forwarded packets per CPU-second: (min, median, max) per SFU.
+    ruche: Option<(f64, f64, f64)>,
+    janus: Option<(f64, f64, f64)>,
+    /// Ratio of the medians, and its range over the runs paired in order.
+    ratio: Option<(f64, f64, f64)>,
+    /// Latency p50 of the median runs, ms.
+    latency: (f64, f64),
+    /// Memory per participant of the median runs, KiB.
+    memory: (f64, f64),
+}
+
+/// (min, median, max) of `values` (finite ones only).
+fn spread(values: impl Iterator<Item = f64>) -> Option<(f64, f64, f64)> {
+    let mut v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some((v[0], v[v.len() / 2], v[v.len() - 1]))
+}
+
+/// The run whose packets per CPU-second is the median of `runs`.
+fn median_run(runs: &[Result<Outcome, String>]) -> Option<&Outcome> {
+    let mut ok: Vec<&Outcome> = runs.iter().filter_map(|r| r.as_ref().ok()).collect();
+    ok.sort_by(|a, b| a.per_cpu_second().total_cmp(&b.per_cpu_second()));
+    ok.get(ok.len() / 2).copied()
+}
+
+fn memory_per_participant(o: &Outcome) -> f64 {
+    o.rss_loaded_kib.saturating_sub(o.rss_idle_kib) as f64 / o.shape.participants() as f64
+}
+
+/// Prints the table of one shape (each SFU's median run, then the spread over the runs);
+/// whether the goal is met by the medians (true when it cannot be judged, which the caller
+/// reports as a failure anyway), and the shape's summary row.
+pub fn table(
+    shape: Shape,
+    outcomes: &[(Sfu, Vec<Result<Outcome, String>>)],
+    nominal: u64,
+) -> (bool, SummaryRow) {
     println!(
-        "-- {shape} = {} participants, nominal {nominal} forwarded pkt/s --",
+        "-- {shape} = {} participants, nominal {nominal} forwarded pkt/s; each SFU's median run of {} --",
         shape.participants(),
+        outcomes.first().map_or(0, |(_, r)| r.len()),
     );
     let mut line = format!("{:<LABEL$}", "");
     for (sfu, _) in outcomes {
@@ -203,31 +241,117 @@ pub fn table(shape: Shape, outcomes: &[(Sfu, Result<Outcome, String>)], nominal:
     println!("{line}");
     for (name, value) in ROWS {
         let mut line = format!("{name:<LABEL$}");
-        for (_, outcome) in outcomes {
-            let cell = outcome.as_ref().map_or_else(|_| "FAILED".into(), value);
+        for (_, runs) in outcomes {
+            let cell = median_run(runs).map_or_else(|| "FAILED".into(), value);
             let _ = write!(line, "{cell:>CELL$}");
         }
         println!("{line}");
     }
-    let find = |sfu: Sfu| {
+    let runs_of = |sfu: Sfu| {
         outcomes
             .iter()
             .find(|(s, _)| *s == sfu)
-            .and_then(|(_, o)| o.as_ref().ok())
+            .map(|(_, r)| r.as_slice())
+            .unwrap_or_default()
     };
-    let met = if let (Some(r), Some(j)) = (find(Sfu::Ruche), find(Sfu::Janus)) {
-        verdict(r, j)
-    } else {
-        for (sfu, o) in outcomes {
-            if let Err(e) = o {
-                println!("{}: FAILED: {e}", sfu.name());
+    let per_cpu = |sfu: Sfu| {
+        spread(
+            runs_of(sfu)
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .map(Outcome::per_cpu_second),
+        )
+    };
+    for (sfu, _) in outcomes {
+        if let Some((lo, mid, hi)) = per_cpu(*sfu) {
+            println!(
+                "{}: forwarded packets per CPU-second over the runs: min {}, median {}, max {}",
+                sfu.name(),
+                fmt_f(lo, 0),
+                fmt_f(mid, 0),
+                fmt_f(hi, 0)
+            );
+        }
+        for r in runs_of(*sfu) {
+            if let Err(e) = r {
+                println!("{}: a run FAILED: {e}", sfu.name());
             }
         }
+    }
+    let paired = spread(
+        runs_of(Sfu::Ruche)
+            .iter()
+            .zip(runs_of(Sfu::Janus))
+            .filter_map(|(r, j)| {
+                Some(r.as_ref().ok()?.per_cpu_second() / j.as_ref().ok()?.per_cpu_second())
+            }),
+    );
+    let (r, j) = (
+        median_run(runs_of(Sfu::Ruche)),
+        median_run(runs_of(Sfu::Janus)),
+    );
+    let met = if let (Some(r), Some(j)) = (r, j) {
+        verdict(r, j)
+    } else {
         println!("ratio ruche/janus: not available (a side is missing)");
         true
     };
+    if let Some((lo, _, hi)) = paired {
+        println!(
+            "ratio over the runs paired in order: {}x to {}x",
+            fmt_f(lo, 2),
+            fmt_f(hi, 2)
+        );
+    }
     println!();
-    met
+    let row = SummaryRow {
+        shape,
+        ruche: per_cpu(Sfu::Ruche),
+        janus: per_cpu(Sfu::Janus),
+        ratio: match (per_cpu(Sfu::Ruche), per_cpu(Sfu::Janus), paired) {
+            (Some(r), Some(j), Some((lo, _, hi))) => Some((lo, r.1 / j.1, hi)),
+            _ => None,
+        },
+        latency: (
+            r.map_or(f64::NAN, |o| latency(o, 0)),
+            j.map_or(f64::NAN, |o| latency(o, 0)),
+        ),
+        memory: (
+            r.map_or(f64::NAN, memory_per_participant),
+            j.map_or(f64::NAN, memory_per_participant),
+        ),
+    };
+    (met, row)
+}
+
+/// Prints every shape side by side: medians with their spread.
+pub fn summary(rows: &[SummaryRow], repeats: usize) {
+    let range = |s: Option<(f64, f64, f64)>, d: usize| {
+        s.map_or_else(
+            || "-".into(),
+            |(lo, mid, hi)| format!("{} ({}-{})", fmt_f(mid, d), fmt_f(lo, d), fmt_f(hi, d)),
+        )
+    };
+    println!("== summary: median (min-max) over {repeats} runs of each ==");
+    println!(
+        "{:<10} {:>26} {:>26} {:>22} {:>16} {:>16}",
+        "shape", "ruche pkt/CPU-s", "janus pkt/CPU-s", "ratio", "p50 ms r/j", "KiB/part. r/j"
+    );
+    for r in rows {
+        println!(
+            "{:<10} {:>26} {:>26} {:>22} {:>16} {:>16}",
+            format!(
+                "{}x{}x{}",
+                r.shape.rooms, r.shape.publishers, r.shape.subscribers
+            ),
+            range(r.ruche, 0),
+            range(r.janus, 0),
+            range(r.ratio, 2),
+            format!("{}/{}", fmt_f(r.latency.0, 2), fmt_f(r.latency.1, 2)),
+            format!("{}/{}", fmt_f(r.memory.0, 0), fmt_f(r.memory.1, 0)),
+        );
+    }
+    println!();
 }
 
 /// Prints the comparison of ruche-media-node (`r`) with Janus (`j`); whether the goal is met.
