@@ -130,6 +130,23 @@ fn number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
 }
 
 impl Config {
+    /// What `cargo test` runs, so that the benchmark cannot rot unseen: ruche-media-node alone,
+    /// one publisher and one subscriber for 2 seconds, unpinned, on 127.0.0.1 (no namespace,
+    /// no Janus).
+    pub fn smoke() -> Result<Self, String> {
+        let mut config = Self::from_env()?;
+        config.shapes = vec![Shape::parse("1x1x1")?];
+        config.sfus = vec![Sfu::Ruche];
+        config.repeats = 1;
+        config.measure = Duration::from_secs(2);
+        config.warmup = Duration::from_secs(1);
+        config.sfu_cpus = None;
+        config.generator_cpus = None;
+        config.client_ip = std::net::IpAddr::from([127, 0, 0, 1]);
+        config.require_goal = false;
+        Ok(config)
+    }
+
     /// Reads the environment.
     pub fn from_env() -> Result<Self, String> {
         let shapes = var("BENCH_SHAPES")

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::{SinkExt, StreamExt};
+use ruche_crds::admin::{Assignment, AssignmentList, ListVersion};
 use ruche_media_node::token::{Claims, Grants, TokenKey};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -122,11 +123,21 @@ impl Ruche {
         Ok(metric(&body, "ruche_media_rtp_packets_forwarded_total"))
     }
 
-    /// Assigns `rooms` to the node, with `slots` participants each, as the operator does.
+    /// Assigns `rooms` to the node, with `slots` participants each, as the operator does (the
+    /// operator's own wire type, so the benchmark follows its changes).
     pub async fn assign(&self, rooms: &[String], slots: usize) -> Result<(), String> {
-        let body = json!({
-            "rooms": rooms.iter().map(|r| json!({"room": r, "slots": slots})).collect::<Vec<_>>()
-        });
+        let list = AssignmentList {
+            version: ListVersion::new(1, 1),
+            rooms: rooms
+                .iter()
+                .map(|r| Assignment {
+                    room: r.clone(),
+                    slots: u32::try_from(slots).unwrap_or(u32::MAX),
+                    leaving: false,
+                })
+                .collect(),
+        };
+        let body = serde_json::to_value(&list).map_err(|e| e.to_string())?;
         match http(
             self.admin,
             "PUT",
