@@ -426,6 +426,40 @@ impl TestEnv {
     }
 }
 
+/// Runs a fixture's clean-up `work` on a thread of its own, with its own runtime (the test's
+/// runtime may be going away: a panic unwinds through it), within `limit`, and waits for it.
+/// Prints `done` when it succeeds; otherwise what went wrong and `by_hand`, what to delete
+/// by hand.
+pub(crate) fn clean_up_on_own_thread<W, F>(
+    test: &str,
+    limit: Duration,
+    done: String,
+    by_hand: String,
+    work: W,
+) where
+    W: FnOnce() -> F + Send + 'static,
+    F: Future<Output = Result<()>>,
+{
+    let test = test.to_string();
+    let cleaner = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            eprintln!("e2e [{test}]: no runtime for clean-up: {by_hand}");
+            return;
+        };
+        runtime.block_on(async {
+            match tokio::time::timeout(limit, work()).await {
+                Ok(Ok(())) => eprintln!("e2e [{test}]: {done}"),
+                Ok(Err(e)) => eprintln!("e2e [{test}]: clean-up incomplete: {e} ({by_hand})"),
+                Err(_) => eprintln!("e2e [{test}]: clean-up timed out after {limit:?} ({by_hand})"),
+            }
+        });
+    });
+    let _ = cleaner.join();
+}
+
 impl Drop for TestEnv {
     fn drop(&mut self) {
         let failed = self.failed || std::thread::panicking();
@@ -438,39 +472,17 @@ impl Drop for TestEnv {
         if failed {
             self.print_failure();
         }
-        // The test's runtime may be going away (a panic unwinds through it): clean up from a
-        // thread of our own, with its own runtime and client.
-        let (config, namespace, test) = (
-            self.cluster.config.clone(),
-            self.namespace.clone(),
-            self.test.clone(),
+        let (config, namespace) = (self.cluster.config.clone(), self.namespace.clone());
+        clean_up_on_own_thread(
+            &self.test,
+            CLEANUP_TIMEOUT,
+            format!("namespace {namespace} deleted"),
+            format!(
+                "kubectl delete namespace {namespace}; kubectl delete \
+                 clusterrole,clusterrolebinding -l {TEST_LABEL}={namespace}"
+            ),
+            move || async move { clean_up(config, &namespace, failed).await },
         );
-        let cleaner = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                eprintln!(
-                    "e2e [{test}]: no runtime for clean-up: delete namespace {namespace} by hand"
-                );
-                return;
-            };
-            runtime.block_on(async {
-                match tokio::time::timeout(CLEANUP_TIMEOUT, clean_up(config, &namespace, failed))
-                    .await
-                {
-                    Ok(Ok(())) => eprintln!("e2e [{test}]: namespace {namespace} deleted"),
-                    Ok(Err(e)) => eprintln!(
-                        "e2e [{test}]: clean-up of {namespace} incomplete: {e} \
-                         (kubectl delete namespace {namespace}; kubectl delete clusterrole,clusterrolebinding -l {TEST_LABEL}={namespace})"
-                    ),
-                    Err(_) => eprintln!(
-                        "e2e [{test}]: clean-up of {namespace} timed out after {CLEANUP_TIMEOUT:?}"
-                    ),
-                }
-            });
-        });
-        let _ = cleaner.join();
         if failed {
             eprintln!("e2e [{}]: files kept in {}", self.test, self.dir.display());
         } else {

@@ -376,78 +376,61 @@ impl Drop for Ministries {
         if failed {
             crate::install::print_failure(&self.test, self.started, &self.dir, &self.runner);
         }
-        let (config, namespaces, releases, test) = (
+        let (config, namespaces, releases) = (
             self.cluster.config.clone(),
             self.namespaces.clone(),
             self.releases.clone(),
-            self.test.clone(),
         );
-        self.runner.shutdown();
-        let cleaner = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                eprintln!(
-                    "e2e [{test}]: no runtime for clean-up: delete namespaces {namespaces:?} by hand"
-                );
-                return;
-            };
-            runtime.block_on(async {
-                let work = async {
-                    let client = Client::try_from(config.clone())?;
-                    let mut errors = Vec::new();
-                    for r in &releases {
-                        if let Err(e) = r
-                            .helm
-                            .run(&["uninstall", &r.name, "-n", &r.namespace, "--timeout", "1m"])
-                            .await
-                        {
-                            eprintln!("e2e [{test}]: {e}");
-                        }
-                        errors.extend(delete_cluster_rbac(&client, &r.name, &r.namespace).await);
+        let test = self.test.clone();
+        harness::clean_up_on_own_thread(
+            &self.test,
+            Duration::from_secs(240),
+            format!("namespaces {namespaces:?} deleted"),
+            format!("delete namespaces {namespaces:?} by hand"),
+            move || async move {
+                let client = Client::try_from(config.clone())?;
+                let mut errors = Vec::new();
+                for r in &releases {
+                    if let Err(e) = r
+                        .helm
+                        .run(&["uninstall", &r.name, "-n", &r.namespace, "--timeout", "1m"])
+                        .await
+                    {
+                        eprintln!("e2e [{test}]: {e}");
                     }
-                    for ns in &namespaces {
-                        if let Err(e) = harness::clean_up(config.clone(), ns, failed).await {
-                            errors.push(format!("{ns}: {e}"));
-                        }
-                    }
-                    let api: Api<Namespace> = Api::all(client.clone());
-                    crate::wait::until(
-                        &format!("namespaces {namespaces:?} to be deleted"),
-                        crate::install::CLEANUP_TIMEOUT,
-                        || async {
-                            let mut left = Vec::new();
-                            for ns in &namespaces {
-                                if api.get_opt(ns).await.map_err(|e| e.to_string())?.is_some() {
-                                    left.push(ns.clone());
-                                }
-                            }
-                            if left.is_empty() {
-                                Ok(())
-                            } else {
-                                Err(left.join(", "))
-                            }
-                        },
-                    )
-                    .await?;
-                    if errors.is_empty() {
-                        Ok(())
-                    } else {
-                        Err(Error::Setup(errors.join("; ")))
-                    }
-                };
-                match tokio::time::timeout(Duration::from_secs(240), work).await {
-                    Ok(Ok(())) => eprintln!("e2e [{test}]: namespaces {namespaces:?} deleted"),
-                    Ok(Err(e)) => eprintln!(
-                        "e2e [{test}]: clean-up incomplete: {e} (delete namespaces \
-                         {namespaces:?} by hand)"
-                    ),
-                    Err(_) => eprintln!("e2e [{test}]: clean-up timed out"),
+                    errors.extend(delete_cluster_rbac(&client, &r.name, &r.namespace).await);
                 }
-            });
-        });
-        let _ = cleaner.join();
+                for ns in &namespaces {
+                    if let Err(e) = harness::clean_up(config.clone(), ns, failed).await {
+                        errors.push(format!("{ns}: {e}"));
+                    }
+                }
+                let api: Api<Namespace> = Api::all(client.clone());
+                crate::wait::until(
+                    &format!("namespaces {namespaces:?} to be deleted"),
+                    crate::install::CLEANUP_TIMEOUT,
+                    || async {
+                        let mut left = Vec::new();
+                        for ns in &namespaces {
+                            if api.get_opt(ns).await.map_err(|e| e.to_string())?.is_some() {
+                                left.push(ns.clone());
+                            }
+                        }
+                        if left.is_empty() {
+                            Ok(())
+                        } else {
+                            Err(left.join(", "))
+                        }
+                    },
+                )
+                .await?;
+                if errors.is_empty() {
+                    Ok(())
+                } else {
+                    Err(Error::Setup(errors.join("; ")))
+                }
+            },
+        );
         if failed {
             eprintln!("e2e [{}]: files kept in {}", self.test, self.dir.display());
         } else {

@@ -804,67 +804,49 @@ impl Drop for Installed {
         if failed {
             self.print_failure();
         }
-        // The test's runtime may be going away (a panic unwinds through it): clean up from a
-        // thread of our own, with its own runtime and client.
         let (config, tenants, rendered, test) = (
             self.cluster.config.clone(),
             self.tenants.clone(),
             self.rendered.clone(),
             self.test.clone(),
         );
-        let cleaner = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                eprintln!(
-                    "e2e [{test}]: no runtime for clean-up: delete namespaces {tenants:?} and \
-                     {:?}, ClusterRoles {:?} and ClusterRoleBindings {:?} by hand",
-                    rendered.namespaces, rendered.cluster_roles, rendered.cluster_role_bindings
-                );
-                return;
-            };
-            runtime.block_on(async {
-                let work = async {
-                    let client = Client::try_from(config.clone())?;
-                    if failed {
-                        dump_install(&client).await;
-                    }
-                    let mut errors = Vec::new();
-                    for tenant in &tenants {
-                        match harness::clean_up(config.clone(), tenant, failed).await {
-                            Ok(()) => eprintln!("e2e [{test}]: namespace {tenant} deleted"),
-                            Err(e) => errors.push(format!("{tenant}: {e}")),
-                        }
-                    }
-                    match uninstall(&client, &rendered).await {
-                        Ok(()) => eprintln!(
-                            "e2e [{test}]: uninstalled: namespaces {:?} gone, ClusterRoles {:?} \
-                             and ClusterRoleBindings {:?} deleted (CRDs kept)",
-                            rendered.namespaces,
-                            rendered.cluster_roles,
-                            rendered.cluster_role_bindings
-                        ),
-                        Err(e) => errors.push(e.to_string()),
-                    }
-                    if errors.is_empty() {
-                        Ok(())
-                    } else {
-                        Err(Error::Setup(errors.join("; ")))
-                    }
-                };
-                match tokio::time::timeout(CLEANUP_TIMEOUT + Duration::from_secs(30), work).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => eprintln!(
-                        "e2e [{test}]: clean-up incomplete: {e} (delete namespaces {tenants:?} \
-                         and {:?}, ClusterRoles and ClusterRoleBindings {:?} by hand)",
-                        rendered.namespaces, rendered.cluster_roles
-                    ),
-                    Err(_) => eprintln!("e2e [{test}]: clean-up timed out"),
+        let by_hand = format!(
+            "delete namespaces {tenants:?} and {:?}, ClusterRoles {:?} and ClusterRoleBindings \
+             {:?} by hand",
+            rendered.namespaces, rendered.cluster_roles, rendered.cluster_role_bindings
+        );
+        let done = format!(
+            "uninstalled: namespaces {:?} gone, ClusterRoles {:?} and ClusterRoleBindings {:?} \
+             deleted (CRDs kept)",
+            rendered.namespaces, rendered.cluster_roles, rendered.cluster_role_bindings
+        );
+        harness::clean_up_on_own_thread(
+            &self.test,
+            CLEANUP_TIMEOUT + Duration::from_secs(30),
+            done,
+            by_hand,
+            move || async move {
+                let client = Client::try_from(config.clone())?;
+                if failed {
+                    dump_install(&client).await;
                 }
-            });
-        });
-        let _ = cleaner.join();
+                let mut errors = Vec::new();
+                for tenant in &tenants {
+                    match harness::clean_up(config.clone(), tenant, failed).await {
+                        Ok(()) => eprintln!("e2e [{test}]: namespace {tenant} deleted"),
+                        Err(e) => errors.push(format!("{tenant}: {e}")),
+                    }
+                }
+                if let Err(e) = uninstall(&client, &rendered).await {
+                    errors.push(e.to_string());
+                }
+                if errors.is_empty() {
+                    Ok(())
+                } else {
+                    Err(Error::Setup(errors.join("; ")))
+                }
+            },
+        );
         if failed {
             eprintln!("e2e [{}]: files kept in {}", self.test, self.dir.display());
         } else {
