@@ -47,6 +47,15 @@ impl Error {
         }
     }
 
+    /// `Ok` when nothing went wrong, else every error of a clean-up in one.
+    pub fn all_or_none(errors: &[String]) -> Result<()> {
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Self::Setup(errors.join("; ")))
+        }
+    }
+
     /// The HTTP status of an API error, if this is one.
     pub fn api_code(&self) -> Option<u16> {
         match self {

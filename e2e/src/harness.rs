@@ -483,11 +483,16 @@ impl Drop for TestEnv {
             ),
             move || async move { clean_up(config, &namespace, failed).await },
         );
-        if failed {
-            eprintln!("e2e [{}]: files kept in {}", self.test, self.dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        keep_or_remove(&self.test, &self.dir, failed);
+    }
+}
+
+/// A scenario's files: kept (and said where) when it failed, removed when it passed.
+pub(crate) fn keep_or_remove(test: &str, dir: &std::path::Path, failed: bool) {
+    if failed {
+        eprintln!("e2e [{test}]: files kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 
@@ -759,11 +764,7 @@ pub(crate) async fn clean_up(config: kube::Config, namespace: &str, failed: bool
     if let Err(e) = rbac::delete_cluster_scoped(&client, namespace).await {
         errors.push(format!("cluster-scoped RBAC: {e}"));
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Setup(errors.join("; ")))
-    }
+    Error::all_or_none(&errors)
 }
 
 /// Every object of kind `K` in `namespace` (none if the namespace is gone).

@@ -13,7 +13,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams};
@@ -405,36 +404,10 @@ impl Drop for Ministries {
                         errors.push(format!("{ns}: {e}"));
                     }
                 }
-                let api: Api<Namespace> = Api::all(client.clone());
-                crate::wait::until(
-                    &format!("namespaces {namespaces:?} to be deleted"),
-                    crate::install::CLEANUP_TIMEOUT,
-                    || async {
-                        let mut left = Vec::new();
-                        for ns in &namespaces {
-                            if api.get_opt(ns).await.map_err(|e| e.to_string())?.is_some() {
-                                left.push(ns.clone());
-                            }
-                        }
-                        if left.is_empty() {
-                            Ok(())
-                        } else {
-                            Err(left.join(", "))
-                        }
-                    },
-                )
-                .await?;
-                if errors.is_empty() {
-                    Ok(())
-                } else {
-                    Err(Error::Setup(errors.join("; ")))
-                }
+                crate::install::wait_namespaces_gone(&client, &namespaces).await?;
+                Error::all_or_none(&errors)
             },
         );
-        if failed {
-            eprintln!("e2e [{}]: files kept in {}", self.test, self.dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        harness::keep_or_remove(&self.test, &self.dir, failed);
     }
 }

@@ -707,15 +707,20 @@ async fn uninstall(client: &Client, rendered: &Rendered) -> Result<()> {
         let r = namespaces.delete(name, &dp).await.map(|_| ());
         gone(r, format!("namespace {name}"), &mut errors);
     }
-    if !errors.is_empty() {
-        return Err(Error::Setup(errors.join("; ")));
-    }
+    Error::all_or_none(&errors)?;
+    wait_namespaces_gone(client, &rendered.namespaces).await
+}
+
+/// Waits until the namespace controller has deleted `names` (a new install could not create
+/// objects in a terminating one); says what holds the ones left.
+pub(crate) async fn wait_namespaces_gone(client: &Client, names: &[String]) -> Result<()> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
     wait::until(
-        &format!("namespaces {:?} to be deleted", rendered.namespaces),
+        &format!("namespaces {names:?} to be deleted"),
         CLEANUP_TIMEOUT,
         || async {
             let mut left = Vec::new();
-            for name in &rendered.namespaces {
+            for name in names {
                 if let Some(ns) = namespaces.get_opt(name).await.map_err(|e| e.to_string())? {
                     let conditions: Vec<String> = ns
                         .status
@@ -840,18 +845,10 @@ impl Drop for Installed {
                 if let Err(e) = uninstall(&client, &rendered).await {
                     errors.push(e.to_string());
                 }
-                if errors.is_empty() {
-                    Ok(())
-                } else {
-                    Err(Error::Setup(errors.join("; ")))
-                }
+                Error::all_or_none(&errors)
             },
         );
-        if failed {
-            eprintln!("e2e [{}]: files kept in {}", self.test, self.dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        harness::keep_or_remove(&self.test, &self.dir, failed);
     }
 }
 

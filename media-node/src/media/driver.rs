@@ -12,7 +12,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
 use super::engine::{Engine, EngineConfig, Transmit};
-use super::udp::{self, Receiver};
+use super::udp::{Receiver, Sender};
 use super::{Command, MediaHandle};
 use crate::metrics::Metrics;
 
@@ -74,6 +74,7 @@ struct Driver {
     engine: Engine,
     socket: UdpSocket,
     receiver: Receiver,
+    sender: Sender,
     outgoing: VecDeque<Transmit>,
     metrics: Arc<Metrics>,
 }
@@ -84,6 +85,7 @@ impl Driver {
             engine,
             socket,
             receiver: Receiver::default(),
+            sender: Sender::default(),
             outgoing: VecDeque::new(),
             metrics,
         }
@@ -151,22 +153,13 @@ impl Driver {
     /// Sends what the core produced, a batch per system call; waits for room in the socket
     /// when it is full.
     async fn send(&mut self) {
-        while let Some(t) = self.engine.poll_transmit() {
-            self.outgoing.push_back(t);
-        }
+        self.engine.take_transmits(&mut self.outgoing);
         let mut refused = 0;
         while !self.outgoing.is_empty() {
-            match udp::send(&self.socket, &mut self.outgoing, &mut refused) {
-                Ok(_) if self.outgoing.is_empty() => break,
-                Ok(_) => {
-                    if self.socket.writable().await.is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "media socket send error");
-                    break;
-                }
+            self.sender
+                .send(&self.socket, &mut self.outgoing, &mut refused);
+            if !self.outgoing.is_empty() && self.socket.writable().await.is_err() {
+                break;
             }
         }
         for _ in 0..refused {

@@ -322,9 +322,9 @@ impl Engine {
         self.outbox.pop_front()
     }
 
-    /// Datagrams waiting to be sent.
-    pub fn pending_transmits(&self) -> usize {
-        self.outbox.len()
+    /// Moves every datagram waiting to be sent to the back of `queue`, at once.
+    pub fn take_transmits(&mut self, queue: &mut VecDeque<Transmit>) {
+        queue.append(&mut self.outbox);
     }
 
     /// Feeds one datagram to the connection it belongs to (call [`Engine::process`] after a

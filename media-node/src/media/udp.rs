@@ -69,53 +69,62 @@ impl Receiver {
     }
 }
 
-/// Sends `queue` from its front, [`BATCH`] datagrams per system call, until it is empty or
-/// the socket is full (`WouldBlock`: the rest stays queued). Returns how many were sent; a
-/// datagram the kernel refuses for itself (an unreachable address) is counted in `refused`
-/// and dropped, so that one bad destination never blocks the others.
-pub fn send(
-    socket: &UdpSocket,
-    queue: &mut std::collections::VecDeque<Transmit>,
-    refused: &mut u64,
-) -> io::Result<usize> {
-    let fd = socket.as_raw_fd();
-    let mut headers: MultiHeaders<SockaddrStorage> = MultiHeaders::preallocate(BATCH, None);
-    let mut sent = 0;
-    while !queue.is_empty() {
-        let n = queue.len().min(BATCH);
-        let done = socket.try_io(Interest::WRITABLE, || {
-            let batch = queue.range(..n);
-            let slices: Vec<[IoSlice<'_>; 1]> =
-                batch.clone().map(|t| [IoSlice::new(&t.data)]).collect();
-            let addrs: Vec<Option<SockaddrStorage>> =
-                batch.map(|t| Some(SockaddrStorage::from(t.to))).collect();
-            // The kernel sends from the first datagram on and stops at the first it refuses:
-            // an error means the first one itself was refused (or the socket is full).
-            sendmmsg(
-                fd,
-                &mut headers,
-                slices.iter(),
-                &addrs,
-                [],
-                MsgFlags::empty(),
-            )
-            .map(Iterator::count)
-            .map_err(io::Error::from)
-        });
-        match done {
-            Ok(0) => return Ok(sent),
-            Ok(count) => {
-                sent += count;
-                queue.drain(..count.min(queue.len()));
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(sent),
-            Err(_) => {
-                *refused += 1;
-                queue.pop_front();
-            }
+/// The headers of [`Sender::send`], reused from one batch to the next.
+pub struct Sender {
+    headers: MultiHeaders<SockaddrStorage>,
+}
+
+impl Default for Sender {
+    fn default() -> Self {
+        Self {
+            headers: MultiHeaders::preallocate(BATCH, None),
         }
     }
-    Ok(sent)
+}
+
+impl Sender {
+    /// Sends `queue` from its front, [`BATCH`] datagrams per system call, until it is empty or
+    /// the socket is full (`WouldBlock`: the rest stays queued, to be sent once the socket is
+    /// writable again). Returns how many were sent; a datagram the kernel refuses for itself
+    /// (an unreachable address) is counted in `refused` and dropped, so that one bad destination never blocks the others.
+    pub fn send(
+        &mut self,
+        socket: &UdpSocket,
+        queue: &mut std::collections::VecDeque<Transmit>,
+        refused: &mut u64,
+    ) -> usize {
+        let headers = &mut self.headers;
+        let fd = socket.as_raw_fd();
+        let mut sent = 0;
+        while !queue.is_empty() {
+            let n = queue.len().min(BATCH);
+            let done = socket.try_io(Interest::WRITABLE, || {
+                let batch = queue.range(..n);
+                let slices: Vec<[IoSlice<'_>; 1]> =
+                    batch.clone().map(|t| [IoSlice::new(&t.data)]).collect();
+                let addrs: Vec<Option<SockaddrStorage>> =
+                    batch.map(|t| Some(SockaddrStorage::from(t.to))).collect();
+                // The kernel sends from the first datagram on and stops at the first it refuses:
+                // an error means the first one itself was refused (or the socket is full).
+                sendmmsg(fd, headers, slices.iter(), &addrs, [], MsgFlags::empty())
+                    .map(Iterator::count)
+                    .map_err(io::Error::from)
+            });
+            match done {
+                Ok(0) => return sent,
+                Ok(count) => {
+                    sent += count;
+                    queue.drain(..count.min(queue.len()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return sent,
+                Err(_) => {
+                    *refused += 1;
+                    queue.pop_front();
+                }
+            }
+        }
+        sent
+    }
 }
 
 fn to_socket_addr(address: &SockaddrStorage) -> Option<SocketAddr> {
@@ -138,9 +147,10 @@ mod tests {
     /// Sends the whole queue as the driver does: waiting for room when the socket is full.
     async fn send_all(socket: &UdpSocket, queue: &mut VecDeque<Transmit>) -> (usize, u64) {
         let (mut sent, mut refused) = (0, 0);
+        let mut sender = Sender::default();
         while !queue.is_empty() {
             socket.writable().await.unwrap();
-            sent += send(socket, queue, &mut refused).unwrap();
+            sent += sender.send(socket, queue, &mut refused);
         }
         (sent, refused)
     }

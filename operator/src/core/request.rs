@@ -65,6 +65,11 @@ impl RoomRequest {
 }
 
 impl Snapshot {
+    /// A `Room`'s request: its slots and its zone rules, resolved.
+    pub fn room_request(&self, spec: &ruche_crds::RoomSpec) -> Result<RoomRequest, UnknownZones> {
+        self.request(spec.slots, &spec.zones.allowed, &spec.zones.preferred)
+    }
+
     /// Resolves a room's zone names. Empty `allowed` means every zone of the fleet.
     pub fn request<S: AsRef<str>>(
         &self,

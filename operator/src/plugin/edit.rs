@@ -85,15 +85,7 @@ mod tests {
     use super::*;
 
     fn fleet() -> MediaFleet {
-        serde_json::from_value(json!({
-            "apiVersion": "ruche.dev/v1alpha1", "kind": "MediaFleet",
-            "metadata": { "name": "visio", "namespace": "ns" },
-            "spec": {
-                "template": { "image": "x" }, "capacity": { "slots": 100 },
-                "zones": [ { "name": "fr-par-1", "maxNodes": 5 }, { "name": "fr-par-2", "maxNodes": 5 } ]
-            }
-        }))
-        .unwrap_or_else(|e| panic!("{e}"))
+        super::super::test_fleet(&["fr-par-1", "fr-par-2"])
     }
 
     #[test]

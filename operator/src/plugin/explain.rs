@@ -102,11 +102,7 @@ pub fn explain(
         }
     };
     let snapshot = &world.snapshot;
-    let request = match snapshot.request(
-        room.spec.slots,
-        &room.spec.zones.allowed,
-        &room.spec.zones.preferred,
-    ) {
+    let request = match snapshot.room_request(&room.spec) {
         Ok(r) => r,
         Err(e) => {
             let _ = writeln!(out, "It can never be placed: {e}");
@@ -150,13 +146,7 @@ mod tests {
     use serde_json::json;
 
     fn fleet() -> MediaFleet {
-        serde_json::from_value(json!({
-            "apiVersion": "ruche.dev/v1alpha1", "kind": "MediaFleet",
-            "metadata": { "name": "visio", "namespace": "ns" },
-            "spec": { "template": { "image": "x" }, "capacity": { "slots": 100 },
-                "zones": [ { "name": "a", "maxNodes": 5 }, { "name": "b", "maxNodes": 5 } ] }
-        }))
-        .unwrap_or_else(|e| panic!("{e}"))
+        super::super::test_fleet(&["a", "b"])
     }
 
     fn node(name: &str, zone: &str, phase: &str) -> MediaNode {

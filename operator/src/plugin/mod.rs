@@ -8,3 +8,19 @@
 pub mod edit;
 pub mod explain;
 pub mod render;
+
+/// The fleet `visio` of namespace `ns`, with `zones` of up to 5 nodes of 100 slots: what the
+/// plugin's tests read.
+#[cfg(test)]
+fn test_fleet(zones: &[&str]) -> ruche_crds::MediaFleet {
+    let zones: Vec<serde_json::Value> = zones
+        .iter()
+        .map(|z| serde_json::json!({ "name": z, "maxNodes": 5 }))
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "ruche.dev/v1alpha1", "kind": "MediaFleet",
+        "metadata": { "name": "visio", "namespace": "ns" },
+        "spec": { "template": { "image": "x" }, "capacity": { "slots": 100 }, "zones": zones }
+    }))
+    .unwrap_or_else(|e| panic!("{e}"))
+}

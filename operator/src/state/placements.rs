@@ -349,11 +349,7 @@ impl FleetPlacement {
                 fresh: false,
             };
         }
-        let request = match self.snapshot.request(
-            room.spec.slots,
-            &room.spec.zones.allowed,
-            &room.spec.zones.preferred,
-        ) {
+        let request = match self.snapshot.room_request(&room.spec) {
             Ok(r) => r,
             Err(e) => return Decision::BadZones(e),
         };

@@ -591,10 +591,7 @@ impl Registry {
                     .placeable()
             })
             .filter_map(|(name, r)| {
-                let zones = &r.spec.zones;
-                let request = snapshot
-                    .request(r.spec.slots, &zones.allowed, &zones.preferred)
-                    .ok()?;
+                let request = snapshot.room_request(&r.spec).ok()?;
                 Some((name, request))
             })
             .collect();

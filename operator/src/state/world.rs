@@ -125,11 +125,7 @@ pub fn rebuild<'a>(
             continue;
         };
         let key = room_key(room);
-        let request = match snapshot.request(
-            room.spec.slots,
-            &room.spec.zones.allowed,
-            &room.spec.zones.preferred,
-        ) {
+        let request = match snapshot.room_request(&room.spec) {
             Ok(r) => r,
             Err(e) => {
                 problems.push(format!("Room {key}: {e}"));
