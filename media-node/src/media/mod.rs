@@ -5,33 +5,12 @@
 //! per-participant [`ParticipantEvent`]s out. The loop owns all media state, so nothing here
 //! takes a lock on the forwarding path.
 //!
-//! - [`engine`]: the core: rooms, participants and peer connections, without a socket;
-//! - [`driver`]: the shell: the socket, batched reads and writes, the clock;
-//! - [`udp`]: `recvmmsg` and `sendmmsg` on the media socket;
-//! - [`demux`]: which peer connection a datagram belongs to;
-//! - [`feedback`]: subscribers' keyframe requests and NACKs out of the interceptor chain;
-//! - [`participants`]: joining, leaving, negotiation and chat;
-//! - [`tracks`]: published tracks, subscriptions and forwarding;
-//! - [`quality`]: RTT, jitter and loss from the connections' statistics;
-//! - [`timers`]: the peer connections' deadlines;
-//! - [`forward`]: per-subscriber forwarding state (layer choice, keyframe wait);
-//! - [`rewrite`]: sequence and timestamp continuity across layer switches;
-//! - [`keyframe`]: VP8 and H264 keyframe detection;
-//! - [`codecs`]: the codecs negotiated.
+//! - [`core`]: the sans-IO core: rooms, participants, peer connections, routing, forwarding
+//!   and layer choice, as functions of datagrams, commands and instants;
+//! - [`driver`]: the imperative shell: the sockets, batched reads and writes, the clock.
 
-pub mod codecs;
-pub mod demux;
+pub mod core;
 pub mod driver;
-pub mod engine;
-pub mod feedback;
-pub mod forward;
-pub mod keyframe;
-pub mod participants;
-pub mod quality;
-pub mod rewrite;
-pub mod timers;
-pub mod tracks;
-pub mod udp;
 
 use std::net::SocketAddr;
 
@@ -215,7 +194,7 @@ pub enum Command {
     /// Ends every participant's session in a room (the room was deleted); replies how many.
     CloseRoom(String, oneshot::Sender<usize>),
     /// A snapshot of the node's state.
-    Status(oneshot::Sender<engine::Status>),
+    Status(oneshot::Sender<core::Status>),
     /// Advertise another media address (the operator learnt the one clients can reach: a node
     /// port on the Kubernetes node's external IP, a load balancer's address). Peer connections
     /// built from then on put it in their host candidate; existing ones keep the address they

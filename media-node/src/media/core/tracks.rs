@@ -25,10 +25,10 @@ use rtc::sansio::Protocol;
 
 use super::codecs::VideoCodec;
 use super::demux::PeerKey;
-use super::engine::{Engine, Role, random_u32};
 use super::forward::{Selector, Verdict};
 use super::keyframe::starts_keyframe;
-use super::{Layer, ParticipantEvent, ParticipantId};
+use super::{Engine, Role, random_u32};
+use crate::media::{Layer, ParticipantEvent, ParticipantId};
 
 /// Shortest time between two keyframe requests for one stream.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);

@@ -10,7 +10,7 @@ use rtc::statistics::StatsSelector;
 use rtc::statistics::report::RTCStatsReportEntry;
 
 use super::demux::PeerKey;
-use super::engine::{Engine, Role};
+use super::{Engine, Role};
 
 /// Seconds between two quality samples.
 pub const SAMPLE_EVERY_SECONDS: u64 = 5;

@@ -18,11 +18,11 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::demux::PeerKey;
-use super::engine::{Engine, Role};
-use super::{
+use super::{Engine, Role};
+use crate::admission::{self, NodeState};
+use crate::media::{
     Ending, JoinError, JoinRequest, Joined, ParticipantEvent, ParticipantId, ParticipantInfo,
 };
-use crate::admission::{self, NodeState};
 use crate::token::Grants;
 
 /// Longest chat message relayed, in bytes.

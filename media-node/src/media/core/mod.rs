@@ -1,9 +1,32 @@
 //! The media core: every peer connection, every room, and no socket. It takes datagrams,
 //! commands and the time, and returns datagrams to send ([`Engine::poll_transmit`]) and the
-//! time it next needs to be woken ([`Engine::poll_timeout`]); [`super::driver`] owns the
+//! time it next needs to be woken ([`Engine::poll_timeout`]); [`crate::media::driver`] owns the
 //! socket, batches reads and writes, and keeps the clock. After each input, [`Engine::process`]
 //! drains every peer connection it touched: events, and RTP/RTCP/data read, which forwarding
 //! turns into writes on other connections, then the datagrams they produced.
+//!
+//! The core's parts, each a concern of the one [`Engine`]:
+//! - [`demux`]: which peer connection a datagram or TCP frame belongs to;
+//! - [`participants`]: joining, leaving, negotiation and chat;
+//! - [`tracks`]: published tracks, subscriptions and forwarding;
+//! - [`forward`]: per-subscriber forwarding state (layer choice, keyframe wait);
+//! - [`rewrite`]: sequence and timestamp continuity across layer switches;
+//! - [`keyframe`]: VP8 and H264 keyframe detection;
+//! - [`feedback`]: subscribers' keyframe requests and NACKs out of the interceptor chain;
+//! - [`quality`]: RTT, jitter and loss from the connections' statistics;
+//! - [`timers`]: the peer connections' deadlines;
+//! - [`codecs`]: the codecs negotiated.
+
+pub mod codecs;
+pub mod demux;
+pub mod feedback;
+pub mod forward;
+pub mod keyframe;
+pub mod participants;
+pub mod quality;
+pub mod rewrite;
+pub mod timers;
+pub mod tracks;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -25,15 +48,15 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::demux::{Demux, PeerKey};
-use super::participants::Participant;
-use super::timers::Timers;
-use super::tracks::{Track, TrackKey};
-use super::{Command, Ending, ParticipantEvent, ParticipantId};
 use crate::admission::{Limits, NodeMode};
 use crate::drain::{Drain, DrainEvent};
+use crate::media::{Command, Ending, ParticipantEvent, ParticipantId};
 use crate::metrics::Metrics;
+use demux::{Demux, PeerKey};
+use participants::Participant;
 use ruche_crds::admin::{Accepted, AssignmentList, ListVersion, RoomQuality, StaleList};
+use timers::Timers;
+use tracks::{Track, TrackKey};
 
 /// How the media loop is set up.
 #[derive(Clone, Debug)]
@@ -199,7 +222,7 @@ pub struct Engine {
     bitrate_in: u64,
     bitrate_out: u64,
     ticks: u64,
-    pub(crate) losses: super::quality::LossLedger,
+    pub(crate) losses: quality::LossLedger,
 }
 
 /// The address to advertise for `requested`: a port of 0 or an unspecified IP take the bound
@@ -298,7 +321,7 @@ impl Engine {
             bitrate_in: 0,
             bitrate_out: 0,
             ticks: 0,
-            losses: super::quality::LossLedger::default(),
+            losses: quality::LossLedger::default(),
         }
     }
 
@@ -409,12 +432,9 @@ impl Engine {
             |n| random_hex(n).map_err(|e| format!("no randomness for ICE credentials: {e}"));
         let ufrag = random(8)?;
         let password = random(16)?;
-        let mut media_engine = super::codecs::media_engine().map_err(|e| e.to_string())?;
+        let mut media_engine = codecs::media_engine().map_err(|e| e.to_string())?;
         // Keyframe requests and NACKs from subscribers must reach the loop (see `feedback`).
-        let registry = Registry::new().with(
-            super::feedback::slot(),
-            super::feedback::DeliverFeedback::default(),
-        );
+        let registry = Registry::new().with(feedback::slot(), feedback::DeliverFeedback::default());
         let registry = interceptors(registry, &mut media_engine).map_err(|e| e.to_string())?;
         let setting_engine = SettingEngineBuilder::new()
             .with_lite(true)
@@ -628,10 +648,7 @@ impl Engine {
         self.bytes_in_window = 0;
         self.bytes_out_window = 0;
         self.ticks += 1;
-        if self
-            .ticks
-            .is_multiple_of(super::quality::SAMPLE_EVERY_SECONDS)
-        {
+        if self.ticks.is_multiple_of(quality::SAMPLE_EVERY_SECONDS) {
             self.sample_quality();
         }
         let live = self

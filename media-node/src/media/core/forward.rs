@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use super::Layer;
 use super::rewrite::Rewriter;
+use crate::media::Layer;
 
 /// What to do with one source packet for one subscriber.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

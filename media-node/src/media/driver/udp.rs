@@ -10,7 +10,7 @@ use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmm
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-use super::engine::Transmit;
+use crate::media::core::Transmit;
 
 /// Datagrams read or written per system call.
 pub const BATCH: usize = 32;

@@ -9,12 +9,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
+
+pub mod udp;
 use tokio::sync::{mpsc, watch};
 
-use super::engine::{Engine, EngineConfig, Transmit};
-use super::udp::{Receiver, Sender};
+use super::core::{Engine, EngineConfig, Transmit};
 use super::{Command, MediaHandle};
 use crate::metrics::Metrics;
+use udp::{Receiver, Sender};
 
 /// The running media loop.
 pub struct Running {
