@@ -168,8 +168,15 @@ async fn run(cli: Cli) -> Result<(), String> {
     if cli.dev {
         tracing::info!("demo page: http://{}/", cli.http_bind);
     }
+    let signaling_router = signaling::router(signaling_state);
+    let handed_over = running.http;
+    let router = signaling_router.clone();
     tokio::spawn(async move {
-        let _ = axum::serve(http, signaling::router(signaling_state)).await;
+        let _ = axum::serve(http, router).await;
+    });
+    // Signaling that reaches the media port number (HostPort mode: one port for everything).
+    tokio::spawn(async move {
+        let _ = axum::serve(handed_over, signaling_router).await;
     });
     tokio::spawn(async move {
         let _ = axum::serve(admin_listener, admin::router(admin_state)).await;

@@ -55,6 +55,7 @@ pub struct Metrics {
     nacks_received: Counter,
     chat_messages: Counter,
     reserved_slots: Gauge,
+    tcp_connections: Gauge,
     phase: Family<PhaseLabel, Gauge>,
     token_refusals: Family<ReasonLabel, Counter>,
     subscriber_rtt: Histogram,
@@ -98,6 +99,7 @@ impl Metrics {
             nacks_received: Counter::default(),
             chat_messages: Counter::default(),
             reserved_slots: Gauge::default(),
+            tcp_connections: Gauge::default(),
             phase: Family::default(),
             token_refusals: Family::default(),
             subscriber_rtt: Histogram::new(delay_buckets()),
@@ -199,6 +201,11 @@ impl Metrics {
             "reserved_slots",
             "Slots reserved by the rooms assigned to the node",
             self.reserved_slots.clone(),
+        );
+        registry.register(
+            "tcp_connections",
+            "ICE-over-TCP connections open on the media port",
+            self.tcp_connections.clone(),
         );
         registry.register(
             "phase",
@@ -328,6 +335,14 @@ impl Metrics {
 
     pub(crate) fn nack_received(&self) {
         self.nacks_received.inc();
+    }
+
+    pub(crate) fn tcp_opened(&self) {
+        self.tcp_connections.inc();
+    }
+
+    pub(crate) fn tcp_closed(&self) {
+        self.tcp_connections.dec();
     }
 
     pub(crate) fn chat_relayed(&self) {

@@ -9,24 +9,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use ruche_media_node::signaling::Liveness;
-use support::{Client, Node, NodeOptions, Outgoing, Pacer, eventually};
-
-/// Streams `tag`-marked audio and video until `stop`, answering keyframe requests the way a
-/// browser does (a keyframe soon after a PLI), plus a keyframe every `keyframe_every`.
-async fn stream(
-    client: &Client,
-    video: &Outgoing,
-    audio: &Outgoing,
-    tag: u8,
-    duration: Duration,
-    keyframe_every: Duration,
-) {
-    let start = Instant::now();
-    let mut pacer = Pacer::new(client, keyframe_every);
-    while start.elapsed() < duration {
-        pacer.step(client, video, audio, tag).await;
-    }
-}
+use support::{Client, Node, NodeOptions, Pacer, eventually, stream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_receives_a_publishers_video_and_audio() {

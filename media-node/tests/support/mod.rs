@@ -23,8 +23,8 @@ use rtc::rtp_transceiver::rtp_sender::{
 use ruche_media_node::admin::{self, AdminState};
 use ruche_media_node::admission::{Limits, NodeMode};
 use ruche_media_node::media::MediaHandle;
+use ruche_media_node::media::core::EngineConfig;
 use ruche_media_node::media::driver::spawn;
-use ruche_media_node::media::engine::EngineConfig;
 use ruche_media_node::metrics::Metrics;
 use ruche_media_node::signaling::{self, Liveness, SignalingState};
 use ruche_media_node::token::{Claims, Grants, TokenKey};
@@ -134,7 +134,11 @@ impl Node {
             sig.local_addr().expect("addr"),
             adm.local_addr().expect("addr"),
         );
-        tokio::spawn(async move { axum::serve(sig, signaling::router(signaling_state)).await });
+        let router = signaling::router(signaling_state);
+        let handed_over = running.http;
+        let media_router = router.clone();
+        tokio::spawn(async move { axum::serve(sig, router).await });
+        tokio::spawn(async move { axum::serve(handed_over, media_router).await });
         tokio::spawn(async move { axum::serve(adm, admin::router(admin_state)).await });
         Self {
             signaling,
@@ -381,9 +385,45 @@ fn client_media_engine() -> MediaEngine {
     m
 }
 
+/// How a test client reaches the node's media port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP, as most clients.
+    Udp,
+    /// TCP only (active ICE-TCP candidates, RFC 4571 framing): a client whose UDP is blocked.
+    Tcp,
+}
+
+/// Dials the node's passive TCP candidates found in `sdp` (a TCP-only client gets no
+/// UDP candidate pair, so these are its only way in).
+async fn dial_tcp_candidates(pc: &Arc<dyn PeerConnection>, sdp: &str) {
+    for line in sdp.lines() {
+        let Some(candidate) = line.strip_prefix("a=") else {
+            continue;
+        };
+        let lower = candidate.to_ascii_lowercase();
+        if lower.starts_with("candidate:")
+            && lower.contains(" tcp ")
+            && lower.contains("tcptype passive")
+        {
+            let init = webrtc::peer_connection::RTCIceCandidateInit {
+                candidate: candidate.to_string(),
+                sdp_mid: Some(String::new()),
+                sdp_mline_index: Some(0),
+                username_fragment: None,
+                ..Default::default()
+            };
+            pc.add_ice_candidate(init)
+                .await
+                .expect("add the node's TCP candidate");
+        }
+    }
+}
+
 async fn peer(
     handler: Arc<dyn PeerConnectionEventHandler>,
     keyframe_requests: Arc<std::sync::atomic::AtomicU32>,
+    transport: Transport,
 ) -> Arc<dyn PeerConnection> {
     let mut media_engine = client_media_engine();
     let counter = CountKeyframeRequests {
@@ -397,11 +437,14 @@ async fn peer(
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(media_engine)
         .with_interceptor_registry(registry)
-        .with_handler(handler)
-        .with_udp_addrs(vec!["127.0.0.1:0"])
-        .build()
-        .await
-        .expect("peer connection");
+        .with_handler(handler);
+    let pc = match transport {
+        Transport::Udp => pc.with_udp_addrs(vec!["127.0.0.1:0"]),
+        Transport::Tcp => pc
+            .with_udp_addrs(Vec::<&str>::new())
+            .with_tcp_addrs(vec!["127.0.0.1:0"]),
+    };
+    let pc = pc.build().await.expect("peer connection");
     Arc::new(pc)
 }
 
@@ -440,6 +483,16 @@ pub type Refused = Value;
 impl Client {
     /// Connects, joins `room` with `token`, and keeps answering subscribe offers.
     pub async fn join(url: &str, room: &str, token: &str) -> Result<Self, Refused> {
+        Self::join_over(url, room, token, Transport::Udp).await
+    }
+
+    /// [`Client::join`], with media over `transport`.
+    pub async fn join_over(
+        url: &str,
+        room: &str,
+        token: &str,
+        transport: Transport,
+    ) -> Result<Self, Refused> {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("websocket");
@@ -475,6 +528,7 @@ impl Client {
                 connected: subscribe_state.clone(),
             }),
             Arc::default(),
+            transport,
         )
         .await;
         let publish = peer(
@@ -482,6 +536,7 @@ impl Client {
                 connected: publish_state.clone(),
             }),
             keyframe_requests.clone(),
+            transport,
         )
         .await;
         let messages = Arc::new(Mutex::new(vec![first]));
@@ -546,6 +601,13 @@ impl Client {
                                 serde_json::json!({"type": "subscribeAnswer", "sdp": sdp})
                                     .to_string(),
                             );
+                            if transport == Transport::Tcp {
+                                dial_tcp_candidates(
+                                    &subscribe,
+                                    m["sdp"].as_str().unwrap_or_default(),
+                                )
+                                .await;
+                            }
                         }
                         Some("migrate") => {
                             *migration.lock().expect("lock") = Some(Migration {
@@ -563,6 +625,13 @@ impl Client {
                                 .set_remote_description(answer)
                                 .await
                                 .expect("set answer");
+                            if transport == Transport::Tcp {
+                                dial_tcp_candidates(
+                                    &publish,
+                                    m["sdp"].as_str().unwrap_or_default(),
+                                )
+                                .await;
+                            }
                         }
                         _ => {}
                     }
@@ -892,5 +961,22 @@ impl LossyRelay {
             }
         });
         Self { addr, dropped }
+    }
+}
+
+/// Streams `tag`-marked audio and video until `stop`, answering keyframe requests the way a
+/// browser does (a keyframe soon after a PLI), plus a keyframe every `keyframe_every`.
+pub async fn stream(
+    client: &Client,
+    video: &Outgoing,
+    audio: &Outgoing,
+    tag: u8,
+    duration: Duration,
+    keyframe_every: Duration,
+) {
+    let start = Instant::now();
+    let mut pacer = Pacer::new(client, keyframe_every);
+    while start.elapsed() < duration {
+        pacer.step(client, video, audio, tag).await;
     }
 }

@@ -1,4 +1,5 @@
-//! Which peer connection a datagram on the shared UDP port belongs to.
+//! Which peer connection a datagram on the shared UDP port, or a frame on one of the TCP
+//! connections to the same port number, belongs to.
 //!
 //! Every peer connection of the node listens on the same socket. A new remote address is only
 //! learned from a STUN binding request whose USERNAME starts with the local ufrag the node gave
@@ -9,8 +10,49 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use rtc::shared::TransportProtocol;
+
 /// A slot of the engine's peer table.
 pub type PeerKey = usize;
+
+/// Where a packet came from or goes to: the transport and the remote address. A TCP
+/// connection is one remote: its frames are routed like datagrams from one address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Remote {
+    /// UDP, or TCP (RFC 4571 frames on one connection).
+    pub transport: TransportProtocol,
+    /// The client's address.
+    pub addr: SocketAddr,
+}
+
+impl Remote {
+    /// A UDP peer.
+    pub fn udp(addr: SocketAddr) -> Self {
+        Self {
+            transport: TransportProtocol::UDP,
+            addr,
+        }
+    }
+
+    /// A TCP connection's peer.
+    pub fn tcp(addr: SocketAddr) -> Self {
+        Self {
+            transport: TransportProtocol::TCP,
+            addr,
+        }
+    }
+}
+
+impl std::fmt::Display for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let transport = if self.transport == TransportProtocol::TCP {
+            "tcp"
+        } else {
+            "udp"
+        };
+        write!(f, "{transport}/{}", self.addr)
+    }
+}
 
 /// What kind of packet a datagram is, from its first byte (RFC 7983).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +110,7 @@ pub fn stun_local_ufrag(datagram: &[u8]) -> Option<&str> {
 #[derive(Debug, Default)]
 pub struct Demux {
     by_ufrag: HashMap<String, PeerKey>,
-    by_addr: HashMap<SocketAddr, PeerKey>,
+    by_addr: HashMap<Remote, PeerKey>,
 }
 
 impl Demux {
@@ -85,7 +127,7 @@ impl Demux {
 
     /// The connection a datagram from `from` belongs to, learning the address from a STUN
     /// binding request addressed to a known ufrag.
-    pub fn route(&mut self, from: SocketAddr, datagram: &[u8]) -> Option<PeerKey> {
+    pub fn route(&mut self, from: Remote, datagram: &[u8]) -> Option<PeerKey> {
         if kind(datagram) == Kind::Stun
             && let Some(ufrag) = stun_local_ufrag(datagram)
             && let Some(&peer) = self.by_ufrag.get(ufrag)
@@ -130,7 +172,8 @@ mod tests {
     fn learns_addresses_from_stun_only() {
         let mut d = Demux::default();
         d.add("abcd".into(), 3);
-        let a: SocketAddr = "127.0.0.1:5000".parse().unwrap_or_else(|_| unreachable!());
+        let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap_or_else(|_| unreachable!());
+        let a = Remote::udp(addr);
         // DTLS from an unknown address is dropped.
         assert_eq!(d.route(a, &[22, 254, 253]), None);
         assert_eq!(d.route(a, &binding_request("abcd:zz")), Some(3));
@@ -140,6 +183,26 @@ mod tests {
         assert_eq!(d.route(a, &[0xff, 0, 0]), None);
         d.remove("abcd", 3);
         assert_eq!(d.route(a, &[22]), None);
+    }
+
+    #[test]
+    fn a_tcp_connection_is_not_the_udp_peer_of_the_same_address() {
+        let mut d = Demux::default();
+        d.add("abcd".into(), 3);
+        d.add("efgh".into(), 4);
+        let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap_or_else(|_| unreachable!());
+        assert_eq!(
+            d.route(Remote::udp(addr), &binding_request("abcd:zz")),
+            Some(3)
+        );
+        // The same numbers over TCP are another remote: nothing routes until its own STUN.
+        assert_eq!(d.route(Remote::tcp(addr), &[22, 254, 253]), None);
+        assert_eq!(
+            d.route(Remote::tcp(addr), &binding_request("efgh:zz")),
+            Some(4)
+        );
+        assert_eq!(d.route(Remote::tcp(addr), &[22, 254, 253]), Some(4));
+        assert_eq!(d.route(Remote::udp(addr), &[22, 254, 253]), Some(3));
     }
 
     #[test]
@@ -163,7 +226,8 @@ mod tests {
             let mut d = Demux::default();
             d.add("x".into(), 1);
             let from: SocketAddr = "127.0.0.1:1".parse().unwrap_or_else(|_| unreachable!());
-            let _ = d.route(from, &bytes);
+            let _ = d.route(Remote::udp(from), &bytes);
+            let _ = d.route(Remote::tcp(from), &bytes);
             let _ = stun_local_ufrag(&bytes);
         }
     }

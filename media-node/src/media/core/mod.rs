@@ -13,6 +13,7 @@
 //! - [`rewrite`]: sequence and timestamp continuity across layer switches;
 //! - [`keyframe`]: VP8 and H264 keyframe detection;
 //! - [`feedback`]: subscribers' keyframe requests and NACKs out of the interceptor chain;
+//! - [`flood`]: each connection's budget of RTCP, so a flood of feedback is dropped unread;
 //! - [`quality`]: RTT, jitter and loss from the connections' statistics;
 //! - [`timers`]: the peer connections' deadlines;
 //! - [`codecs`]: the codecs negotiated.
@@ -20,6 +21,7 @@
 pub mod codecs;
 pub mod demux;
 pub mod feedback;
+pub mod flood;
 pub mod forward;
 pub mod keyframe;
 pub mod participants;
@@ -34,6 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::Registry;
 use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, Slot};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -44,7 +47,7 @@ use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::sansio::Protocol;
-use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use rtc::shared::{TaggedBytesMut, TransportContext};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -52,7 +55,7 @@ use crate::admission::{Limits, NodeMode};
 use crate::drain::{Drain, DrainEvent};
 use crate::media::{Command, Ending, ParticipantEvent, ParticipantId};
 use crate::metrics::Metrics;
-use demux::{Demux, PeerKey};
+use demux::{Demux, PeerKey, Remote};
 use participants::Participant;
 use ruche_crds::admin::{Accepted, AssignmentList, ListVersion, RoomQuality, StaleList};
 use timers::Timers;
@@ -174,11 +177,11 @@ pub struct Room {
     pub quality: RoomQuality,
 }
 
-/// A datagram to send.
+/// A datagram to send (over TCP: one RFC 4571 frame).
 #[derive(Debug)]
 pub struct Transmit {
-    /// Where to.
-    pub to: SocketAddr,
+    /// Where to, over which transport.
+    pub to: Remote,
     /// What.
     pub data: BytesMut,
 }
@@ -223,6 +226,8 @@ pub struct Engine {
     bitrate_out: u64,
     ticks: u64,
     pub(crate) losses: quality::LossLedger,
+    /// Each connection's RTCP budget.
+    budgets: flood::Budgets,
 }
 
 /// The address to advertise for `requested`: a port of 0 or an unspecified IP take the bound
@@ -322,6 +327,7 @@ impl Engine {
             bitrate_out: 0,
             ticks: 0,
             losses: quality::LossLedger::default(),
+            budgets: flood::Budgets::default(),
         }
     }
 
@@ -352,7 +358,7 @@ impl Engine {
 
     /// Feeds one datagram to the connection it belongs to (call [`Engine::process`] after a
     /// batch of them).
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+    pub fn handle_datagram(&mut self, now: Instant, from: Remote, data: &[u8]) {
         self.metrics.udp_in(data.len());
         self.bytes_in_window += data.len() as u64;
         let Some(peer) = self.demux.route(from, data) else {
@@ -360,6 +366,11 @@ impl Engine {
             self.metrics.dropped("unroutable");
             return;
         };
+        // Checked before decryption: a flood costs the node no more than this.
+        if flood::is_rtcp(data) && !self.budgets.allow(peer, now) {
+            self.metrics.dropped("feedback_flood");
+            return;
+        }
         let Some(p) = self.peers.get_mut(peer).and_then(Option::as_mut) else {
             self.metrics.dropped("unroutable");
             return;
@@ -368,9 +379,9 @@ impl Engine {
             now,
             transport: TransportContext {
                 local_addr: p.local,
-                peer_addr: from,
+                peer_addr: from.addr,
                 ecn: None,
-                transport_protocol: TransportProtocol::UDP,
+                transport_protocol: from.transport,
             },
             message: BytesMut::from(data),
         };
@@ -420,7 +431,10 @@ impl Engine {
             self.metrics.udp_out(out.message.len());
             self.bytes_out_window += out.message.len() as u64;
             self.outbox.push_back(Transmit {
-                to: out.transport.peer_addr,
+                to: Remote {
+                    transport: out.transport.transport_protocol,
+                    addr: out.transport.peer_addr,
+                },
                 data: out.message,
             });
         }
@@ -449,22 +463,26 @@ impl Engine {
             .map_err(|e| e.to_string())?;
         // The address advertised now; the connection keeps it even if it changes later.
         let local = self.config.advertise;
-        let candidate = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: local.ip().to_string(),
-                port: local.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .new_candidate_host()
-        .map_err(|e| e.to_string())?;
-        let init = RTCIceCandidate::from(&candidate)
-            .to_json()
+        // One host candidate per transport on the same address and port number: UDP, and
+        // passive TCP (RFC 6544) for clients whose network blocks UDP.
+        for (network, tcp_type) in [("udp", TcpType::Unspecified), ("tcp", TcpType::Passive)] {
+            let candidate = CandidateHostConfig {
+                base_config: CandidateConfig {
+                    network: network.to_owned(),
+                    address: local.ip().to_string(),
+                    port: local.port(),
+                    component: 1,
+                    ..Default::default()
+                },
+                tcp_type,
+            }
+            .new_candidate_host()
             .map_err(|e| e.to_string())?;
-        pc.add_local_candidate(init).map_err(|e| e.to_string())?;
+            let init = RTCIceCandidate::from(&candidate)
+                .to_json()
+                .map_err(|e| e.to_string())?;
+            pc.add_local_candidate(init).map_err(|e| e.to_string())?;
+        }
         let key = self.free.pop().unwrap_or(self.peers.len());
         if key == self.peers.len() {
             self.peers.push(None);
@@ -488,6 +506,7 @@ impl Engine {
             self.demux.remove(&peer.ufrag, key);
             self.timers.clear(key);
             self.losses.forget(key);
+            self.budgets.forget(key);
             self.free.push(key);
         }
     }
@@ -762,7 +781,8 @@ mod tests {
         ) {
             let (mut engine, metrics) = core();
             let from: SocketAddr = "198.51.100.7:40000".parse().unwrap();
-            for d in &datagrams {
+            for (i, d) in datagrams.iter().enumerate() {
+                let from = if i % 2 == 0 { Remote::udp(from) } else { Remote::tcp(from) };
                 engine.handle_datagram(Instant::now(), from, d);
             }
             engine.process();

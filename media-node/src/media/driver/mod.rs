@@ -1,18 +1,24 @@
-//! The media driver: the imperative shell around the [`Engine`] core. It owns the UDP socket
-//! and the clock, reads datagrams in batches, hands them and the commands to the core, wakes
-//! it at its deadlines, and writes what it produced in batches. It runs on its own thread, so
+//! The media driver: the imperative shell around the [`Engine`] core. It owns the UDP socket,
+//! the TCP listener on the same port number ([`tcp`]) and the clock, reads datagrams in
+//! batches, hands them, TCP frames and the commands to the core, wakes it at its deadlines,
+//! and writes what it produced in batches. It runs on its own thread, so
 //! forwarding never waits behind signaling or the admin API.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use rtc::shared::TransportProtocol;
 use tokio::net::UdpSocket;
 
+pub mod tcp;
 pub mod udp;
 use tokio::sync::{mpsc, watch};
 
+use super::core::demux::Remote;
 use super::core::{Engine, EngineConfig, Transmit};
 use super::{Command, MediaHandle};
 use crate::metrics::Metrics;
@@ -26,13 +32,35 @@ pub struct Running {
     pub stopped: watch::Receiver<bool>,
     /// The loop's thread.
     pub thread: std::thread::JoinHandle<()>,
+    /// HTTP connections that arrived on the media port number, for the signaling server.
+    pub http: tcp::Handover,
+}
+
+/// Binds the UDP socket and a TCP listener on the same port number. With port 0, tries a few
+/// ports the system picks until both transports have one free.
+fn bind(addr: SocketAddr) -> io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+    let mut last = None;
+    for _ in 0..if addr.port() == 0 { 20 } else { 1 } {
+        let udp = std::net::UdpSocket::bind(addr)?;
+        let port = udp.local_addr()?.port();
+        match std::net::TcpListener::bind(SocketAddr::new(addr.ip(), port)) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last = Some(e),
+        }
+    }
+    let e = last.unwrap_or_else(|| io::Error::other("no port"));
+    Err(io::Error::new(
+        e.kind(),
+        format!("TCP on the media port number: {e}"),
+    ))
 }
 
 /// Binds the socket and starts the loop on its own thread.
 pub fn spawn(config: EngineConfig, metrics: Arc<Metrics>) -> io::Result<Running> {
-    let std_socket = std::net::UdpSocket::bind(config.bind)?;
+    let (std_socket, std_listener) = bind(config.bind)?;
     std_socket.set_nonblocking(true)?;
     let bound = std_socket.local_addr()?;
+    let (acceptor, tcp_events, http) = tcp::listen(std_listener, metrics.clone())?;
     let (advertised_tx, advertised_rx) = watch::channel(bound);
     let engine = Engine::new(config, metrics.clone(), bound, advertised_tx);
     let advertise = *advertised_rx.borrow();
@@ -54,7 +82,12 @@ pub fn spawn(config: EngineConfig, metrics: Arc<Metrics>) -> io::Result<Running>
             };
             runtime.block_on(async move {
                 match UdpSocket::from_std(std_socket) {
-                    Ok(socket) => Driver::new(engine, socket, metrics).run(rx).await,
+                    Ok(socket) => {
+                        tokio::spawn(acceptor.run());
+                        Driver::new(engine, socket, metrics)
+                            .run(rx, tcp_events)
+                            .await;
+                    }
                     Err(e) => tracing::error!(error = %e, "cannot register the media socket"),
                 }
                 let _ = exit_tx.send(true);
@@ -68,6 +101,7 @@ pub fn spawn(config: EngineConfig, metrics: Arc<Metrics>) -> io::Result<Running>
         },
         stopped: exit_rx,
         thread,
+        http,
     })
 }
 
@@ -78,6 +112,8 @@ struct Driver {
     receiver: Receiver,
     sender: Sender,
     outgoing: VecDeque<Transmit>,
+    /// Each open ICE-over-TCP connection's queue of frames to write.
+    tcp: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
     metrics: Arc<Metrics>,
 }
 
@@ -89,11 +125,16 @@ impl Driver {
             receiver: Receiver::default(),
             sender: Sender::default(),
             outgoing: VecDeque::new(),
+            tcp: HashMap::new(),
             metrics,
         }
     }
 
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut tcp_events: mpsc::Receiver<tcp::Event>,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -114,6 +155,14 @@ impl Driver {
                 readable = self.socket.readable() => {
                     if readable.is_ok() {
                         self.receive();
+                    }
+                }
+                Some(event) = tcp_events.recv() => {
+                    self.tcp_event(event);
+                    // What else is queued, in the same batch (bounded, as for UDP).
+                    for _ in 0..udp::BATCH {
+                        let Ok(event) = tcp_events.try_recv() else { break };
+                        self.tcp_event(event);
                     }
                 }
                 () = tokio::time::sleep_until(deadline) => {
@@ -140,7 +189,7 @@ impl Driver {
                 Ok(_) => {
                     let now = Instant::now();
                     for (from, data) in self.receiver.datagrams() {
-                        self.engine.handle_datagram(now, from, data);
+                        self.engine.handle_datagram(now, Remote::udp(from), data);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -152,10 +201,62 @@ impl Driver {
         }
     }
 
+    fn tcp_event(&mut self, event: tcp::Event) {
+        match event {
+            tcp::Event::Opened { remote, outbox } => {
+                self.metrics.tcp_opened();
+                self.tcp.insert(remote, outbox);
+            }
+            tcp::Event::Frame { remote, data } => {
+                self.engine
+                    .handle_datagram(Instant::now(), Remote::tcp(remote), &data);
+            }
+            tcp::Event::Closed { remote } => {
+                self.metrics.tcp_closed();
+                self.tcp.remove(&remote);
+            }
+        }
+    }
+
+    /// Queues a frame on its TCP connection; dropped (and counted) when the connection is
+    /// gone or its queue is full.
+    fn send_tcp(&mut self, transmit: &Transmit) {
+        let Some(outbox) = self.tcp.get(&transmit.to.addr) else {
+            self.metrics.dropped("send_failed");
+            return;
+        };
+        let Some(frame) = tcp::frame(&transmit.data) else {
+            self.metrics.dropped("send_failed");
+            return;
+        };
+        match outbox.try_send(frame) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.metrics.dropped("tcp_backlog"),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.tcp.remove(&transmit.to.addr);
+                self.metrics.dropped("send_failed");
+            }
+        }
+    }
+
     /// Sends what the core produced, a batch per system call; waits for room in the socket
     /// when it is full.
     async fn send(&mut self) {
         self.engine.take_transmits(&mut self.outgoing);
+        if self
+            .outgoing
+            .iter()
+            .any(|t| t.to.transport == TransportProtocol::TCP)
+        {
+            let (tcp, udp): (VecDeque<_>, VecDeque<_>) = self
+                .outgoing
+                .drain(..)
+                .partition(|t| t.to.transport == TransportProtocol::TCP);
+            self.outgoing = udp;
+            for transmit in &tcp {
+                self.send_tcp(transmit);
+            }
+        }
         let mut refused = 0;
         while !self.outgoing.is_empty() {
             self.sender

@@ -102,8 +102,9 @@ impl Sender {
                 let batch = queue.range(..n);
                 let slices: Vec<[IoSlice<'_>; 1]> =
                     batch.clone().map(|t| [IoSlice::new(&t.data)]).collect();
-                let addrs: Vec<Option<SockaddrStorage>> =
-                    batch.map(|t| Some(SockaddrStorage::from(t.to))).collect();
+                let addrs: Vec<Option<SockaddrStorage>> = batch
+                    .map(|t| Some(SockaddrStorage::from(t.to.addr)))
+                    .collect();
                 // The kernel sends from the first datagram on and stops at the first it refuses:
                 // an error means the first one itself was refused (or the socket is full).
                 sendmmsg(fd, headers, slices.iter(), &addrs, [], MsgFlags::empty())
@@ -141,6 +142,7 @@ fn to_socket_addr(address: &SockaddrStorage) -> Option<SocketAddr> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::media::core::demux::Remote;
     use bytes::BytesMut;
     use std::collections::VecDeque;
 
@@ -162,7 +164,7 @@ mod tests {
         let to = b.local_addr().unwrap();
         let mut queue: VecDeque<Transmit> = (0..70u8)
             .map(|i| Transmit {
-                to,
+                to: Remote::udp(to),
                 data: BytesMut::from(&[i; 100][..]),
             })
             .collect();
@@ -199,7 +201,7 @@ mod tests {
         let mut queue: VecDeque<Transmit> = [bad, good, good]
             .into_iter()
             .map(|to| Transmit {
-                to,
+                to: Remote::udp(to),
                 data: BytesMut::from(&b"x"[..]),
             })
             .collect();
