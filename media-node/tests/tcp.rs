@@ -310,3 +310,21 @@ async fn a_flood_of_feedback_is_dropped_before_it_costs_the_loop() {
     let (_, s) = node.admin("GET", "/v1/status", None, None).await;
     assert_eq!(s["participants"], 4, "nobody was disconnected");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signaling_reaches_the_node_on_the_media_port_number_too() {
+    // HostPort mode gives a node one port number: WebSocket signaling on TCP shares it with
+    // ICE over TCP, and both with media on UDP.
+    let node = Node::start(NodeOptions::default()).await;
+    let url = format!("ws://{}/ws", node.media);
+    let alice = Client::join(&url, "r1", &node.token("r1", "alice"))
+        .await
+        .unwrap_or_else(|refused| panic!("alice could not join: {refused}"));
+    let bob = Client::join_over(&url, "r1", &node.token("r1", "bob"), Transport::Tcp)
+        .await
+        .unwrap_or_else(|refused| panic!("bob could not join: {refused}"));
+    assert!(
+        media_flows(&alice, &bob, 60, 0xA1).await,
+        "media flows between sessions signaled on the media port"
+    );
+}

@@ -190,7 +190,7 @@ fn host_port_exposure_maps_the_allocated_port_and_needs_no_service() {
         .find(|p| p.name.as_deref() == Some("media"))
         .unwrap();
     assert_eq!(media.host_port, Some(40_003));
-    assert!(service::service(&f, &n).unwrap().is_none());
+    assert!(service::service(&f, &n, None).unwrap().is_none());
     let mut no_base = f.clone();
     no_base.spec.exposure.host_port_base = None;
     assert!(matches!(
@@ -214,7 +214,9 @@ fn node_port_and_load_balancer_services_select_the_nodes_pod() {
         (ExposureMode::LoadBalancer, "LoadBalancer"),
     ] {
         let f = fleet(mode);
-        let s: Service = service::service(&f, &node("fr-par-1")).unwrap().unwrap();
+        let s: Service = service::service(&f, &node("fr-par-1"), None)
+            .unwrap()
+            .unwrap();
         render(&format!("service-{}", kind.to_lowercase()), &s);
         let spec = s.spec.as_ref().unwrap();
         assert_eq!(spec.type_.as_deref(), Some(kind));
@@ -245,7 +247,9 @@ fn node_port_and_load_balancer_services_select_the_nodes_pod() {
 #[test]
 fn a_cached_service_with_its_node_ports_needs_no_apply_until_it_differs() {
     let f = fleet(ExposureMode::NodePort);
-    let desired = service::service(&f, &node("fr-par-1")).unwrap().unwrap();
+    let desired = service::service(&f, &node("fr-par-1"), None)
+        .unwrap()
+        .unwrap();
     // As the API server returns it: node ports allocated, a cluster IP, more labels.
     let mut cached = desired.clone();
     let spec = cached.spec.as_mut().unwrap();
@@ -266,9 +270,10 @@ fn a_cached_service_with_its_node_ports_needs_no_apply_until_it_differs() {
         !service::up_to_date(&no_node_port, &desired),
         "ports not allocated yet"
     );
-    let load_balancer = service::service(&fleet(ExposureMode::LoadBalancer), &node("fr-par-1"))
-        .unwrap()
-        .unwrap();
+    let load_balancer =
+        service::service(&fleet(ExposureMode::LoadBalancer), &node("fr-par-1"), None)
+            .unwrap()
+            .unwrap();
     assert!(
         !service::up_to_date(&cached, &load_balancer),
         "the exposure changed"

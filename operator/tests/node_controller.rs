@@ -128,15 +128,17 @@ async fn a_host_port_node_gets_its_pod_then_a_pending_status() {
         ),
         (&json!(7882), &json!("UDP"), &json!(30002))
     );
-    let signaling = port(pod, "signaling");
+    // Signaling and ICE over TCP share the media port's number on TCP.
+    let media_tcp = port(pod, "media-tcp");
     assert_eq!(
         (
-            &signaling["containerPort"],
-            &signaling["protocol"],
-            &signaling["hostPort"]
+            &media_tcp["containerPort"],
+            &media_tcp["protocol"],
+            &media_tcp["hostPort"]
         ),
-        (&json!(7880), &json!("TCP"), &json!(30002))
+        (&json!(7882), &json!("TCP"), &json!(30002))
     );
+    assert!(port(pod, "signaling").get("hostPort").is_none(), "{pod}");
     assert!(port(pod, "admin").get("hostPort").is_none(), "{pod}");
     assert!(pod["spec"].get("hostNetwork").is_none(), "{pod}");
     assert_eq!(
@@ -302,7 +304,7 @@ async fn a_node_port_node_applies_its_service_then_gets_a_pod_advertising_the_no
         &mut api,
         Method::PATCH,
         "/api/v1/namespaces/ns/services/visio-a-0-media",
-        service_reply(31000, 31001),
+        service_reply_tcp(31000, 31002, 31001),
     )
     .await;
     assert_eq!(
@@ -316,6 +318,23 @@ async fn a_node_port_node_applies_its_service_then_gets_a_pod_advertising_the_no
     assert_eq!(svc["spec"]["externalTrafficPolicy"], "Local");
     assert_eq!(svc["spec"]["selector"]["ruche.dev/node"], "visio-a-0");
     assert_eq!(svc["metadata"]["ownerReferences"][0]["kind"], "MediaNode");
+    // The API server chose the TCP media port's number apart: it is asked for the UDP one's.
+    let again = expect(
+        &mut api,
+        Method::PATCH,
+        "/api/v1/namespaces/ns/services/visio-a-0-media",
+        service_reply(31000, 31001),
+    )
+    .await;
+    let ports = again.body["spec"]["ports"].as_array().unwrap().clone();
+    let node_port = |name: &str| {
+        ports
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["nodePort"].clone())
+    };
+    assert_eq!(node_port("media"), Some(json!(31000)));
+    assert_eq!(node_port("media-tcp"), Some(json!(31000)));
 
     let created = expect_echo(&mut api, Method::POST, PODS).await;
     let pod = &created.body;
@@ -328,7 +347,13 @@ async fn a_node_port_node_applies_its_service_then_gets_a_pod_advertising_the_no
     assert!(task.await.unwrap().is_ok());
 }
 
+/// The Service as the API server answers an apply: the media port's node port on both
+/// protocols, as the operator asks once it knows it.
 fn service_reply(media: u16, signaling: u16) -> Value {
+    service_reply_tcp(media, media, signaling)
+}
+
+fn service_reply_tcp(media: u16, media_tcp: u16, signaling: u16) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Service",
@@ -337,6 +362,7 @@ fn service_reply(media: u16, signaling: u16) -> Value {
             "type": "NodePort",
             "ports": [
                 {"name": "media", "protocol": "UDP", "port": 7882, "nodePort": media},
+                {"name": "media-tcp", "protocol": "TCP", "port": 7882, "nodePort": media_tcp},
                 {"name": "signaling", "protocol": "TCP", "port": 7880, "nodePort": signaling},
             ],
         },
@@ -409,20 +435,12 @@ async fn an_unchanged_service_in_the_cache_is_not_applied_again() {
         pod: Some(NAME.into()),
         ..Default::default()
     });
-    let mut svc = ruche_operator::build::service::service(&fleet(), &n)
+    // Media on one node port for both protocols, signaling on another.
+    let mut svc = ruche_operator::build::service::service(&fleet(), &n, Some(31_000))
         .unwrap()
         .unwrap();
-    for (i, p) in svc
-        .spec
-        .as_mut()
-        .unwrap()
-        .ports
-        .as_mut()
-        .unwrap()
-        .iter_mut()
-        .enumerate()
-    {
-        p.node_port = Some(31_000 + i32::try_from(i).unwrap());
+    for p in svc.spec.as_mut().unwrap().ports.as_mut().unwrap() {
+        p.node_port.get_or_insert(31_001);
     }
     let (ctx, mut api) = context_with_services(
         vec![fleet()],

@@ -181,13 +181,20 @@ fn container(fleet: &MediaFleet, external: ExternalPort, env_vars: Vec<EnvVar>) 
                 host_port,
                 ..Default::default()
             },
-            // In HostPort mode signaling gets the same number as media: TCP and UDP ports
-            // are separate spaces, and one number per node is easier to open in firewalls.
+            // The same number over TCP: ICE over TCP for clients whose network blocks UDP, and,
+            // in HostPort mode, signaling too (the node tells the two apart by their first
+            // bytes). One number per node, both protocols, is what a firewall opens.
+            ContainerPort {
+                name: Some("media-tcp".into()),
+                container_port: media_port,
+                protocol: Some("TCP".into()),
+                host_port,
+                ..Default::default()
+            },
             ContainerPort {
                 name: Some("signaling".into()),
                 container_port: SIGNALING_PORT,
                 protocol: Some("TCP".into()),
-                host_port,
                 ..Default::default()
             },
             ContainerPort {

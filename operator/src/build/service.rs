@@ -1,5 +1,5 @@
-//! A media node's Service: its UDP media port (and signaling) reachable from outside, for the
-//! NodePort and LoadBalancer exposures. `externalTrafficPolicy: Local` keeps clients' addresses
+//! A media node's Service: its media port (UDP, and TCP for ICE over TCP, on one number) and
+//! signaling reachable from outside, for the NodePort and LoadBalancer exposures. `externalTrafficPolicy: Local` keeps clients' addresses
 //! and avoids a second hop: the advertised node is the one running the pod.
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
@@ -12,7 +12,15 @@ use super::pod::{SIGNALING_PORT, selector};
 use super::{BuildError, labels};
 
 /// The node's Service, or `None` when the fleet exposes media through host ports.
-pub fn service(fleet: &MediaFleet, node: &MediaNode) -> Result<Option<Service>, BuildError> {
+///
+/// `media_node_port` is the node port the API server gave the UDP media port, once known: the
+/// TCP media port asks for the same number (a Service may hold one node port for both
+/// protocols), because clients are told one media address for both transports.
+pub fn service(
+    fleet: &MediaFleet,
+    node: &MediaNode,
+    media_node_port: Option<u16>,
+) -> Result<Option<Service>, BuildError> {
     let kind = match fleet.spec.exposure.mode {
         ExposureMode::HostPort => return Ok(None),
         ExposureMode::NodePort => "NodePort",
@@ -47,6 +55,15 @@ pub fn service(fleet: &MediaFleet, node: &MediaNode) -> Result<Option<Service>, 
                     protocol: Some("UDP".into()),
                     port: media_port,
                     target_port: Some(IntOrString::Int(media_port)),
+                    node_port: media_node_port.map(i32::from),
+                    ..Default::default()
+                },
+                ServicePort {
+                    name: Some("media-tcp".into()),
+                    protocol: Some("TCP".into()),
+                    port: media_port,
+                    target_port: Some(IntOrString::Int(media_port)),
+                    node_port: media_node_port.map(i32::from),
                     ..Default::default()
                 },
                 ServicePort {
@@ -80,6 +97,7 @@ pub fn up_to_date(cached: &Service, desired: &Service) -> bool {
                             && h.port == w.port
                             && h.target_port == w.target_port
                             && h.node_port.is_some()
+                            && (w.node_port.is_none() || h.node_port == w.node_port)
                     })
                 })
         }

@@ -761,36 +761,28 @@ async fn external_port<A: NodeAdmin>(
             balancer: None,
         });
     }
-    let svc = service(fleet, node)
-        .map_err(|e| Error::Invalid(e.to_string()))?
-        .ok_or_else(|| Error::Invalid("a Service exposure built no Service".into()))?;
     let namespace = node.namespace().unwrap_or_default();
+    let build = |media_node_port| {
+        service(fleet, node, media_node_port)
+            .map_err(|e| Error::Invalid(e.to_string()))?
+            .ok_or_else(|| Error::Invalid("a Service exposure built no Service".into()))
+    };
     let cached = ctx
         .services
-        .get(&ObjectRef::new(&svc.name_any()).within(&namespace))
-        .filter(|cached| up_to_date(cached, &svc));
+        .get(&ObjectRef::new(&labels::service_name(&node.name_any())).within(&namespace));
+    // The TCP media port asks for the node port the UDP one holds, once there is one.
+    let svc = build(cached.as_deref().and_then(|c| node_port_of(c, "media")))?;
     // Applied only when missing or different: most reconciles of a node cost no request.
-    let applied = match cached {
+    let mut applied = match cached.filter(|cached| up_to_date(cached, &svc)) {
         Some(cached) => (*cached).clone(),
-        None => {
-            Api::<Service>::namespaced(ctx.client.clone(), &namespace)
-                .patch(
-                    &svc.name_any(),
-                    &PatchParams::apply(MANAGER).force(),
-                    &Patch::Apply(&svc),
-                )
-                .await?
-        }
+        None => apply_service(ctx, &namespace, &svc).await?,
     };
-    let node_port = |name: &str| {
-        applied
-            .spec
-            .as_ref()
-            .and_then(|s| s.ports.as_ref())
-            .and_then(|ports| ports.iter().find(|p| p.name.as_deref() == Some(name)))
-            .and_then(|p| p.node_port)
-            .and_then(|p| u16::try_from(p).ok())
-    };
+    // Just created: the API server chose each port's number; the TCP one now takes the UDP's.
+    let media_udp = node_port_of(&applied, "media");
+    if media_udp.is_some() && media_udp != node_port_of(&applied, "media-tcp") {
+        applied = apply_service(ctx, &namespace, &build(media_udp)?).await?;
+    }
+    let node_port = |name: &str| node_port_of(&applied, name);
     let (Some(media), Some(signaling)) = (node_port("media"), node_port("signaling")) else {
         return Err(Error::Waiting(format!(
             "Service {} has no node ports yet",
@@ -824,6 +816,31 @@ async fn external_port<A: NodeAdmin>(
         signaling,
         balancer: None,
     })
+}
+
+/// The node port a Service's port `name` holds.
+fn node_port_of(svc: &Service, name: &str) -> Option<u16> {
+    svc.spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .and_then(|ports| ports.iter().find(|p| p.name.as_deref() == Some(name)))
+        .and_then(|p| p.node_port)
+        .and_then(|p| u16::try_from(p).ok())
+}
+
+/// Server-side applies a node's Service; returns it as the API server holds it.
+async fn apply_service<A: NodeAdmin>(
+    ctx: &Context<A>,
+    namespace: &str,
+    svc: &Service,
+) -> Result<Service, Error> {
+    Ok(Api::<Service>::namespaced(ctx.client.clone(), namespace)
+        .patch(
+            &svc.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(svc),
+        )
+        .await?)
 }
 
 async fn create_pod<A: NodeAdmin>(
