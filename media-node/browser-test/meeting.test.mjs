@@ -5,11 +5,12 @@
 // Run with `node --test meeting.test.mjs` (run.sh installs and builds what it needs first).
 // Env: RUCHE_MEDIA_NODE (the binary; default ../../target/debug/ruche-media-node from here),
 // CHROMIUM (default /usr/bin/chromium), RUST_LOG (the node's log filter),
-// MEETING_TIMEOUT_MS (how long media may take to flow; default 30000).
+// MEETING_TIMEOUT_MS (how long media may take to flow; default 30000), RUCHE_NODE_LOG (a file
+// to write the node's whole output to, pass or fail).
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import dgram from "node:dgram";
 import fs from "node:fs";
@@ -40,6 +41,15 @@ const CHROMIUM_ARGS = [
   // (the default caps the layer count by resolution, down to one at 320x180).
   "--force-fieldtrials=WebRTC-LegacySimulcastLayerLimit/Disabled/",
 ];
+
+// run.sh runs the test in a network namespace of its own when it can (as root): then the test
+// may shape loopback with tc and block UDP with iptables without touching the machine.
+const NETNS = process.env.RUCHE_BROWSER_NETNS === "1";
+const NEEDS_NETNS = NETNS ? false : "needs a network namespace of its own: run.sh as root gives it one";
+// The rate a shaped subscriber's link is cut to: room for the low layer and audio (Chromium's
+// fake camera sends about 80, 130 and 260 kbit/s on its three layers, and Opus about 50), not
+// for the middle layer.
+const SHAPED_RATE = "180kbit";
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const elapsed = (since) => `${((Date.now() - since) / 1000).toFixed(1)} s`;
@@ -202,7 +212,47 @@ async function startNode() {
   return { base, admin: `http://127.0.0.1:${adminPort}`, adminToken, mediaPort };
 }
 
-async function openPage(name, url) {
+/** Runs a network tool of the test's namespace; throws with its output when it fails. */
+function net_(tool, args) {
+  return execFileSync(tool, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+}
+
+/** Cuts what loopback delivers to UDP port `port` to `rate` (with a short queue, as a
+ *  congested access link has), leaving all other traffic alone. */
+function shape(port, rate) {
+  net_("tc", ["qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb", "default", "10"]);
+  net_("tc", ["class", "add", "dev", "lo", "parent", "1:", "classid", "1:10", "htb", "rate", "10gbit"]);
+  net_("tc", ["class", "add", "dev", "lo", "parent", "1:", "classid", "1:20", "htb", "rate", rate, "ceil", rate]);
+  net_("tc", ["qdisc", "add", "dev", "lo", "parent", "1:20", "handle", "20:", "pfifo", "limit", "50"]);
+  net_("tc", ["filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1", "u32",
+    "match", "ip", "protocol", "17", "0xff", "match", "ip", "dport", String(port), "0xffff", "flowid", "1:20"]);
+}
+
+function unshape() {
+  try {
+    net_("tc", ["qdisc", "del", "dev", "lo", "root"]);
+  } catch {
+    // Nothing shaped.
+  }
+}
+
+/** The local end (port, protocol) of a page's connection's selected candidate pair. */
+function transportOf(page, which) {
+  return page.evaluate(async (which) => {
+    const pc = window.ruche[which];
+    if (!pc) return null;
+    const stats = await pc.getStats();
+    let pairId = null;
+    stats.forEach((s) => {
+      if (s.type === "transport" && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId;
+    });
+    const pair = pairId && stats.get(pairId);
+    const local = pair && stats.get(pair.localCandidateId);
+    return local ? { port: local.port, protocol: local.protocol } : null;
+  }, which);
+}
+
+async function openPage(name, url, room = ROOM) {
   const context = await run.browser.newContext({ permissions: ["camera", "microphone"] });
   const page = await context.newPage();
   const entry = { name, page, console: [] };
@@ -212,7 +262,7 @@ async function openPage(name, url) {
   page.on("crash", () => entry.console.push(`${stamp()} the page crashed`));
   run.pages.push(entry);
   await page.goto(url);
-  await page.fill("#room", ROOM);
+  await page.fill("#room", room);
   await page.fill("#name", name);
   // The page logs what it does in #log; mirror it into the console record.
   await page.evaluate(() => {
@@ -245,6 +295,7 @@ describe("two Chromium pages in one room on ruche-media-node", { timeout: 120_00
   after(async () => {
     await run.browser?.close().catch(() => {});
     await stopNode();
+    if (process.env.RUCHE_NODE_LOG) fs.writeFileSync(process.env.RUCHE_NODE_LOG, nodeOutput());
     if (run.tmp) fs.rmSync(run.tmp, { recursive: true, force: true });
   });
 
@@ -315,35 +366,63 @@ describe("two Chromium pages in one room on ruche-media-node", { timeout: 120_00
     for (const t of tracks) assert.equal(t.found, t.kind, `track ${t.track} maps to a ${t.found} receiver, not ${t.kind}`);
   });
 
+  const width = async (page) => (await page.evaluate(() => window.ruche.inbound())).frameWidth;
+  const sent = (page) => page.evaluate(() => window.ruche.outbound());
+  const widths = (layers) => layers.map((l) => `${l.rid}:${l.width}`).join(" ") || "none";
+  // The node can only pick among the layers the publisher's browser sends right now, and
+  // Chromium drops layers when short of CPU or bandwidth: judge what `to` decodes against
+  // what `from` sends at that moment, once `from` sends at least two sizes.
+  const judge = (to, from, want, timeoutMs = 25_000) =>
+    poll(
+      async () => {
+        const [w, layers] = await Promise.all([width(to), sent(from)]);
+        const sizes = layers.map((l) => l.width);
+        return { ok: new Set(sizes).size >= 2 && want(w, sizes), w, layers };
+      },
+      { timeoutMs, intervalMs: 250 },
+    );
+  const highest = (w, sizes) => w === Math.max(...sizes);
+  const lowest = (w, sizes) => w === Math.min(...sizes);
+
   step("a subscriber gets the simulcast layer it asks for, the other keeps the best", { timeout: 120_000 }, async () => {
-    const width = async (page) => (await page.evaluate(() => window.ruche.inbound())).frameWidth;
-    const sent = (page) => page.evaluate(() => window.ruche.outbound());
-    const widths = (layers) => layers.map((l) => `${l.rid}:${l.width}`).join(" ") || "none";
-    // The node can only pick among the layers the publisher's browser sends right now, and
-    // Chromium drops layers when short of CPU or bandwidth: judge what `to` decodes against
-    // what `from` sends at that moment, once `from` sends at least two sizes.
-    const judge = (to, from, want) =>
-      poll(
-        async () => {
-          const [w, layers] = await Promise.all([width(to), sent(from)]);
-          const sizes = layers.map((l) => l.width);
-          return { ok: new Set(sizes).size >= 2 && want(w, sizes), w, layers };
-        },
-        { timeoutMs: 25_000, intervalMs: 500 },
-      );
-    const best = await judge(bob, alice, (w, sizes) => w === Math.max(...sizes));
+    const best = await judge(bob, alice, highest);
     assert.ok(best.ok, `with no preference bob decodes ${best.w} px, not the best of alice's layers (${widths(best.layers)})`);
     console.log(`bob decodes alice's video at ${best.w} px with no preference (alice sends ${widths(best.layers)})`);
     await bob.evaluate(() => window.ruche.setLayer("low"));
-    const low = await judge(bob, alice, (w, sizes) => w === Math.min(...sizes));
+    const low = await judge(bob, alice, lowest);
     assert.ok(low.ok, `bob asked for the low layer but decodes ${low.w} px (alice sends ${widths(low.layers)})`);
     console.log(`after asking for the low layer: ${low.w} px (alice sends ${widths(low.layers)})`);
-    const other = await judge(alice, bob, (w, sizes) => w === Math.max(...sizes));
+    const other = await judge(alice, bob, highest);
     assert.ok(other.ok, `alice asked for nothing but decodes ${other.w} px, not the best of bob's layers (${widths(other.layers)})`);
     await bob.evaluate(() => window.ruche.setLayer(null));
-    const back = await judge(bob, alice, (w, sizes) => w === Math.max(...sizes));
+    const back = await judge(bob, alice, highest);
     assert.ok(back.ok, `bob went back to no preference but decodes ${back.w} px (alice sends ${widths(back.layers)})`);
     console.log(`back to the best layer: ${back.w} px`);
+  });
+
+  step("a subscriber on a congested link drops to the low layer within seconds, the other keeps the best, and it climbs back once the link is clear", { timeout: 150_000, skip: NEEDS_NETNS }, async () => {
+    const before = await judge(bob, alice, highest);
+    assert.ok(before.ok, `bob decodes ${before.w} px before the shaping, not the best of ${widths(before.layers)}`);
+    const local = await transportOf(bob, "sub");
+    assert.ok(local?.protocol === "udp", `bob's subscribe connection: ${JSON.stringify(local)}`);
+    const since = Date.now();
+    shape(local.port, SHAPED_RATE);
+    console.log(`${new Date().toISOString()}: bob's link (UDP port ${local.port}) cut to ${SHAPED_RATE}`);
+    try {
+      const low = await judge(bob, alice, lowest, 20_000);
+      assert.ok(low.ok, `bob's link is cut to ${SHAPED_RATE} but he decodes ${low.w} px after ${elapsed(since)} (alice sends ${widths(low.layers)})`);
+      console.log(`bob's link cut to ${SHAPED_RATE}: he decodes the low layer (${low.w} px) ${elapsed(since)} later`);
+      const other = await judge(alice, bob, highest);
+      assert.ok(other.ok, `alice's link is clear but she decodes ${other.w} px, not the best of bob's layers (${widths(other.layers)})`);
+      console.log(`meanwhile alice decodes bob's best layer (${other.w} px)`);
+    } finally {
+      unshape();
+    }
+    const cleared = Date.now();
+    console.log(`${new Date().toISOString()}: bob's link clear again`);
+    const back = await judge(bob, alice, highest, 90_000);
+    assert.ok(back.ok, `bob's link is clear again but he decodes ${back.w} px after ${elapsed(cleared)} (alice sends ${widths(back.layers)})`);
+    console.log(`link clear: bob back on the best layer (${back.w} px) ${elapsed(cleared)} later`);
   });
 
   /** `from` types `text` in its chat form and sends it; returns what `to` receives. */
@@ -388,6 +467,37 @@ describe("two Chromium pages in one room on ruche-media-node", { timeout: 120_00
       assert.deepEqual(seen.pcs, ["closed", "closed"], `${who}'s peer connections: ${JSON.stringify(seen.pcs)}`);
       assert.equal(seen.pub, null);
       assert.equal(seen.sub, null);
+    }
+  });
+  step("participants whose UDP is blocked join over TCP on the media port and decode each other's video", { timeout: 90_000, skip: NEEDS_NETNS }, async () => {
+    const rule = ["INPUT", "-p", "udp", "-j", "DROP"];
+    net_("iptables", ["-I", ...rule]);
+    try {
+      const room = `${ROOM}-tcp`;
+      const carol = await openPage("carol", `${node.base}/`, room);
+      const dave = await openPage("dave", `${node.base}/`, room);
+      for (const page of [carol, dave]) {
+        await page.click("#join");
+        await page.waitForFunction(() => window.ruche.me !== null, null, { timeout: 15_000 });
+      }
+      const since = Date.now();
+      const inbound = (page) => page.evaluate(() => window.ruche.inbound());
+      const result = await poll(
+        async () => {
+          const [c, d] = await Promise.all([inbound(carol), inbound(dave)]);
+          return { ok: c.framesDecoded > 0 && d.framesDecoded > 0, carol: c, dave: d };
+        },
+        { timeoutMs: MEDIA_TIMEOUT_MS, intervalMs: 500 },
+      );
+      assert.ok(result.ok, `with UDP blocked: carol ${JSON.stringify(result.carol)}, dave ${JSON.stringify(result.dave)}`);
+      const transports = await Promise.all([transportOf(carol, "pub"), transportOf(carol, "sub"), transportOf(dave, "sub")]);
+      for (const t of transports) assert.equal(t?.protocol, "tcp", `a connection is not on TCP: ${JSON.stringify(transports)}`);
+      const r = await fetch(`${node.admin}/metrics`, { headers: { Authorization: `Bearer ${node.adminToken}` } });
+      const open = Number((await r.text()).match(/^ruche_media_tcp_connections (\d+)/m)?.[1] ?? 0);
+      assert.ok(open >= 3, `the node holds ${open} ICE-over-TCP connections`);
+      console.log(`UDP blocked: carol and dave decode each other's video over TCP ${elapsed(since)} after joining (${open} TCP connections on the node)`);
+    } finally {
+      net_("iptables", ["-D", ...rule]);
     }
   });
 });

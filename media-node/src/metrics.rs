@@ -19,6 +19,13 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// Label for a direction of change.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    /// `down` or `up`.
+    pub direction: String,
+}
+
 /// Label for a media kind.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
@@ -56,6 +63,7 @@ pub struct Metrics {
     chat_messages: Counter,
     reserved_slots: Gauge,
     tcp_connections: Gauge,
+    layer_changes: Family<DirectionLabel, Counter>,
     phase: Family<PhaseLabel, Gauge>,
     token_refusals: Family<ReasonLabel, Counter>,
     subscriber_rtt: Histogram,
@@ -100,6 +108,7 @@ impl Metrics {
             chat_messages: Counter::default(),
             reserved_slots: Gauge::default(),
             tcp_connections: Gauge::default(),
+            layer_changes: Family::default(),
             phase: Family::default(),
             token_refusals: Family::default(),
             subscriber_rtt: Histogram::new(delay_buckets()),
@@ -203,6 +212,11 @@ impl Metrics {
             self.reserved_slots.clone(),
         );
         registry.register(
+            "layer_changes",
+            "Simulcast layer limits changed for subscribers' bandwidth, by direction",
+            self.layer_changes.clone(),
+        );
+        registry.register(
             "tcp_connections",
             "ICE-over-TCP connections open on the media port",
             self.tcp_connections.clone(),
@@ -284,6 +298,14 @@ impl Metrics {
             .inc();
     }
 
+    pub(crate) fn dropped_many(&self, reason: &str, n: u64) {
+        self.drops
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc_by(n);
+    }
+
     pub(crate) fn join_refused(&self, reason: &str) {
         self.join_refusals
             .get_or_create(&ReasonLabel {
@@ -335,6 +357,15 @@ impl Metrics {
 
     pub(crate) fn nack_received(&self) {
         self.nacks_received.inc();
+    }
+
+    pub(crate) fn layer_changed(&self, up: bool) {
+        let direction = if up { "up" } else { "down" };
+        self.layer_changes
+            .get_or_create(&DirectionLabel {
+                direction: direction.into(),
+            })
+            .inc();
     }
 
     pub(crate) fn tcp_opened(&self) {

@@ -6,6 +6,8 @@
 //! responder after this interceptor still answers the NACKs from its send buffer.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
@@ -46,11 +48,42 @@ pub fn round_trip_seconds(now_ntp: u64, last_sender_report: u32, delay: u32) -> 
     (rtt < 0x8000_0000).then(|| f64::from(rtt) / 65536.0)
 }
 
-/// Marks keyframe requests and NACKs for delivery to the media loop.
+/// The bandwidth a subscribe connection is estimated to carry, in bit/s (0: no estimate yet),
+/// as the congestion controller in its chain last said. The chain is built for one connection
+/// and owned by it, so this cell is the only way out for a value it computes.
+#[derive(Clone, Debug, Default)]
+pub struct Estimate(Arc<AtomicU64>);
+
+impl Estimate {
+    /// The last estimate, if there was one.
+    pub fn get(&self) -> Option<u64> {
+        Some(self.0.load(Ordering::Relaxed)).filter(|bps| *bps > 0)
+    }
+
+    fn set(&self, bits_per_second: f64) {
+        // At least 1: 0 means "none yet".
+        self.0
+            .store((bits_per_second.max(1.0)) as u64, Ordering::Relaxed);
+    }
+}
+
+/// Marks keyframe requests and NACKs for delivery to the media loop, and keeps the congestion
+/// controller's estimate where the loop can read it.
 #[derive(Default)]
 pub struct DeliverFeedback {
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
+    estimate: Estimate,
+}
+
+impl DeliverFeedback {
+    /// An interceptor that writes the congestion controller's estimates to `estimate`.
+    pub fn new(estimate: Estimate) -> Self {
+        Self {
+            estimate,
+            ..Self::default()
+        }
+    }
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverFeedback {
@@ -61,6 +94,13 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverFeedback {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Some(Attribute::TargetBitrateChanged { bits_per_second }) =
+            msg.message.get(&Attribute::TargetBitrateChanged {
+                bits_per_second: 0.0,
+            })
+        {
+            self.estimate.set(*bits_per_second);
+        }
         if let Packet::Rtcp(packets) = &msg.message.packet
             && wanted(packets)
         {

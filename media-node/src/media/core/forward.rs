@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use super::rewrite::Rewriter;
+use super::vp8::Renumber;
 use crate::media::Layer;
 
 /// What to do with one source packet for one subscriber.
@@ -29,10 +30,14 @@ pub struct Selector {
     video: bool,
     /// Layer the subscriber asked for; `None` lets the node pick the best available.
     preferred: Option<Layer>,
+    /// Highest layer the subscriber's bandwidth allows (see `allocation`); `None`: no limit.
+    limit: Option<Layer>,
     /// Source SSRC now forwarded.
     current: Option<u32>,
     /// Sequence and timestamp continuity.
     pub rewriter: Rewriter,
+    /// VP8 picture numbering continuity.
+    pub renumber: Renumber,
 }
 
 impl Selector {
@@ -41,8 +46,10 @@ impl Selector {
         Self {
             video,
             preferred: None,
+            limit: None,
             current: None,
             rewriter: Rewriter::default(),
+            renumber: Renumber::default(),
         }
     }
 
@@ -51,15 +58,38 @@ impl Selector {
         self.preferred = layer;
     }
 
+    /// The subscriber's preference.
+    pub fn preferred(&self) -> Option<Layer> {
+        self.preferred
+    }
+
+    /// Sets the bandwidth limit; true if it changed.
+    pub fn limit(&mut self, layer: Option<Layer>) -> bool {
+        std::mem::replace(&mut self.limit, layer) != layer
+    }
+
+    /// The bandwidth limit.
+    pub fn limited_to(&self) -> Option<Layer> {
+        self.limit
+    }
+
+    /// The highest layer allowed: the lower of the preference and the bandwidth limit.
+    fn cap(&self) -> Option<Layer> {
+        match (self.preferred, self.limit) {
+            (Some(p), Some(l)) => Some(p.min(l)),
+            (p, l) => p.or(l),
+        }
+    }
+
     /// The source SSRC this subscriber should get, given the track's layers (`None` key for a
     /// track without simulcast).
     ///
-    /// A preference is a cap: the preferred layer, or when the publisher does not send it (a
-    /// browser short of CPU or bandwidth drops layers), the best one below it, or else the
-    /// lowest there is. Never a layer above what the subscriber asked for when a lower one
-    /// exists. Without a preference, the best there is.
+    /// A preference (and a bandwidth limit) is a cap: that layer, or when the publisher does
+    /// not send it (a browser short of CPU or bandwidth drops layers), the best one below it,
+    /// or else the lowest there is. Never a layer above the cap when a lower one exists.
+    /// Without a cap, the best there is.
     pub fn target(&self, layers: &BTreeMap<Option<Layer>, u32>) -> Option<u32> {
-        match self.preferred {
+        match self.cap() {
             Some(p) => layers
                 .range(..=Some(p))
                 .next_back()
@@ -95,12 +125,25 @@ impl Selector {
             return Verdict::WaitKeyframe;
         }
         // Keep feeding the old layer until the new one has a keyframe, but only if the old
-        // layer is still being sent.
-        if Some(ssrc) == self.current {
+        // layer is still being sent, and not when the subscriber's bandwidth no longer allows
+        // it: on a congested link, the old layer's packets would queue ahead of the keyframe
+        // that ends the congestion.
+        if Some(ssrc) == self.current && !self.over_limit(ssrc, layers) {
             Verdict::Send
         } else {
             Verdict::Skip
         }
+    }
+
+    /// The source SSRC forwarded now.
+    pub fn current(&self) -> Option<u32> {
+        self.current
+    }
+
+    /// Whether source `ssrc` is a layer above the bandwidth limit.
+    fn over_limit(&self, ssrc: u32, layers: &BTreeMap<Option<Layer>, u32>) -> bool {
+        let layer = layers.iter().find(|(_, s)| **s == ssrc).map(|(l, _)| *l);
+        matches!((layer, self.limit), (Some(Some(l)), Some(limit)) if l > limit)
     }
 
     /// Whether the subscriber is already receiving its target.
@@ -144,6 +187,22 @@ mod tests {
     }
 
     #[test]
+    fn a_bandwidth_downgrade_stops_the_old_layer_at_once() {
+        let mut s = Selector::new(true);
+        s.verdict(30, true, &layers());
+        s.limit(Some(Layer::Low));
+        // The high layer no longer fits the link: nothing until the low layer's keyframe.
+        assert_eq!(s.verdict(30, false, &layers()), Verdict::Skip);
+        assert_eq!(s.verdict(10, false, &layers()), Verdict::WaitKeyframe);
+        assert_eq!(s.verdict(10, true, &layers()), Verdict::Send);
+        // Going back up keeps the low layer until the high one's keyframe.
+        s.limit(None);
+        assert_eq!(s.verdict(10, false, &layers()), Verdict::Send);
+        assert_eq!(s.verdict(30, false, &layers()), Verdict::WaitKeyframe);
+        assert_eq!(s.verdict(30, true, &layers()), Verdict::Send);
+    }
+
+    #[test]
     fn a_missing_preferred_layer_falls_back_below_it_never_above() {
         let mut s = Selector::new(true);
         s.prefer(Some(Layer::Medium));
@@ -162,6 +221,21 @@ mod tests {
         );
         s.prefer(None);
         assert_eq!(s.target(&upper), Some(30));
+    }
+
+    #[test]
+    fn the_bandwidth_limit_and_the_preference_cap_together() {
+        let l = layers();
+        let mut s = Selector::new(true);
+        assert!(s.limit(Some(Layer::Medium)));
+        assert!(!s.limit(Some(Layer::Medium)), "unchanged");
+        assert_eq!(s.target(&l), Some(20));
+        s.prefer(Some(Layer::Low));
+        assert_eq!(s.target(&l), Some(10), "the lower of the two");
+        s.prefer(Some(Layer::High));
+        assert_eq!(s.target(&l), Some(20), "a preference never lifts the limit");
+        assert!(s.limit(None));
+        assert_eq!(s.target(&l), Some(30));
     }
 
     #[test]

@@ -10,25 +10,34 @@
 //! - [`participants`]: joining, leaving, negotiation and chat;
 //! - [`tracks`]: published tracks, subscriptions and forwarding;
 //! - [`forward`]: per-subscriber forwarding state (layer choice, keyframe wait);
-//! - [`rewrite`]: sequence and timestamp continuity across layer switches;
+//! - [`allocation`]: which layer each of a subscriber's tracks gets from its bandwidth
+//!   estimate, and [`adapt`], which applies it; [`meter`]: each layer's bitrate;
+//! - [`rewrite`]: sequence and timestamp continuity across layer switches, and [`vp8`]: VP8
+//!   picture numbering continuity;
 //! - [`keyframe`]: VP8 and H264 keyframe detection;
 //! - [`feedback`]: subscribers' keyframe requests and NACKs out of the interceptor chain;
 //! - [`flood`]: each connection's budget of RTCP, so a flood of feedback is dropped unread;
+//! - [`rtx_budget`]: retransmissions to a subscriber kept to a share of its estimate;
 //! - [`quality`]: RTT, jitter and loss from the connections' statistics;
 //! - [`timers`]: the peer connections' deadlines;
 //! - [`codecs`]: the codecs negotiated.
 
+pub mod adapt;
+pub mod allocation;
 pub mod codecs;
 pub mod demux;
 pub mod feedback;
 pub mod flood;
 pub mod forward;
 pub mod keyframe;
+pub mod meter;
 pub mod participants;
 pub mod quality;
 pub mod rewrite;
+pub mod rtx_budget;
 pub mod timers;
 pub mod tracks;
+pub mod vp8;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -38,7 +47,10 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::Registry;
-use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, Slot};
+use rtc::interceptor::{
+    CongestionControlBuilder, GCC_MIN_BITRATE, Gcc, NackGeneratorBuilder, NackResponderBuilder,
+    Slot, TwccSenderBuilder,
+};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
@@ -101,6 +113,12 @@ pub struct Peer {
     pub local: SocketAddr,
     /// When DTLS and SRTP came up on the node's side.
     pub connected_at: Option<Instant>,
+    /// The bandwidth estimate of a subscribe connection (send-side, from its feedback).
+    pub estimate: feedback::Estimate,
+    /// Its layer allocation over time.
+    pub adaptation: allocation::Adaptation,
+    /// When its allocation may next be reconsidered.
+    pub next_adapt: Option<Instant>,
 }
 
 /// How long after its DTLS handshake completes on the node a subscribe connection starts to
@@ -281,6 +299,14 @@ fn interceptors(
     Ok(configure_rtcp_reports(registry))
 }
 
+/// Where a subscriber's bandwidth estimate starts, in bit/s: high enough for the best layer of
+/// a meeting's video, so that a subscriber starts there and only congestion lowers it.
+pub const INITIAL_ESTIMATE: f64 = 3_000_000.0;
+/// The highest estimate, in bit/s: more than any subscriber of a meeting receives. The
+/// estimate climbs while the path is quiet and falls back by steps on loss: a ceiling near what
+/// is used keeps that fall short.
+pub const MAX_ESTIMATE: f64 = 20_000_000.0;
+
 /// A random, non-zero SSRC.
 pub(crate) fn random_u32() -> Result<u32, getrandom::Error> {
     let mut buf = [0u8; 4];
@@ -407,10 +433,12 @@ impl Engine {
     /// Drains every touched connection until nothing is left to do; the datagrams they
     /// produced wait in [`Engine::poll_transmit`].
     pub fn process(&mut self) {
+        let now = Instant::now();
         while let Some(peer) = self.dirty.pop() {
             self.is_dirty[peer] = false;
             self.drain_events(peer);
             self.drain_reads(peer);
+            self.adapt(peer, now);
             self.drain_writes(peer);
             let deadline = self
                 .peers
@@ -447,9 +475,33 @@ impl Engine {
         let ufrag = random(8)?;
         let password = random(16)?;
         let mut media_engine = codecs::media_engine().map_err(|e| e.to_string())?;
-        // Keyframe requests and NACKs from subscribers must reach the loop (see `feedback`).
-        let registry = Registry::new().with(feedback::slot(), feedback::DeliverFeedback::default());
-        let registry = interceptors(registry, &mut media_engine).map_err(|e| e.to_string())?;
+        // Keyframe requests and NACKs from subscribers must reach the loop (see `feedback`),
+        // and so must the bandwidth estimate.
+        let estimate = feedback::Estimate::default();
+        let registry = Registry::new().with(
+            feedback::slot(),
+            feedback::DeliverFeedback::new(estimate.clone()),
+        );
+        let mut registry = interceptors(registry, &mut media_engine).map_err(|e| e.to_string())?;
+        if role == Role::Subscribe {
+            // What the node sends a subscriber is numbered transport-wide; the subscriber's
+            // feedback on it drives a send-side estimate (no pacer: forwarding adds no queue).
+            registry = registry
+                .with(
+                    rtx_budget::slot(),
+                    rtx_budget::RtxBudget::new(estimate.clone(), self.metrics.clone()),
+                )
+                .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+                .with(
+                    Slot::CongestionControl,
+                    CongestionControlBuilder::new(Gcc::new(
+                        INITIAL_ESTIMATE,
+                        GCC_MIN_BITRATE,
+                        MAX_ESTIMATE,
+                    ))
+                    .build(),
+                );
+        }
         let setting_engine = SettingEngineBuilder::new()
             .with_lite(true)
             .with_ice_credentials(ufrag.clone(), password)
@@ -495,6 +547,9 @@ impl Engine {
             ufrag,
             local,
             connected_at: None,
+            estimate,
+            adaptation: allocation::Adaptation::default(),
+            next_adapt: None,
         });
         Ok(key)
     }
@@ -667,6 +722,10 @@ impl Engine {
         self.bytes_in_window = 0;
         self.bytes_out_window = 0;
         self.ticks += 1;
+        let now = Instant::now();
+        for t in self.tracks.values_mut() {
+            t.meter.sample(now);
+        }
         if self.ticks.is_multiple_of(quality::SAMPLE_EVERY_SECONDS) {
             self.sample_quality();
         }

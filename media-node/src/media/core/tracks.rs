@@ -27,6 +27,7 @@ use super::codecs::VideoCodec;
 use super::demux::PeerKey;
 use super::forward::{Selector, Verdict};
 use super::keyframe::starts_keyframe;
+use super::meter::Meter;
 use super::{Engine, Role, random_u32};
 use crate::media::{Layer, ParticipantEvent, ParticipantId};
 
@@ -72,6 +73,8 @@ pub struct Track {
     pub layers: BTreeMap<Option<Layer>, u32>,
     /// Last keyframe request per source SSRC.
     pub last_keyframe_request: BTreeMap<u32, Instant>,
+    /// What each source stream carries.
+    pub meter: Meter,
     /// Subscribers.
     pub subscribers: Vec<Subscriber>,
 }
@@ -133,6 +136,7 @@ impl Engine {
                 sent_id: format!("t{track}"),
                 layers: BTreeMap::from([(layer, init.ssrc)]),
                 last_keyframe_request: BTreeMap::new(),
+                meter: Meter::default(),
                 subscribers: Vec::new(),
             },
         );
@@ -401,10 +405,12 @@ impl Engine {
             t.layers
                 .insert(rid.as_deref().and_then(Layer::from_rid), source);
         }
+        t.meter.count(source, packet.payload.len());
         let keyframe = t
             .video
             .is_some_and(|codec| starts_keyframe(codec, &packet.payload));
         let mime = t.codec.mime_type.clone();
+        let vp8 = t.video == Some(VideoCodec::Vp8);
         let mut touched = Vec::new();
         for s in &mut t.subscribers {
             // Readiness first: a keyframe the subscriber cannot receive yet must not count as
@@ -415,7 +421,12 @@ impl Engine {
             if !peer.media_ready(now) {
                 continue;
             }
-            match s.selector.verdict(source, keyframe, &t.layers) {
+            let before = s.selector.current();
+            let verdict = s.selector.verdict(source, keyframe, &t.layers);
+            if s.selector.current() != before {
+                tracing::debug!(track, subscriber = %s.participant, from = ?before, to = source, "source switched");
+            }
+            match verdict {
                 Verdict::Skip => continue,
                 Verdict::WaitKeyframe => {
                     wants_keyframe = true;
@@ -453,10 +464,17 @@ impl Engine {
             out.header.ssrc = s.ssrc;
             out.header.sequence_number = seq;
             out.header.timestamp = ts;
+            if vp8 && let Some(payload) = s.selector.renumber.rewrite(source, &out.payload) {
+                out.payload = payload;
+            }
             out.header.payload_type = payload_type;
-            // Header extension ids belong to the publisher's negotiation, not this one.
+            // Header extension ids belong to the publisher's negotiation, not this one. All of
+            // the extension block goes (its padding too: the congestion controller's
+            // transport-wide sequence number starts a new block, sized from these fields).
             out.header.extension = false;
+            out.header.extension_profile = 0;
             out.header.extensions.clear();
+            out.header.extensions_padding = 0;
             let bytes = out.payload.len();
             match sender.write_rtp(now, out) {
                 Ok(()) => {
