@@ -71,9 +71,16 @@ pub fn router(state: Arc<SignalingState>) -> Router {
     router.with_state(state)
 }
 
+/// A signaling session's read buffer: grows to the message when one is larger.
+const READ_BUFFER_BYTES: usize = 4096;
+
 async fn websocket(ws: WebSocketUpgrade, State(state): State<Arc<SignalingState>>) -> Response {
+    // Signaling messages are small (SDP is the largest, a few KiB): a read buffer of the
+    // WebSocket library's default size (128 KiB) would be most of a session's memory.
     ws.max_message_size(protocol::MAX_MESSAGE_BYTES)
         .max_frame_size(protocol::MAX_MESSAGE_BYTES)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| session::run(socket, state))
 }
 

@@ -55,7 +55,9 @@ use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
-use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::setting_engine::{
+    SctpMaxMessageSize, SettingEngineBuilder,
+};
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::sansio::Protocol;
@@ -225,9 +227,9 @@ pub struct Engine {
     pub(crate) rooms: HashMap<String, Room>,
     pub(crate) tracks: HashMap<TrackKey, Track>,
     /// Publish connection and its remote track id to our track.
-    pub(crate) track_by_remote: HashMap<(PeerKey, String), TrackKey>,
+    pub(crate) track_by_remote: HashMap<PeerKey, HashMap<String, TrackKey>>,
     /// Subscribe connection and the sent track id to our track.
-    pub(crate) track_by_sent: HashMap<(PeerKey, String), TrackKey>,
+    pub(crate) track_by_sent: HashMap<PeerKey, HashMap<String, TrackKey>>,
     pub(crate) next_participant: u64,
     pub(crate) next_track: u64,
     pub(crate) drain: Drain,
@@ -306,6 +308,10 @@ pub const INITIAL_ESTIMATE: f64 = 3_000_000.0;
 /// estimate climbs while the path is quiet and falls back by steps on loss: a ceiling near what
 /// is used keeps that fall short.
 pub const MAX_ESTIMATE: f64 = 20_000_000.0;
+
+/// The largest data channel message: a chat message ([`participants::MAX_CHAT_BYTES`]) in its
+/// JSON envelope, with room to spare.
+pub const SCTP_MAX_MESSAGE_BYTES: u32 = 16 * 1024;
 
 /// A random, non-zero SSRC.
 pub(crate) fn random_u32() -> Result<u32, getrandom::Error> {
@@ -503,6 +509,9 @@ impl Engine {
                 );
         }
         let setting_engine = SettingEngineBuilder::new()
+            // Chat is the only data channel, its messages a few KiB: the default (64 KiB) is
+            // also a buffer each connection holds.
+            .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(SCTP_MAX_MESSAGE_BYTES))
             .with_lite(true)
             .with_ice_credentials(ufrag.clone(), password)
             .build();

@@ -301,10 +301,8 @@ impl Engine {
                 t.subscribers.retain(|s| s.participant != id);
             }
         }
-        self.track_by_sent
-            .retain(|(peer, _), _| *peer != participant.subscribe);
-        self.track_by_remote
-            .retain(|(peer, _), _| *peer != participant.publish);
+        self.track_by_sent.remove(&participant.subscribe);
+        self.track_by_remote.remove(&participant.publish);
         self.drop_peer(participant.publish);
         self.drop_peer(participant.subscribe);
         if let Some(room) = self.rooms.get_mut(&participant.room) {

@@ -89,7 +89,11 @@ impl Engine {
         init: &RTCTrackEventInit,
     ) {
         let layer = init.rid.as_deref().and_then(Layer::from_rid);
-        if let Some(&track) = self.track_by_remote.get(&(key, init.track_id.clone())) {
+        if let Some(&track) = self
+            .track_by_remote
+            .get(&key)
+            .and_then(|m| m.get(&init.track_id))
+        {
             if let Some(t) = self.tracks.get_mut(&track) {
                 t.layers.insert(layer, init.ssrc);
                 let layers: Vec<Layer> = t.layers.keys().flatten().copied().collect();
@@ -141,7 +145,9 @@ impl Engine {
             },
         );
         self.track_by_remote
-            .insert((key, init.track_id.clone()), track);
+            .entry(key)
+            .or_default()
+            .insert(init.track_id.clone(), track);
         self.metrics.track_published(kind == RtpCodecKind::Video);
         tracing::info!(participant = %owner, track, ?kind, ssrc = init.ssrc, rid = ?init.rid, "track published");
         let others: Vec<ParticipantId> = self.rooms.get_mut(&room).map_or_else(Vec::new, |r| {
@@ -218,7 +224,9 @@ impl Engine {
             });
         }
         self.track_by_sent
-            .insert((peer_key, sent_id.clone()), track);
+            .entry(peer_key)
+            .or_default()
+            .insert(sent_id.clone(), track);
         if let Some(p) = self.participants.get_mut(&subscriber) {
             p.subscriptions.insert(sent_id.clone(), track);
             let kind = if video { "video" } else { "audio" };
@@ -238,8 +246,15 @@ impl Engine {
         };
         self.metrics
             .track_unpublished(t.kind == RtpCodecKind::Video);
-        self.track_by_remote.retain(|_, k| *k != track);
-        self.track_by_sent.retain(|_, k| *k != track);
+        // Only the publisher's connection maps to the track; each subscriber's, by its sent id.
+        if let Some(m) = self.track_by_remote.get_mut(&t.peer) {
+            m.retain(|_, k| *k != track);
+        }
+        for s in &t.subscribers {
+            if let Some(m) = self.track_by_sent.get_mut(&s.peer) {
+                m.remove(&t.sent_id);
+            }
+        }
         for s in &t.subscribers {
             if let Some(peer) = self.peers.get_mut(s.peer).and_then(Option::as_mut) {
                 let _ = peer.pc.remove_track(s.sender);
@@ -381,7 +396,11 @@ impl Engine {
 
     /// Forwards one publisher packet to every subscriber that wants it.
     fn forward(&mut self, key: PeerKey, remote_track: &str, packet: &rtc::rtp::Packet) {
-        let Some(&track) = self.track_by_remote.get(&(key, remote_track.to_string())) else {
+        let Some(&track) = self
+            .track_by_remote
+            .get(&key)
+            .and_then(|m| m.get(remote_track))
+        else {
             return;
         };
         self.metrics.rtp_in(packet.payload.len());
@@ -406,10 +425,14 @@ impl Engine {
                 .insert(rid.as_deref().and_then(Layer::from_rid), source);
         }
         t.meter.count(source, packet.payload.len());
+        if packet.payload.is_empty() {
+            // Padding only (a publisher probing its own uplink): nothing for subscribers.
+            return;
+        }
         let keyframe = t
             .video
             .is_some_and(|codec| starts_keyframe(codec, &packet.payload));
-        let mime = t.codec.mime_type.clone();
+        let mime = &t.codec.mime_type;
         let vp8 = t.video == Some(VideoCodec::Vp8);
         let mut touched = Vec::new();
         for s in &mut t.subscribers {
@@ -447,7 +470,7 @@ impl Engine {
                         .rtp_parameters
                         .codecs
                         .iter()
-                        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&mime))
+                        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
                         .map(|c| c.payload_type)
                     else {
                         continue;
@@ -456,25 +479,39 @@ impl Engine {
                     pt
                 }
             };
-            let mut out = packet.clone();
-            let (seq, ts) =
+            let (seq, ts) = s.selector.rewriter.map(
+                source,
+                packet.header.sequence_number,
+                packet.header.timestamp,
+            );
+            let payload = if vp8 {
                 s.selector
-                    .rewriter
-                    .map(source, out.header.sequence_number, out.header.timestamp);
-            out.header.ssrc = s.ssrc;
-            out.header.sequence_number = seq;
-            out.header.timestamp = ts;
-            if vp8 && let Some(payload) = s.selector.renumber.rewrite(source, &out.payload) {
-                out.payload = payload;
-            }
-            out.header.payload_type = payload_type;
-            // Header extension ids belong to the publisher's negotiation, not this one. All of
-            // the extension block goes (its padding too: the congestion controller's
-            // transport-wide sequence number starts a new block, sized from these fields).
-            out.header.extension = false;
-            out.header.extension_profile = 0;
-            out.header.extensions.clear();
-            out.header.extensions_padding = 0;
+                    .renumber
+                    .rewrite(source, &packet.payload)
+                    .unwrap_or_else(|| packet.payload.clone())
+            } else {
+                packet.payload.clone()
+            };
+            // A new header rather than a copy: the publisher's header extensions (and their
+            // ids, which belong to its negotiation) are not carried, and not copied only to be
+            // dropped. The congestion controller adds its own transport-wide sequence number.
+            let out = rtc::rtp::Packet {
+                header: rtc::rtp::header::Header {
+                    version: packet.header.version,
+                    padding: false,
+                    extension: false,
+                    marker: packet.header.marker,
+                    payload_type,
+                    sequence_number: seq,
+                    timestamp: ts,
+                    ssrc: s.ssrc,
+                    csrc: Vec::new(),
+                    extension_profile: 0,
+                    extensions: Vec::new(),
+                    extensions_padding: 0,
+                },
+                payload,
+            };
             let bytes = out.payload.len();
             match sender.write_rtp(now, out) {
                 Ok(()) => {
@@ -500,7 +537,7 @@ impl Engine {
         sent_id: &str,
         packets: &[Box<dyn rtc::rtcp::Packet>],
     ) {
-        let Some(&track) = self.track_by_sent.get(&(key, sent_id.to_string())) else {
+        let Some(&track) = self.track_by_sent.get(&key).and_then(|m| m.get(sent_id)) else {
             return;
         };
         let mut keyframe = false;
