@@ -479,39 +479,7 @@ impl Engine {
                     pt
                 }
             };
-            let (seq, ts) = s.selector.rewriter.map(
-                source,
-                packet.header.sequence_number,
-                packet.header.timestamp,
-            );
-            let payload = if vp8 {
-                s.selector
-                    .renumber
-                    .rewrite(source, &packet.payload)
-                    .unwrap_or_else(|| packet.payload.clone())
-            } else {
-                packet.payload.clone()
-            };
-            // A new header rather than a copy: the publisher's header extensions (and their
-            // ids, which belong to its negotiation) are not carried, and not copied only to be
-            // dropped. The congestion controller adds its own transport-wide sequence number.
-            let out = rtc::rtp::Packet {
-                header: rtc::rtp::header::Header {
-                    version: packet.header.version,
-                    padding: false,
-                    extension: false,
-                    marker: packet.header.marker,
-                    payload_type,
-                    sequence_number: seq,
-                    timestamp: ts,
-                    ssrc: s.ssrc,
-                    csrc: Vec::new(),
-                    extension_profile: 0,
-                    extensions: Vec::new(),
-                    extensions_padding: 0,
-                },
-                payload,
-            };
+            let out = rewritten(packet, source, s, payload_type, vp8);
             let bytes = out.payload.len();
             match sender.write_rtp(now, out) {
                 Ok(()) => {
@@ -602,5 +570,50 @@ fn announce_layers(engine: &Engine, track: TrackKey, layers: &[Layer]) {
                 layers: layers.to_vec(),
             });
         }
+    }
+}
+
+/// The packet subscriber `s` gets for `packet` of source `source`: its SSRC, its continuous
+/// sequence numbers, timestamps and VP8 picture ids, its payload type.
+///
+/// A new header rather than a copy: the publisher's header extensions (and their ids, which
+/// belong to its negotiation) are not carried, and not copied only to be dropped. The
+/// congestion controller adds its own transport-wide sequence number.
+fn rewritten(
+    packet: &rtc::rtp::Packet,
+    source: u32,
+    s: &mut Subscriber,
+    payload_type: u8,
+    vp8: bool,
+) -> rtc::rtp::Packet {
+    let (seq, ts) = s.selector.rewriter.map(
+        source,
+        packet.header.sequence_number,
+        packet.header.timestamp,
+    );
+    let payload = if vp8 {
+        s.selector
+            .renumber
+            .rewrite(source, &packet.payload)
+            .unwrap_or_else(|| packet.payload.clone())
+    } else {
+        packet.payload.clone()
+    };
+    rtc::rtp::Packet {
+        header: rtc::rtp::header::Header {
+            version: packet.header.version,
+            padding: false,
+            extension: false,
+            marker: packet.header.marker,
+            payload_type,
+            sequence_number: seq,
+            timestamp: ts,
+            ssrc: s.ssrc,
+            csrc: Vec::new(),
+            extension_profile: 0,
+            extensions: Vec::new(),
+            extensions_padding: 0,
+        },
+        payload,
     }
 }
