@@ -18,10 +18,15 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 
-/// Where the interceptor sits: application-ward of the default chain, so those interceptors
-/// have acted on each packet before it is marked.
+use super::rtx_budget::{Budget, trim};
+use crate::metrics::Metrics;
+
+/// Where the interceptor sits: application-ward of the congestion controller (whose estimate
+/// rides on the feedback it read) and wire-ward of the NACK responder (so that NACKs over the
+/// retransmission budget never reach it). Only subscribe connections have it: what they read
+/// is their subscriber's feedback.
 pub fn slot() -> Slot {
-    Slot::from(14_000)
+    Slot::from(3_500)
 }
 
 /// Whether a compound RTCP packet carries feedback the node acts on.
@@ -67,21 +72,28 @@ impl Estimate {
     }
 }
 
-/// Marks keyframe requests and NACKs for delivery to the media loop, and keeps the congestion
-/// controller's estimate where the loop can read it.
-#[derive(Default)]
+/// Marks keyframe requests and NACKs for delivery to the media loop, keeps the congestion
+/// controller's estimate where the loop can read it, and holds NACKs to the retransmission
+/// budget (see [`rtx_budget`](super::rtx_budget)). One interceptor for the three: each one in
+/// the chain moves every forwarded packet through two queues of its own.
 pub struct DeliverFeedback {
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
     estimate: Estimate,
+    budget: Budget,
+    metrics: Arc<Metrics>,
 }
 
 impl DeliverFeedback {
-    /// An interceptor that writes the congestion controller's estimates to `estimate`.
-    pub fn new(estimate: Estimate) -> Self {
+    /// An interceptor that writes the congestion controller's estimates to `estimate`, and
+    /// counts refused retransmissions in `metrics`.
+    pub fn new(estimate: Estimate, metrics: Arc<Metrics>) -> Self {
         Self {
+            reads: VecDeque::new(),
+            writes: VecDeque::new(),
             estimate,
-            ..Self::default()
+            budget: Budget::default(),
+            metrics,
         }
     }
 }
@@ -101,10 +113,22 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverFeedback {
         {
             self.estimate.set(*bits_per_second);
         }
-        if let Packet::Rtcp(packets) = &msg.message.packet
-            && wanted(packets)
-        {
-            msg.message.add(Attribute::DeliverToApplication);
+        let now = msg.now;
+        if let Packet::Rtcp(packets) = &mut msg.message.packet {
+            if self.estimate.get().is_some() {
+                let refused = trim(&mut self.budget, now, self.estimate.get(), packets);
+                if refused > 0 {
+                    self.metrics
+                        .dropped_many("rtx_over_budget", u64::from(refused));
+                }
+                if packets.is_empty() {
+                    // Nothing left of it: an empty RTCP list would read as an attribute carrier.
+                    return Ok(());
+                }
+            }
+            if wanted(packets) {
+                msg.message.add(Attribute::DeliverToApplication);
+            }
         }
         self.reads.push_back(msg);
         Ok(())

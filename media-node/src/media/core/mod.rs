@@ -49,11 +49,11 @@ use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::Registry;
 use rtc::interceptor::{
     CongestionControlBuilder, GCC_MIN_BITRATE, Gcc, NackGeneratorBuilder, NackResponderBuilder,
-    Slot, TwccSenderBuilder,
+    ReceiverReportBuilder, SenderReportBuilder, Slot, TwccSenderBuilder,
 };
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+    configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 use rtc::peer_connection::configuration::setting_engine::{
     SctpMaxMessageSize, SettingEngineBuilder,
@@ -282,23 +282,48 @@ pub fn random_hex(bytes: usize) -> Result<String, getrandom::Error> {
 /// The stack's default (1,024) kept seconds more, for every stream of every subscriber.
 pub const NACK_HISTORY: u16 = 256;
 
-/// The interceptor chain of every connection: the stack's defaults (NACK, simulcast header
-/// extensions, transport-wide congestion control feedback, RTCP reports), with a retransmission
-/// history of [`NACK_HISTORY`] packets.
+/// The interceptor chain of a connection, by role. Every interceptor of a chain moves every
+/// packet written through it, so each role has only its half:
+/// - **publish** (the node receives): NACKs for what the publisher lost, transport-wide
+///   congestion control feedback (the publisher's browser estimates its uplink from it),
+///   receiver reports;
+/// - **subscribe** (the node sends): retransmissions from a history of [`NACK_HISTORY`]
+///   packets, sender reports, transport-wide sequence numbers and the send-side estimate they
+///   feed (no pacer: forwarding adds no queue), and the subscriber's feedback delivered to the
+///   loop ([`feedback`]).
 fn interceptors(
-    registry: Registry,
+    role: Role,
+    feedback: feedback::DeliverFeedback,
     media_engine: &mut rtc::peer_connection::configuration::media_engine::MediaEngine,
 ) -> Result<Registry, rtc::shared::error::Error> {
-    // The codecs already carry their `nack` and `nack pli` feedback (see `codecs`).
-    let registry = registry
-        .with(
-            Slot::NackResponder,
-            NackResponderBuilder::new().with_size(NACK_HISTORY).build(),
-        )
-        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+    // The codecs already carry their `nack` and `nack pli` feedback (see `codecs`). Both
+    // roles offer the simulcast and transport-wide sequence number extensions and the
+    // `transport-cc` feedback in their SDP; the recorder that comes with the latter is only
+    // used on publish connections.
     configure_simulcast_extension_headers(media_engine)?;
-    let registry = configure_twcc_receiver_only(registry, media_engine)?;
-    Ok(configure_rtcp_reports(registry))
+    let recorder = configure_twcc_receiver_only(Registry::new(), media_engine)?;
+    Ok(match role {
+        Role::Publish => recorder
+            .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
+            .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build()),
+        Role::Subscribe => Registry::new()
+            .with(
+                Slot::NackResponder,
+                NackResponderBuilder::new().with_size(NACK_HISTORY).build(),
+            )
+            .with(Slot::SenderReport, SenderReportBuilder::new().build())
+            .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+            .with(
+                Slot::CongestionControl,
+                CongestionControlBuilder::new(Gcc::new(
+                    INITIAL_ESTIMATE,
+                    GCC_MIN_BITRATE,
+                    MAX_ESTIMATE,
+                ))
+                .build(),
+            )
+            .with(feedback::slot(), feedback),
+    })
 }
 
 /// Where a subscriber's bandwidth estimate starts, in bit/s: high enough for the best layer of
@@ -481,33 +506,11 @@ impl Engine {
         let ufrag = random(8)?;
         let password = random(16)?;
         let mut media_engine = codecs::media_engine().map_err(|e| e.to_string())?;
-        // Keyframe requests and NACKs from subscribers must reach the loop (see `feedback`),
-        // and so must the bandwidth estimate.
+        // The subscriber's feedback and bandwidth estimate must reach the loop (`feedback`).
         let estimate = feedback::Estimate::default();
-        let registry = Registry::new().with(
-            feedback::slot(),
-            feedback::DeliverFeedback::new(estimate.clone()),
-        );
-        let mut registry = interceptors(registry, &mut media_engine).map_err(|e| e.to_string())?;
-        if role == Role::Subscribe {
-            // What the node sends a subscriber is numbered transport-wide; the subscriber's
-            // feedback on it drives a send-side estimate (no pacer: forwarding adds no queue).
-            registry = registry
-                .with(
-                    rtx_budget::slot(),
-                    rtx_budget::RtxBudget::new(estimate.clone(), self.metrics.clone()),
-                )
-                .with(Slot::TwccSender, TwccSenderBuilder::new().build())
-                .with(
-                    Slot::CongestionControl,
-                    CongestionControlBuilder::new(Gcc::new(
-                        INITIAL_ESTIMATE,
-                        GCC_MIN_BITRATE,
-                        MAX_ESTIMATE,
-                    ))
-                    .build(),
-                );
-        }
+        let feedback = feedback::DeliverFeedback::new(estimate.clone(), self.metrics.clone());
+        let registry =
+            interceptors(role, feedback, &mut media_engine).map_err(|e| e.to_string())?;
         let setting_engine = SettingEngineBuilder::new()
             // Chat is the only data channel, its messages a few KiB: the default (64 KiB) is
             // also a buffer each connection holds.

@@ -8,19 +8,12 @@
 //! responder sees it (and counted), and the subscriber's decoder asks for a keyframe instead,
 //! which is what a lost cause needs.
 //!
-//! The interceptor sits wire-ward of the NACK responder, so it sees a NACK first.
+//! [`feedback`](super::feedback)'s interceptor applies it, wire-ward of the NACK responder, so
+//! it sees a NACK first.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Instant;
 
-use rtc::interceptor::{Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
-use rtc::sansio::Protocol;
-use rtc::shared::error::Error;
-
-use super::feedback::Estimate;
-use crate::metrics::Metrics;
 
 /// Share of the estimate retransmissions may take.
 pub const RTX_SHARE: f64 = 0.2;
@@ -28,11 +21,6 @@ pub const RTX_SHARE: f64 = 0.2;
 pub const RTX_PACKET_BYTES: f64 = 1_200.0;
 /// Retransmissions allowed at once, after a quiet moment.
 pub const RTX_BURST: f64 = 40.0;
-
-/// Between the congestion controller and the NACK responder.
-pub fn slot() -> Slot {
-    Slot::from(3_500)
-}
 
 /// Packets a NACK pair asks for.
 fn asked(pair: NackPair) -> u32 {
@@ -88,100 +76,34 @@ impl Budget {
     }
 }
 
-/// The interceptor: applies a [`Budget`] to the NACKs of one subscribe connection.
-pub struct RtxBudget {
-    estimate: Estimate,
-    budget: Budget,
-    metrics: Arc<Metrics>,
-    reads: VecDeque<TaggedPacket>,
-    writes: VecDeque<TaggedPacket>,
-}
-
-impl RtxBudget {
-    /// A budget from `estimate`; refused retransmissions are counted as dropped.
-    pub fn new(estimate: Estimate, metrics: Arc<Metrics>) -> Self {
-        Self {
-            estimate,
-            budget: Budget::default(),
-            metrics,
-            reads: VecDeque::new(),
-            writes: VecDeque::new(),
+/// Trims the NACKs of a compound RTCP packet to `budget`; returns how many retransmissions
+/// were refused. A NACK left with nothing is removed.
+pub fn trim(
+    budget: &mut Budget,
+    now: Instant,
+    estimate: Option<u64>,
+    packets: &mut Vec<Box<dyn rtc::rtcp::Packet>>,
+) -> u32 {
+    let mut refused = 0;
+    packets.retain_mut(|p| {
+        let Some(nack) = p.as_any().downcast_ref::<TransportLayerNack>() else {
+            return true;
+        };
+        let (kept, over) = budget.admit(now, estimate, &nack.nacks);
+        refused += over;
+        if over == 0 {
+            return true;
         }
-    }
-}
-
-impl Protocol<TaggedPacket, TaggedPacket, ()> for RtxBudget {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        let now = msg.now;
-        let estimate = self.estimate.get();
-        if let Packet::Rtcp(packets) = &mut msg.message.packet
-            && estimate.is_some()
-        {
-            let mut refused = 0;
-            packets.retain_mut(|p| {
-                let Some(nack) = p.as_any().downcast_ref::<TransportLayerNack>() else {
-                    return true;
-                };
-                let (kept, over) = self.budget.admit(now, estimate, &nack.nacks);
-                refused += over;
-                if over == 0 {
-                    return true;
-                }
-                if kept.is_empty() {
-                    return false;
-                }
-                *p = Box::new(TransportLayerNack {
-                    nacks: kept,
-                    ..nack.clone()
-                });
-                true
-            });
-            if refused > 0 {
-                self.metrics
-                    .dropped_many("rtx_over_budget", u64::from(refused));
-            }
-            if packets.is_empty() {
-                // Nothing left of it: an empty RTCP list would read as an attribute carrier.
-                return Ok(());
-            }
+        if kept.is_empty() {
+            return false;
         }
-        self.reads.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.reads.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.writes.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.writes.pop_front()
-    }
-
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
-        Ok(())
-    }
-
-    fn poll_timeout(&mut self) -> Option<Self::Time> {
-        None
-    }
-}
-
-impl Interceptor for RtxBudget {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+        *p = Box::new(TransportLayerNack {
+            nacks: kept,
+            ..nack.clone()
+        });
+        true
+    });
+    refused
 }
 
 #[cfg(test)]
