@@ -207,7 +207,7 @@ async fn measure(
 ) -> Result<Outcome, String> {
     let pid = server.process().pid();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_idle = procfs::rss_kib(pid)?;
+    let rss_idle = procfs::resident(pid)?;
     let stats = Stats::new();
     let setup = Instant::now();
     let (publishers, subscribers) = connect(server, shape, &stats).await?;
@@ -272,7 +272,7 @@ async fn measure(
         let forwarded1 = server.forwarded().await;
         // Let late packets of the window land before reading the latencies.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let rss_loaded = procfs::rss_kib(pid)?;
+        let rss_loaded = procfs::resident(pid)?;
         let hz = procfs::clock_ticks() as f64;
         let (latency, samples) = stats.latency_ms(&[0.5, 0.99, 1.0]);
         Ok(Outcome {
@@ -289,8 +289,8 @@ async fn measure(
             generator_cpu_seconds: (own1.saturating_sub(own0)) as f64 / hz,
             latency_ms: latency,
             latency_samples: samples,
-            rss_idle_kib: rss_idle,
-            rss_loaded_kib: rss_loaded,
+            rss_idle,
+            rss_loaded,
             threads: procfs::threads(pid),
             node_forwarded: forwarded0.zip(forwarded1).map(|(a, b)| b.saturating_sub(a)),
         })

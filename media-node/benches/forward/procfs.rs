@@ -58,9 +58,26 @@ pub fn threads(pid: u32) -> u64 {
     status_field(pid, "Threads:").unwrap_or(0)
 }
 
-/// Resident set size of `pid`, in KiB.
-pub fn rss_kib(pid: u32) -> Result<u64, String> {
-    status_field(pid, "VmRSS:").ok_or_else(|| format!("/proc/{pid}/status: no VmRSS"))
+/// Resident memory of a process, in KiB.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Resident {
+    /// All of it (`VmRSS`): with the pages of the program's code and libraries it has run.
+    pub all: u64,
+    /// Its private, anonymous part (`RssAnon`): heap, stacks, buffers. Code pages are paged
+    /// in once, the first time a path runs, and shared with every process of that program,
+    /// so they do not grow with participants; this does.
+    pub private: u64,
+}
+
+/// Resident memory of `pid`.
+pub fn resident(pid: u32) -> Result<Resident, String> {
+    let field = |name: &str| {
+        status_field(pid, name).ok_or_else(|| format!("/proc/{pid}/status: no {name}"))
+    };
+    Ok(Resident {
+        all: field("VmRSS:")?,
+        private: field("RssAnon:")?,
+    })
 }
 
 fn status_field(pid: u32, name: &str) -> Option<u64> {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::GOAL;
 use super::config::{Config, Sfu, Shape};
+use super::procfs::Resident;
 
 /// The measurements of one SFU under one shape.
 pub struct Outcome {
@@ -34,10 +35,10 @@ pub struct Outcome {
     pub latency_ms: Vec<f64>,
     /// Latency samples.
     pub latency_samples: usize,
-    /// SFU resident memory before anyone joined, KiB.
-    pub rss_idle_kib: u64,
-    /// At the end of the window, KiB.
-    pub rss_loaded_kib: u64,
+    /// SFU resident memory before anyone joined.
+    pub rss_idle: Resident,
+    /// At the end of the window.
+    pub rss_loaded: Resident,
     /// SFU threads at the end of the window.
     pub threads: u64,
     /// The SFU's own count of forwarded packets in the window, where it exposes one.
@@ -129,7 +130,7 @@ fn latency(o: &Outcome, i: usize) -> f64 {
     o.latency_ms.get(i).copied().unwrap_or(f64::NAN)
 }
 
-const ROWS: [Row; 19] = [
+const ROWS: [Row; 21] = [
     ("participants ready after (s)", |o| {
         fmt_f(o.setup.as_secs_f64(), 1)
     }),
@@ -170,12 +171,22 @@ const ROWS: [Row; 19] = [
     ("RSS idle -> loaded (MiB)", |o| {
         format!(
             "{} -> {}",
-            fmt_f(o.rss_idle_kib as f64 / 1024.0, 1),
-            fmt_f(o.rss_loaded_kib as f64 / 1024.0, 1)
+            fmt_f(o.rss_idle.all as f64 / 1024.0, 1),
+            fmt_f(o.rss_loaded.all as f64 / 1024.0, 1)
+        )
+    }),
+    ("  private (anonymous) idle -> loaded", |o| {
+        format!(
+            "{} -> {}",
+            fmt_f(o.rss_idle.private as f64 / 1024.0, 1),
+            fmt_f(o.rss_loaded.private as f64 / 1024.0, 1)
         )
     }),
     ("RSS per participant (KiB)", |o| {
-        fmt_f(memory_per_participant(o), 0)
+        fmt_f(per_participant(o, |r| r.all), 0)
+    }),
+    ("  private per participant (KiB)", |o| {
+        fmt_f(per_participant(o, |r| r.private), 0)
     }),
     ("SFU threads", |o| o.threads.to_string()),
     ("load generator CPU (% of one core)", |o| {
@@ -196,8 +207,10 @@ pub struct SummaryRow {
     ratio: Option<(f64, f64, f64)>,
     /// Latency p50 of the median runs, ms.
     latency: (f64, f64),
-    /// Memory per participant of the median runs, KiB.
+    /// RSS per participant of the median runs, KiB.
     memory: (f64, f64),
+    /// Private memory per participant of the median runs, KiB.
+    private: (f64, f64),
 }
 
 /// (min, median, max) of `values` (finite ones only).
@@ -217,8 +230,18 @@ fn median_run(runs: &[Result<Outcome, String>]) -> Option<&Outcome> {
     ok.get(ok.len() / 2).copied()
 }
 
+/// Growth of one measure of resident memory from idle to loaded, per participant, KiB.
+fn per_participant(o: &Outcome, measure: fn(&Resident) -> u64) -> f64 {
+    measure(&o.rss_loaded).saturating_sub(measure(&o.rss_idle)) as f64
+        / o.shape.participants() as f64
+}
+
 fn memory_per_participant(o: &Outcome) -> f64 {
-    o.rss_loaded_kib.saturating_sub(o.rss_idle_kib) as f64 / o.shape.participants() as f64
+    per_participant(o, |r| r.all)
+}
+
+fn private_per_participant(o: &Outcome) -> f64 {
+    per_participant(o, |r| r.private)
 }
 
 /// Prints the table of one shape (each SFU's median run, then the spread over the runs);
@@ -320,6 +343,10 @@ pub fn table(
             r.map_or(f64::NAN, memory_per_participant),
             j.map_or(f64::NAN, memory_per_participant),
         ),
+        private: (
+            r.map_or(f64::NAN, private_per_participant),
+            j.map_or(f64::NAN, private_per_participant),
+        ),
     };
     (met, row)
 }
@@ -334,12 +361,18 @@ pub fn summary(rows: &[SummaryRow], repeats: usize) {
     };
     println!("== summary: median (min-max) over {repeats} runs of each ==");
     println!(
-        "{:<10} {:>26} {:>26} {:>22} {:>16} {:>16}",
-        "shape", "ruche pkt/CPU-s", "janus pkt/CPU-s", "ratio", "p50 ms r/j", "KiB/part. r/j"
+        "{:<10} {:>26} {:>26} {:>22} {:>16} {:>16} {:>18}",
+        "shape",
+        "ruche pkt/CPU-s",
+        "janus pkt/CPU-s",
+        "ratio",
+        "p50 ms r/j",
+        "KiB/part. r/j",
+        "private KiB r/j"
     );
     for r in rows {
         println!(
-            "{:<10} {:>26} {:>26} {:>22} {:>16} {:>16}",
+            "{:<10} {:>26} {:>26} {:>22} {:>16} {:>16} {:>18}",
             format!(
                 "{}x{}x{}",
                 r.shape.rooms, r.shape.publishers, r.shape.subscribers
@@ -349,6 +382,7 @@ pub fn summary(rows: &[SummaryRow], repeats: usize) {
             range(r.ratio, 2),
             format!("{}/{}", fmt_f(r.latency.0, 2), fmt_f(r.latency.1, 2)),
             format!("{}/{}", fmt_f(r.memory.0, 0), fmt_f(r.memory.1, 0)),
+            format!("{}/{}", fmt_f(r.private.0, 0), fmt_f(r.private.1, 0)),
         );
     }
     println!();
