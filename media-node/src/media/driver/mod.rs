@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rtc::shared::TransportProtocol;
-use tokio::net::UdpSocket;
-
 pub mod tcp;
 pub mod udp;
 use tokio::sync::{mpsc, watch};
@@ -22,7 +20,7 @@ use super::core::demux::Remote;
 use super::core::{Engine, EngineConfig, Transmit};
 use super::{Command, MediaHandle};
 use crate::metrics::Metrics;
-use udp::{Receiver, Sender};
+use udp::{MediaSocket, Receiver, Sender};
 
 /// The running media loop.
 pub struct Running {
@@ -81,7 +79,7 @@ pub fn spawn(config: EngineConfig, metrics: Arc<Metrics>) -> io::Result<Running>
                 }
             };
             runtime.block_on(async move {
-                match UdpSocket::from_std(std_socket) {
+                match MediaSocket::new(std_socket) {
                     Ok(socket) => {
                         tokio::spawn(acceptor.run());
                         Driver::new(engine, socket, metrics)
@@ -108,7 +106,7 @@ pub fn spawn(config: EngineConfig, metrics: Arc<Metrics>) -> io::Result<Running>
 /// The core, its socket and what waits to be sent.
 struct Driver {
     engine: Engine,
-    socket: UdpSocket,
+    socket: MediaSocket,
     receiver: Receiver,
     sender: Sender,
     outgoing: VecDeque<Transmit>,
@@ -118,7 +116,7 @@ struct Driver {
 }
 
 impl Driver {
-    fn new(engine: Engine, socket: UdpSocket, metrics: Arc<Metrics>) -> Self {
+    fn new(engine: Engine, socket: MediaSocket, metrics: Arc<Metrics>) -> Self {
         Self {
             engine,
             socket,
@@ -152,9 +150,13 @@ impl Driver {
                         break;
                     }
                 }
-                readable = self.socket.readable() => {
-                    if readable.is_ok() {
-                        self.receive();
+                ready = self.socket.readable() => {
+                    let Ok(mut ready) = ready else {
+                        tracing::error!("the media socket left the runtime");
+                        break;
+                    };
+                    if receive(&mut self.engine, &mut self.receiver, ready.get_inner()) {
+                        ready.clear_ready();
                     }
                 }
                 Some(event) = tcp_events.recv() => {
@@ -178,27 +180,6 @@ impl Driver {
         self.engine.close_all();
         self.engine.process();
         self.send().await;
-    }
-
-    /// Reads every datagram queued, a batch per system call, into the core.
-    fn receive(&mut self) {
-        // Bounded, so that a flood cannot starve commands and timers.
-        for _ in 0..8 {
-            match self.receiver.recv(&self.socket) {
-                Ok(0) => break,
-                Ok(_) => {
-                    let now = Instant::now();
-                    for (from, data) in self.receiver.datagrams() {
-                        self.engine.handle_datagram(now, Remote::udp(from), data);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    tracing::debug!(error = %e, "media socket receive error");
-                    break;
-                }
-            }
-        }
     }
 
     fn tcp_event(&mut self, event: tcp::Event) {
@@ -260,7 +241,7 @@ impl Driver {
         let mut refused = 0;
         while !self.outgoing.is_empty() {
             self.sender
-                .send(&self.socket, &mut self.outgoing, &mut refused);
+                .send(self.socket.get_ref(), &mut self.outgoing, &mut refused);
             if !self.outgoing.is_empty() && self.socket.writable().await.is_err() {
                 break;
             }
@@ -273,4 +254,29 @@ impl Driver {
             self.metrics.dropped("send_failed");
         }
     }
+}
+
+/// Reads the datagrams queued on `socket`, a batch per system call, into the core; true when
+/// it found the socket empty (its readiness may then be cleared), false when it stopped at its
+/// bound with more waiting, so that a flood cannot starve commands and timers.
+fn receive(engine: &mut Engine, receiver: &mut Receiver, socket: &std::net::UdpSocket) -> bool {
+    for _ in 0..8 {
+        match receiver.recv(socket) {
+            Ok(0) => return true,
+            Ok(_) => {
+                let now = Instant::now();
+                for (from, data) in receiver.datagrams() {
+                    engine.handle_datagram(now, Remote::udp(from), data);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) => {
+                // An error queued on the socket (an ICMP report of an earlier send); reading
+                // it cleared it, and the datagrams behind it are read on the next turn.
+                tracing::debug!(error = %e, "media socket receive error");
+                return false;
+            }
+        }
+    }
+    false
 }
