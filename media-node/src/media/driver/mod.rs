@@ -274,10 +274,16 @@ fn receive(engine: &mut Engine, receiver: &mut Receiver, socket: &std::net::UdpS
     for _ in 0..8 {
         match receiver.recv(socket) {
             Ok(0) => return true,
-            Ok(_) => {
+            Ok(n) => {
                 let now = Instant::now();
                 for (from, data) in receiver.datagrams() {
                     engine.handle_datagram(now, Remote::udp(from), data);
+                }
+                // A short batch emptied the socket: no need for one more call to learn it.
+                // What arrives from now on is a new readiness event, which clearing the
+                // readiness seen so far does not lose.
+                if n < udp::BATCH {
+                    return true;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
