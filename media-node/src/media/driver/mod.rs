@@ -1,8 +1,8 @@
 //! The media driver: the imperative shell around the [`Engine`] core. It owns the UDP socket,
 //! the TCP listener on the same port number ([`tcp`]) and the clock, reads datagrams in
-//! batches, hands them, TCP frames and the commands to the core, wakes it at its deadlines,
-//! and writes what it produced in batches. It runs on its own thread, so
-//! forwarding never waits behind signaling or the admin API.
+//! batches, hands them, TCP frames and the commands to the core, runs its deadlines (up to
+//! `TIMER_SLACK` late, on whatever wakes the loop), and writes what it produced in batches.
+//! It runs on its own thread, so forwarding never waits behind signaling or the admin API.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rtc::shared::TransportProtocol;
-pub mod tcp;
-pub mod udp;
 use tokio::sync::{mpsc, watch};
 
 use super::core::demux::Remote;
@@ -21,6 +19,9 @@ use super::core::{Engine, EngineConfig, Transmit};
 use super::{Command, MediaHandle};
 use crate::metrics::Metrics;
 use udp::{MediaSocket, Receiver, Sender};
+
+pub mod tcp;
+pub mod udp;
 
 /// How late the loop may run a connection's deadline, so that it runs on a wake-up a packet
 /// caused rather than on one of its own. Each wake-up is a context switch, and the connections'
