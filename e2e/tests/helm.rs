@@ -778,48 +778,62 @@ async fn two_ministries_install_operate_upgrade_and_uninstall_with_helm() {
             .unwrap(),
     )
     .unwrap();
-    let mut firing = std::collections::BTreeMap::new();
-    for rule in alerts["groups"]
+    let rules: Vec<Value> = alerts["groups"]
         .as_array()
         .into_iter()
         .flatten()
         .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
-    {
-        let name = rule["alert"].as_str().unwrap().to_string();
-        let series = prometheus
-            .query(rule["expr"].as_str().unwrap())
-            .await
-            .unwrap();
-        let labels: Vec<String> = series
-            .iter()
-            .map(|s| {
-                format!(
-                    "{}/{}",
-                    s["metric"]["fleet"].as_str().unwrap_or_default(),
-                    s["metric"]["zone"].as_str().unwrap_or_default()
-                )
-            })
-            .collect();
+        .collect();
+    // The drain, evacuation and their undoing above take a reconcile and a scrape to leave
+    // the metrics: the alerts are read until they settle on what this state must fire.
+    let firing = wait::until(
+        "the alerts to settle on this state",
+        Duration::from_secs(60),
+        || async {
+            let mut firing = std::collections::BTreeMap::new();
+            for rule in &rules {
+                let name = rule["alert"].as_str().unwrap_or_default().to_string();
+                let series = prometheus
+                    .query(rule["expr"].as_str().unwrap_or_default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let labels: Vec<String> = series
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{}/{}",
+                            s["metric"]["fleet"].as_str().unwrap_or_default(),
+                            s["metric"]["zone"].as_str().unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                firing.insert(name, labels);
+            }
+            let quiet = [
+                "RucheNoLeadingOperator",
+                "RucheZoneBufferExhausted",
+                "RucheRolloutHalted",
+                "RucheDrainPastDeadline",
+                "RucheMediaLossHigh",
+            ];
+            let settled = firing.len() == 8
+                && firing.get("RucheZoneWithoutReadyNode")
+                    == Some(&vec![format!("{b}/hotline/fr-par-1")])
+                && firing.get("RucheRoomsUnschedulable") == Some(&vec![format!("{b2}/{FLEET}/")])
+                && quiet
+                    .iter()
+                    .all(|q| firing.get(*q).is_some_and(Vec::is_empty));
+            if settled {
+                Ok(firing)
+            } else {
+                Err(format!("{firing:?}"))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    for (name, labels) in &firing {
         eprintln!("    alert {name}: {labels:?}");
-        firing.insert(name, labels);
-    }
-    assert_eq!(firing.len(), 8, "{firing:?}");
-    assert_eq!(
-        firing["RucheZoneWithoutReadyNode"],
-        vec![format!("{b}/hotline/fr-par-1")]
-    );
-    assert_eq!(
-        firing["RucheRoomsUnschedulable"],
-        vec![format!("{b2}/{FLEET}/")]
-    );
-    for quiet in [
-        "RucheNoLeadingOperator",
-        "RucheZoneBufferExhausted",
-        "RucheRolloutHalted",
-        "RucheDrainPastDeadline",
-        "RucheMediaLossHigh",
-    ] {
-        assert!(firing[quiet].is_empty(), "{quiet}: {:?}", firing[quiet]);
     }
     drop(prometheus);
 
