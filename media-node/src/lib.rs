@@ -5,6 +5,7 @@
 //! - [`admin`]: the admin API (health, metrics, status, drain, assignments, migration,
 //!   advertised media address);
 //! - [`token`]: join tokens;
+//! - [`keys`]: the node's token keys, read again when their files change;
 //! - [`admission`]: who may join which room;
 //! - [`drain`]: the drain lifecycle;
 //! - [`metrics`]: Prometheus metrics.
@@ -12,6 +13,7 @@
 pub mod admin;
 pub mod admission;
 pub mod drain;
+pub mod keys;
 pub mod media;
 pub mod metrics;
 pub mod signaling;

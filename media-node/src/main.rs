@@ -7,19 +7,20 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
 use ruche_media_node::admin::{self, AdminState};
 use ruche_media_node::admission::{Limits, NodeMode};
 use ruche_media_node::drain::DrainReason;
+use ruche_media_node::keys::{self, KeyContents, KeyFiles, SharedKeys};
 use ruche_media_node::media::Command;
 use ruche_media_node::media::core::{EngineConfig, random_hex};
 use ruche_media_node::media::driver::spawn;
 use ruche_media_node::metrics::Metrics;
 use ruche_media_node::signaling::{self, SignalingState};
-use ruche_media_node::token::TokenKey;
+use ruche_media_node::token::{KeyRing, TokenKey};
 
 /// How long signaling sessions get to send their last message once the media loop stopped.
 const SESSION_FLUSH: Duration = Duration::from_millis(300);
@@ -42,8 +43,17 @@ struct Cli {
     #[arg(long, env = "RUCHE_ADMIN_BIND", default_value = "0.0.0.0:7881")]
     admin_bind: SocketAddr,
     /// File with the join token key: an HMAC secret (32 bytes or more) or an Ed25519 PEM key.
+    /// Read again every few seconds: a changed key applies without a restart.
     #[arg(long, env = "RUCHE_TOKEN_KEY_FILE")]
     token_key_file: Option<PathBuf>,
+    /// File with the key of a rotation in progress, still accepted beside the current one.
+    /// Absent or empty: no rotation. Read again like the key file.
+    #[arg(
+        long,
+        env = "RUCHE_PREVIOUS_TOKEN_KEY_FILE",
+        requires = "token_key_file"
+    )]
+    previous_token_key_file: Option<PathBuf>,
     /// File with the admin API bearer token.
     #[arg(long, env = "RUCHE_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
@@ -84,13 +94,34 @@ fn read_secret(path: &PathBuf, what: &str) -> Result<String, String> {
     Ok(text)
 }
 
-fn keys(cli: &Cli) -> Result<(TokenKey, String), String> {
-    let key = match &cli.token_key_file {
-        Some(path) => TokenKey::from_file(path)
-            .map_err(|e| format!("--token-key-file {}: {e}", path.display()))?,
+/// The join token keys, and their files when they come from files (to be watched).
+struct Keys {
+    ring: KeyRing,
+    files: Option<(KeyFiles, KeyContents)>,
+}
+
+fn keys(cli: &Cli) -> Result<(Keys, String), String> {
+    let keys = match &cli.token_key_file {
+        Some(path) => {
+            let files = KeyFiles {
+                current: path.clone(),
+                previous: cli.previous_token_key_file.clone(),
+            };
+            let (contents, ring) = files.load().map_err(|e| e.to_string())?;
+            Keys {
+                ring,
+                files: Some((files, contents)),
+            }
+        }
         None if cli.dev => {
             let secret = random_hex(32).map_err(|e| format!("no randomness for a dev key: {e}"))?;
-            TokenKey::hmac(secret.as_bytes()).map_err(|e| e.to_string())?
+            Keys {
+                ring: KeyRing::new(
+                    TokenKey::hmac(secret.as_bytes()).map_err(|e| e.to_string())?,
+                    None,
+                ),
+                files: None,
+            }
         }
         None => return Err("--token-key-file is required (or --dev for a throwaway key)".into()),
     };
@@ -104,7 +135,7 @@ fn keys(cli: &Cli) -> Result<(TokenKey, String), String> {
         }
         None => return Err("--admin-token-file is required (or --dev for a generated one)".into()),
     };
-    Ok((key, admin))
+    Ok((keys, admin))
 }
 
 #[tokio::main]
@@ -127,8 +158,17 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), String> {
     let advertise = advertise_addr(&cli)?;
-    let (key, admin_token) = keys(&cli)?;
+    let (keys, admin_token) = keys(&cli)?;
     let metrics = Arc::new(Metrics::new());
+    let shared_keys = Arc::new(SharedKeys::new(keys.ring));
+    if let Some((files, contents)) = keys.files {
+        tokio::spawn(files.watch(
+            contents,
+            shared_keys.clone(),
+            metrics.clone(),
+            keys::RELOAD_INTERVAL,
+        ));
+    }
     let config = EngineConfig {
         bind: cli.media_bind,
         advertise,
@@ -148,14 +188,16 @@ async fn run(cli: Cli) -> Result<(), String> {
     let signaling_state = Arc::new(SignalingState {
         liveness: signaling::Liveness::default(),
         media: media.clone(),
-        key: key.clone(),
+        keys: shared_keys.clone(),
+        replay: Mutex::default(),
         dev: cli.dev,
         metrics: metrics.clone(),
     });
     let admin_state = Arc::new(AdminState {
         media: media.clone(),
         admin_token,
-        key,
+        keys: shared_keys,
+        failures: Mutex::default(),
         metrics,
     });
     let http = tokio::net::TcpListener::bind(cli.http_bind)
@@ -179,7 +221,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         let _ = axum::serve(handed_over, signaling_router).await;
     });
     tokio::spawn(async move {
-        let _ = axum::serve(admin_listener, admin::router(admin_state)).await;
+        let _ = admin::serve(admin_listener, admin_state).await;
     });
     let mut stopped = running.stopped.clone();
     let mut stopped_after_drain = running.stopped.clone();

@@ -66,6 +66,9 @@ pub struct Metrics {
     layer_changes: Family<DirectionLabel, Counter>,
     phase: Family<PhaseLabel, Gauge>,
     token_refusals: Family<ReasonLabel, Counter>,
+    token_ids_held: Gauge,
+    key_reloads: Family<ReasonLabel, Counter>,
+    admin_auth_failures: Family<ReasonLabel, Counter>,
     subscriber_rtt: Histogram,
     subscriber_jitter: Histogram,
     subscriber_loss: Histogram,
@@ -111,6 +114,9 @@ impl Metrics {
             layer_changes: Family::default(),
             phase: Family::default(),
             token_refusals: Family::default(),
+            token_ids_held: Gauge::default(),
+            key_reloads: Family::default(),
+            admin_auth_failures: Family::default(),
             subscriber_rtt: Histogram::new(delay_buckets()),
             subscriber_jitter: Histogram::new(delay_buckets()),
             subscriber_loss: Histogram::new([0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5]),
@@ -124,6 +130,7 @@ impl Metrics {
 
     fn register_all(&self, registry: &mut Registry) {
         self.register_quality(registry);
+        self.register_credentials(registry);
         registry.register(
             "participants",
             "Connected participants",
@@ -233,6 +240,25 @@ impl Metrics {
         );
     }
 
+    /// Token ids, key reloads and admin authentication failures.
+    fn register_credentials(&self, registry: &mut Registry) {
+        registry.register(
+            "token_ids_held",
+            "Token ids (jti) remembered until their token expires, so that a replay is refused",
+            self.token_ids_held.clone(),
+        );
+        registry.register(
+            "token_key_reloads",
+            "Join token key files read again after they changed: `loaded`, or `failed` (the keys in use are kept)",
+            self.key_reloads.clone(),
+        );
+        registry.register(
+            "admin_auth_failures",
+            "Admin API requests refused for their credentials: `missing`, `refused` (wrong token) or `limited` (too many failures from the address)",
+            self.admin_auth_failures.clone(),
+        );
+    }
+
     fn register_quality(&self, registry: &mut Registry) {
         registry.register(
             "subscriber_rtt_seconds",
@@ -317,6 +343,30 @@ impl Metrics {
     /// Counts a refused token.
     pub fn token_refused(&self, reason: &str) {
         self.token_refusals
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// How many token ids are remembered against replays.
+    pub fn token_ids_held(&self, held: usize) {
+        self.token_ids_held
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a reload of the token key files: `loaded` or `failed`.
+    pub fn key_reloaded(&self, outcome: &str) {
+        self.key_reloads
+            .get_or_create(&ReasonLabel {
+                reason: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts an admin request refused for its credentials.
+    pub fn admin_auth_failed(&self, reason: &str) {
+        self.admin_auth_failures
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
             })

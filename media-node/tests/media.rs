@@ -316,6 +316,77 @@ async fn tokens_are_enforced_with_a_clear_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_with_an_id_admits_once_even_after_its_participant_left() {
+    let node = Node::start(NodeOptions {
+        mode: ruche_media_node::admission::NodeMode::Managed,
+        max_room: 1,
+        ..NodeOptions::default()
+    })
+    .await;
+    let (status, _) = node
+        .admin(
+            "PUT",
+            "/v1/assignments",
+            Some(serde_json::json!({"version": 1, "rooms": [{"room": "r1", "slots": 1}]})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let replayed = |refused: &support::Refused| {
+        assert_eq!(refused["code"], "replayed", "{refused}");
+        assert!(
+            refused["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("already used to join"),
+            "{refused}"
+        );
+    };
+    let alice_token = node.token_once("r1", "alice");
+    let alice = Client::join(&node.ws_url(), "r1", &alice_token)
+        .await
+        .expect("alice joins");
+    // A copy of her token, while she is in.
+    let copy = Client::join(&node.ws_url(), "r1", &alice_token)
+        .await
+        .err()
+        .expect("a copy is refused");
+    replayed(&copy);
+
+    // Bob's join is refused by the room (it is full): that does not spend his token.
+    let bob_token = node.token_once("r1", "bob");
+    let full = Client::join(&node.ws_url(), "r1", &bob_token)
+        .await
+        .err()
+        .expect("the room is full");
+    assert_eq!(full["code"], "room_full", "{full}");
+
+    alice.close().await;
+    let start = Instant::now();
+    while node.admin("GET", "/v1/status", None, None).await.1["participants"] != 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "alice left");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Her token replayed after she left.
+    let replay = Client::join(&node.ws_url(), "r1", &alice_token)
+        .await
+        .err()
+        .expect("the replay is refused");
+    replayed(&replay);
+    // Bob's token, refused only for room, now admits.
+    let bob = Client::join(&node.ws_url(), "r1", &bob_token).await;
+    assert!(bob.is_ok(), "{:?}", bob.err());
+
+    let (_, metrics) = node.admin("GET", "/metrics", None, None).await;
+    let text = metrics.as_str().unwrap_or_default();
+    assert!(
+        text.contains("ruche_media_token_refusals_total{reason=\"replayed\"} 2"),
+        "{text}"
+    );
+    assert!(text.contains("ruche_media_token_ids_held 2"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_node_refuses_new_rooms_and_keeps_its_live_ones() {
     let node = Node::start(NodeOptions::default()).await;
     let alice = node.join("r1", "alice").await;
@@ -579,6 +650,45 @@ async fn the_admin_api_needs_its_token_except_for_probes() {
     ] {
         assert!(text.contains(name), "metrics lack {name}:\n{text}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_limits_an_address_that_keeps_presenting_wrong_tokens() {
+    use ruche_media_node::admin::limiter::{BURST, REFILL};
+    let node = Node::start(NodeOptions::default()).await;
+    for attempt in 0..BURST {
+        let (status, _) = node.admin("GET", "/v1/status", None, Some("guess")).await;
+        assert_eq!(status, 401, "attempt {attempt}");
+    }
+    // Over budget: refused before the token is compared, even the right one.
+    for token in ["guess", support::ADMIN_TOKEN] {
+        let (status, body) = node.admin("GET", "/v1/status", None, Some(token)).await;
+        assert_eq!(status, 429, "{body}");
+        assert_eq!(
+            body.as_str().unwrap_or_default(),
+            "too many admin requests with a wrong token from this address"
+        );
+    }
+    // Probes are never limited.
+    assert_eq!(
+        node.admin("GET", "/livez", None, Some("guess")).await.0,
+        200
+    );
+    // One refill later, one more try: the right token passes.
+    tokio::time::sleep(REFILL + Duration::from_millis(100)).await;
+    let (status, metrics) = node.admin("GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    let text = metrics.as_str().unwrap_or_default();
+    assert!(
+        text.contains(&format!(
+            "ruche_media_admin_auth_failures_total{{reason=\"refused\"}} {BURST}"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("ruche_media_admin_auth_failures_total{reason=\"limited\"} 2"),
+        "{text}"
+    );
 }
 
 async fn super_http(node: &Node, path: &str) -> u16 {

@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
-use ruche_crds::token::{Claims, Grants, TokenKey};
+use ruche_crds::token::{Claims, Grants, TokenKey, fresh_jti};
 
 use crate::build::{labels, pod::KEY_FILE};
 
@@ -93,6 +93,8 @@ pub fn mint(key: &TokenKey, admission: &Admission) -> Result<String, String> {
         exp: now + admission.ttl_seconds,
         nbf: None,
         iat: Some(now),
+        // Admits once: a copy replayed later (after its participant left, say) is refused.
+        jti: Some(fresh_jti().map_err(|e| e.to_string())?),
         grants: admission.grants,
     };
     key.mint(&claims).map_err(|e| e.to_string())

@@ -4,13 +4,15 @@
 //!
 //! `/livez` and `/readyz` answer without credentials, because kubelet probes cannot carry a
 //! secret and they reveal nothing. Everything else needs `Authorization: Bearer <token>` with
-//! the token from the admin token file; comparison is constant-time.
+//! the token from the admin token file; comparison is constant-time, and an address that keeps
+//! presenting wrong tokens is answered 429 for a while ([`limiter`]).
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -18,12 +20,15 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 
+pub mod limiter;
 pub mod wire;
 
 use crate::drain::DrainReason;
+use crate::keys::SharedKeys;
 use crate::media::{Command, MediaHandle};
 use crate::metrics::Metrics;
-use crate::token::{Claims, TokenKey};
+use crate::token::{Claims, fresh_jti};
+use limiter::FailureLimiter;
 use ruche_crds::admin::AssignmentList;
 use wire::{AdvertiseBody, DrainBody, advertised_addr};
 
@@ -33,8 +38,10 @@ pub struct AdminState {
     pub media: MediaHandle,
     /// Bearer token required on protected routes.
     pub admin_token: String,
-    /// Mints migration tokens (when the key can sign).
-    pub key: TokenKey,
+    /// Mint migration tokens (when the current key can sign).
+    pub keys: Arc<SharedKeys>,
+    /// Failed authentications by address.
+    pub failures: Mutex<FailureLimiter>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
 }
@@ -58,15 +65,59 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .with_state(state)
 }
 
+/// Serves the admin API on `listener` until the task is dropped, with each connection's peer
+/// address known to the failure limit.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AdminState>,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+}
+
+/// Lets a request with the admin token through; refuses others, and answers 429 to an address
+/// that failed too often without comparing its token. The address is the TCP peer's when the
+/// server gives it (it serves with connection info), else all requests share one budget.
 async fn authorize(
     State(state): State<Arc<AdminState>>,
     headers: HeaderMap,
     request: axum::extract::Request,
     next: Next,
 ) -> Response {
-    match wire::bearer_refusal(&headers, &state.admin_token) {
-        None => next.run(request).await,
-        Some(refusal) => refusal,
+    let address = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+    let now = Instant::now();
+    let wait = state
+        .failures
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .wait(address, now);
+    if let Some(wait) = wait {
+        state.metrics.admin_auth_failed("limited");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, wait.as_secs().max(1).to_string())],
+            "too many admin requests with a wrong token from this address",
+        )
+            .into_response();
+    }
+    match wire::bearer_check(&headers, &state.admin_token) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => {
+            state
+                .failures
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .failed(address, now);
+            state.metrics.admin_auth_failed(refusal.reason());
+            tracing::warn!(%address, reason = refusal.reason(), "admin request refused");
+            refusal.response()
+        }
     }
 }
 
@@ -215,18 +266,24 @@ async fn mint_migration_tokens(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    let keys = state.keys.get();
     let mut minted = Vec::new();
     for (identity, name, grants) in identities {
-        let claims = Claims {
-            sub: identity.clone(),
-            room: room.to_string(),
-            name: Some(name),
-            exp: now + 600,
-            nbf: None,
-            iat: Some(now),
-            grants,
-        };
-        match state.key.mint(&claims) {
+        let claims =
+            Claims {
+                sub: identity.clone(),
+                room: room.to_string(),
+                name: Some(name),
+                exp: now + 600,
+                nbf: None,
+                iat: Some(now),
+                // A migration token admits once, on the node the room moves to.
+                jti: Some(fresh_jti().map_err(|e| {
+                    (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+                })?),
+                grants,
+            };
+        match keys.mint(&claims) {
             Ok(t) => minted.push((identity, t)),
             Err(e) => {
                 return Err((

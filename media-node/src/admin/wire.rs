@@ -11,31 +11,63 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
 use ruche_crds::admin::{Accepted, AssignmentList, StaleList};
 use serde::Deserialize;
+use subtle::ConstantTimeEq;
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Why a request's credentials were refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BearerRefusal {
+    /// No `Authorization: Bearer` header.
+    Missing,
+    /// A token other than the admin token.
+    Wrong,
 }
 
-/// `None` if `headers` carry `Authorization: Bearer <expected>` (compared in constant time),
-/// else the 401 to answer: "refused" for a wrong token, "required" with a `WWW-Authenticate`
-/// challenge for none.
-pub fn bearer_refusal(headers: &HeaderMap, expected: &str) -> Option<Response> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => None,
-        Some(_) => Some((StatusCode::UNAUTHORIZED, "admin token refused").into_response()),
-        None => Some(
-            (
+impl BearerRefusal {
+    /// The label of the refusal in metrics: `missing` or `refused`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Wrong => "refused",
+        }
+    }
+
+    /// The 401 to answer: "refused" for a wrong token, "required" with a `WWW-Authenticate`
+    /// challenge for none.
+    pub fn response(self) -> Response {
+        match self {
+            Self::Wrong => (StatusCode::UNAUTHORIZED, "admin token refused").into_response(),
+            Self::Missing => (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer")],
                 "admin token required: Authorization: Bearer <token>",
             )
                 .into_response(),
-        ),
+        }
     }
+}
+
+/// Whether `headers` carry `Authorization: Bearer <expected>`. The comparison takes the same
+/// time whatever the presented token has in common with the expected one (only the length of
+/// the token, which is not secret, can shorten it).
+pub fn bearer_check(headers: &HeaderMap, expected: &str) -> Result<(), BearerRefusal> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(BearerRefusal::Missing)?;
+    if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err(BearerRefusal::Wrong)
+    }
+}
+
+/// `None` if `headers` carry `Authorization: Bearer <expected>`, else the 401 to answer (see
+/// [`bearer_check`]).
+pub fn bearer_refusal(headers: &HeaderMap, expected: &str) -> Option<Response> {
+    bearer_check(headers, expected)
+        .err()
+        .map(BearerRefusal::response)
 }
 
 /// The list of a `PUT /v1/assignments` body, or the 400 that says what is wrong with it.
@@ -94,6 +126,44 @@ pub fn advertised_addr(raw: &str) -> Result<SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_authorization(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_bearer_token_must_match_exactly() {
+        let expected = "s3cret-admin-token";
+        assert_eq!(
+            bearer_check(&with_authorization("Bearer s3cret-admin-token"), expected),
+            Ok(())
+        );
+        for wrong in [
+            "Bearer s3cret-admin-tokeN",
+            "Bearer s3cret-admin-token ",
+            "Bearer s3cret-admin-toke",
+            "Bearer ",
+            "bearer s3cret-admin-token",
+        ] {
+            let got = bearer_check(&with_authorization(wrong), expected);
+            let want = if wrong.starts_with("Bearer ") {
+                BearerRefusal::Wrong
+            } else {
+                BearerRefusal::Missing
+            };
+            assert_eq!(got, Err(want), "{wrong:?}");
+        }
+        assert_eq!(
+            bearer_check(&HeaderMap::new(), expected),
+            Err(BearerRefusal::Missing)
+        );
+        assert_eq!(
+            bearer_refusal(&HeaderMap::new(), expected).map(|r| r.status()),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+    }
 
     #[test]
     fn an_advertised_address_is_an_ip_and_port_clients_can_reach() {

@@ -2,12 +2,14 @@
 //! demo page and a token endpoint so two browser tabs make a meeting with nothing else.
 //!
 //! - [`protocol`]: the messages;
-//! - [`session`]: one client's session.
+//! - [`session`]: one client's session;
+//! - [`replay`]: the token ids already admitted.
 
 pub mod protocol;
+pub mod replay;
 pub mod session;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -18,9 +20,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
+use crate::keys::SharedKeys;
 use crate::media::MediaHandle;
 use crate::metrics::Metrics;
-use crate::token::{Claims, Grants, TokenKey};
+use crate::token::{Claims, Grants, LEEWAY_SECS, TokenError};
+use replay::ReplayLedger;
 
 /// The demo page served in `--dev` mode.
 pub const DEMO_PAGE: &str = include_str!("../../static/demo.html");
@@ -48,14 +52,43 @@ impl Default for Liveness {
 pub struct SignalingState {
     /// The media loop.
     pub media: MediaHandle,
-    /// Verifies (and in dev mode mints) join tokens.
-    pub key: TokenKey,
+    /// Verify (and in dev mode mint) join tokens.
+    pub keys: Arc<SharedKeys>,
+    /// Token ids already admitted.
+    pub replay: Mutex<ReplayLedger>,
     /// Dev mode: demo page and token endpoint.
     pub dev: bool,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Keep-alive and idle timeout.
     pub liveness: Liveness,
+}
+
+impl SignalingState {
+    /// The claims of `token` if it admits to `room` at `now_unix`: signed by one of the node's
+    /// keys, in its validity window, and, if it carries a `jti`, not admitted before (its id is
+    /// claimed here; see [`SignalingState::release_token`]).
+    pub fn admit_token(
+        &self,
+        token: &str,
+        room: &str,
+        now_unix: u64,
+    ) -> Result<Claims, TokenError> {
+        let claims = self.keys.get().verify_for_room(token, room, now_unix)?;
+        if let Some(jti) = &claims.jti {
+            let mut ledger = self.replay.lock().unwrap_or_else(PoisonError::into_inner);
+            ledger.claim(jti, claims.exp.saturating_add(LEEWAY_SECS), now_unix)?;
+            self.metrics.token_ids_held(ledger.len());
+        }
+        Ok(claims)
+    }
+
+    /// Gives back the id of a token whose join the room refused, so it may try again.
+    pub fn release_token(&self, jti: &str) {
+        let mut ledger = self.replay.lock().unwrap_or_else(PoisonError::into_inner);
+        ledger.release(jti);
+        self.metrics.token_ids_held(ledger.len());
+    }
 }
 
 /// The signaling routes.
@@ -124,9 +157,10 @@ async fn dev_token(
         exp: now + 3600,
         nbf: None,
         iat: Some(now),
+        jti: None,
         grants: Grants::default(),
     };
-    match state.key.mint(&claims) {
+    match state.keys.get().mint(&claims) {
         Ok(token) => axum::Json(serde_json::json!({ "token": token })).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }

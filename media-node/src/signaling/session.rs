@@ -13,7 +13,10 @@ use tokio::time::Instant;
 
 use super::protocol::{ClientMessage, CloseCode, ProtocolError, ServerMessage, parse};
 use super::{Liveness, SignalingState};
-use crate::media::{Command, Ending, JoinError, JoinRequest, ParticipantEvent, ParticipantId};
+use crate::media::{
+    Command, Ending, JoinError, JoinRequest, Joined, ParticipantEvent, ParticipantId,
+};
+use crate::token::Claims;
 
 /// How long a client has to send its `join` after connecting.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -170,44 +173,23 @@ async fn admit(
         message,
         close: CloseCode::ProtocolError,
     })?;
-    let claims = state
-        .key
-        .verify_for_room(&token, &room, now_unix())
-        .map_err(|e| {
-            state.metrics.token_refused(e.reason());
-            tracing::info!(%room, reason = e.reason(), "join token refused");
-            End::with(
-                CloseCode::JoinRefused,
-                e.reason(),
-                format!("join token refused: {e}"),
-            )
-        })?;
-    let (events_tx, events) = mpsc::unbounded_channel();
-    let request = JoinRequest {
-        room: room.clone(),
-        identity: claims.sub.clone(),
-        name: claims.name.clone().unwrap_or_else(|| claims.sub.clone()),
-        grants: claims.grants,
-        events: events_tx,
-    };
-    let joined = match state.media.ask(|reply| Command::Join(request, reply)).await {
-        Some(Ok(j)) => j,
-        Some(Err(JoinError::Refused(refusal))) => {
-            return Err(End::with(
-                CloseCode::JoinRefused,
-                refusal.code(),
-                refusal.to_string(),
-            ));
-        }
-        Some(Err(e)) => {
-            return Err(End::with(
-                CloseCode::InternalError,
-                "media_error",
-                e.to_string(),
-            ));
-        }
-        None => return Err(stopping()),
-    };
+    let claims = state.admit_token(&token, &room, now_unix()).map_err(|e| {
+        state.metrics.token_refused(e.reason());
+        tracing::info!(%room, reason = e.reason(), "join token refused");
+        End::with(
+            CloseCode::JoinRefused,
+            e.reason(),
+            format!("join token refused: {e}"),
+        )
+    })?;
+    let joined = join(state, &room, &claims).await;
+    if joined.is_err()
+        && let Some(jti) = &claims.jti
+    {
+        // Refused by the room, not for the token: the same token may try again.
+        state.release_token(jti);
+    }
+    let (joined, events) = joined?;
     let participant = joined.participant;
     let hello = ServerMessage::Joined {
         participant_id: participant.to_string(),
@@ -225,6 +207,36 @@ async fn admit(
     } else {
         state.media.send(Command::Leave(participant));
         Err(End::quietly(CloseCode::Left))
+    }
+}
+
+/// Asks the media loop for a seat in `room` for the token's participant.
+async fn join(
+    state: &SignalingState,
+    room: &str,
+    claims: &Claims,
+) -> Result<(Joined, mpsc::UnboundedReceiver<ParticipantEvent>), End> {
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let request = JoinRequest {
+        room: room.to_owned(),
+        identity: claims.sub.clone(),
+        name: claims.name.clone().unwrap_or_else(|| claims.sub.clone()),
+        grants: claims.grants,
+        events: events_tx,
+    };
+    match state.media.ask(|reply| Command::Join(request, reply)).await {
+        Some(Ok(joined)) => Ok((joined, events)),
+        Some(Err(JoinError::Refused(refusal))) => Err(End::with(
+            CloseCode::JoinRefused,
+            refusal.code(),
+            refusal.to_string(),
+        )),
+        Some(Err(e)) => Err(End::with(
+            CloseCode::InternalError,
+            "media_error",
+            e.to_string(),
+        )),
+        None => Err(stopping()),
     }
 }
 

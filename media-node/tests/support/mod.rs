@@ -22,12 +22,13 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use ruche_media_node::admin::{self, AdminState};
 use ruche_media_node::admission::{Limits, NodeMode};
+use ruche_media_node::keys::SharedKeys;
 use ruche_media_node::media::MediaHandle;
 use ruche_media_node::media::core::EngineConfig;
 use ruche_media_node::media::driver::spawn;
 use ruche_media_node::metrics::Metrics;
 use ruche_media_node::signaling::{self, Liveness, SignalingState};
-use ruche_media_node::token::{Claims, Grants, TokenKey};
+use ruche_media_node::token::{Claims, Grants, KeyRing, TokenKey};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -111,9 +112,11 @@ impl Node {
         };
         let running = spawn(config, metrics.clone()).expect("media loop starts");
         let handle = running.handle.clone();
+        let keys = Arc::new(SharedKeys::new(KeyRing::new(key.clone(), None)));
         let signaling_state = Arc::new(SignalingState {
             media: handle.clone(),
-            key: key.clone(),
+            keys: keys.clone(),
+            replay: Mutex::default(),
             dev: true,
             metrics: metrics.clone(),
             liveness: options.liveness,
@@ -121,7 +124,8 @@ impl Node {
         let admin_state = Arc::new(AdminState {
             media: handle.clone(),
             admin_token: ADMIN_TOKEN.into(),
-            key: key.clone(),
+            keys,
+            failures: Mutex::default(),
             metrics,
         });
         let sig = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -139,7 +143,7 @@ impl Node {
         let media_router = router.clone();
         tokio::spawn(async move { axum::serve(sig, router).await });
         tokio::spawn(async move { axum::serve(handed_over, media_router).await });
-        tokio::spawn(async move { axum::serve(adm, admin::router(admin_state)).await });
+        tokio::spawn(async move { admin::serve(adm, admin_state).await });
         Self {
             signaling,
             admin,
@@ -163,8 +167,16 @@ impl Node {
             exp,
             nbf: None,
             iat: None,
+            jti: None,
             grants,
         };
+        self.key.mint(&claims).expect("mint")
+    }
+
+    /// A token for `room` and `identity` that admits once (it carries a fresh `jti`).
+    pub fn token_once(&self, room: &str, identity: &str) -> String {
+        let mut claims = Claims::new(identity, room, now_unix() + 3600);
+        claims.jti = Some(ruche_media_node::token::fresh_jti().expect("randomness"));
         self.key.mint(&claims).expect("mint")
     }
 

@@ -5,15 +5,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use ruche_crds::{DrainMode, MediaFleet, MediaNode, Room};
+use ruche_operator::build::labels;
+use ruche_operator::build::secrets::random_text;
 use ruche_operator::join_token::{self, Admission, TokenArgs};
-use ruche_operator::plugin::{edit, explain, render};
+use ruche_operator::plugin::{edit, explain, render, rotate};
 use serde::Serialize;
 
-/// Ruche's fleets from kubectl: status, explain, drain, undrain, evacuate, token, top.
+/// Ruche's fleets from kubectl: status, explain, drain, undrain, evacuate, token, rotate-key, top.
 #[derive(Parser, Debug)]
 #[command(name = "kubectl-ruche", bin_name = "kubectl ruche", version)]
 struct Cli {
@@ -87,6 +90,18 @@ enum Command {
         /// The fleet (default: the room's).
         #[arg(long)]
         fleet: Option<String>,
+    },
+    /// Rotate a fleet's join token key: a new key signs, the old one still admits until
+    /// `--finish` (run it once the tokens minted before the rotation have expired).
+    RotateKey {
+        /// The MediaFleet.
+        fleet: String,
+        /// The new key: an HMAC secret or an Ed25519 PEM key (default: a fresh HMAC secret).
+        #[arg(long, conflicts_with = "finish")]
+        key_file: Option<PathBuf>,
+        /// End the rotation: the previous key admits no more.
+        #[arg(long)]
+        finish: bool,
     },
     /// Media nodes or rooms by load.
     Top {
@@ -340,6 +355,46 @@ impl Session {
         Ok(join_token::mint(&key, &admission)? + "\n")
     }
 
+    async fn rotate_key(
+        &self,
+        fleet: &str,
+        key_file: Option<&PathBuf>,
+        finish: bool,
+    ) -> Result<String, String> {
+        let name = labels::join_key_secret(fleet);
+        let api = self.api::<Secret>();
+        let secret = api
+            .get(&name)
+            .await
+            .map_err(|e| self.failed("Secret", &name, &e))?;
+        let ops = if finish {
+            rotate::finish(&secret)
+        } else {
+            let new_key = match key_file {
+                Some(path) => std::fs::read(path)
+                    .map_err(|e| format!("--key-file {}: {e}", path.display()))?,
+                None => random_text(64)
+                    .map_err(|e| format!("no randomness for a new key: {e}"))?
+                    .into_bytes(),
+            };
+            rotate::start(&secret, &new_key)
+        }
+        .map_err(|e| e.to_string())?;
+        let patch: json_patch::Patch = serde_json::from_value(ops).map_err(|e| e.to_string())?;
+        api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
+            .await
+            .map_err(|e| self.failed("Secret", &name, &e))?;
+        Ok(if finish {
+            format!("secret/{name}: rotation finished: only the current key admits\n")
+        } else {
+            format!(
+                "secret/{name}: rotation started: the new key signs, and media nodes admit tokens of either key within about a minute.\n\
+                 Apps must mint with the new key now. Once the tokens minted before now have expired:\n  \
+                 kubectl ruche rotate-key {fleet} --finish\n"
+            )
+        })
+    }
+
     async fn top(&self, what: TopKind) -> Result<String, String> {
         match what {
             TopKind::Nodes => {
@@ -386,6 +441,11 @@ async fn run(cli: Cli) -> Result<String, String> {
                 .token(&token.room, fleet.as_ref(), token.admission())
                 .await
         }
+        Command::RotateKey {
+            fleet,
+            key_file,
+            finish,
+        } => session.rotate_key(fleet, key_file.as_ref(), *finish).await,
         Command::Top { what } => session.top(*what).await,
     }
 }

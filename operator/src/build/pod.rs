@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
     ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe, SeccompProfile,
     SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
@@ -27,6 +27,9 @@ pub const KEY_DIR: &str = "/etc/ruche/join-key";
 pub const ADMIN_DIR: &str = "/etc/ruche/admin-token";
 /// Key of the join token key in its Secret.
 pub const KEY_FILE: &str = "token-key";
+/// Key, in the same Secret, of the previous join token key while a rotation lasts: nodes
+/// accept tokens signed by either, and read both again when the Secret changes.
+pub const PREVIOUS_KEY_FILE: &str = "previous-token-key";
 /// Key of the admin token in its Secret.
 pub const ADMIN_FILE: &str = "admin-token";
 /// Seconds added to the drain deadline before the kubelet kills a draining pod.
@@ -258,6 +261,10 @@ fn environment(
         env("RUCHE_ADMIN_BIND", format!("0.0.0.0:{ADMIN_PORT}")),
         env("RUCHE_TOKEN_KEY_FILE", format!("{KEY_DIR}/{KEY_FILE}")),
         env(
+            "RUCHE_PREVIOUS_TOKEN_KEY_FILE",
+            format!("{KEY_DIR}/{PREVIOUS_KEY_FILE}"),
+        ),
+        env(
             "RUCHE_ADMIN_TOKEN_FILE",
             format!("{ADMIN_DIR}/{ADMIN_FILE}"),
         ),
@@ -271,27 +278,32 @@ fn environment(
     env_vars
 }
 
-/// The fleet's secrets, mounted read-only.
+/// The fleet's secrets, mounted read-only. The join key Secret is mounted whole, so that a
+/// previous key added for a rotation appears beside the current one (a listed entry missing
+/// from the Secret would fail the mount).
 fn volumes(fleet_name: &str) -> Vec<Volume> {
-    let secret = |name: String, key: &str| SecretVolumeSource {
+    let secret = |name: String, items: Option<Vec<KeyToPath>>| SecretVolumeSource {
         secret_name: Some(name),
-        items: Some(vec![k8s_openapi::api::core::v1::KeyToPath {
-            key: key.into(),
-            path: key.into(),
-            mode: None,
-        }]),
+        items,
         default_mode: Some(0o440),
         optional: Some(false),
     };
     vec![
         Volume {
             name: "join-key".into(),
-            secret: Some(secret(labels::join_key_secret(fleet_name), KEY_FILE)),
+            secret: Some(secret(labels::join_key_secret(fleet_name), None)),
             ..Default::default()
         },
         Volume {
             name: "admin-token".into(),
-            secret: Some(secret(labels::admin_token_secret(fleet_name), ADMIN_FILE)),
+            secret: Some(secret(
+                labels::admin_token_secret(fleet_name),
+                Some(vec![KeyToPath {
+                    key: ADMIN_FILE.into(),
+                    path: ADMIN_FILE.into(),
+                    mode: None,
+                }]),
+            )),
             ..Default::default()
         },
     ]

@@ -3,11 +3,13 @@
 //!
 //! - [`render`]: `status` (a fleet at a glance, zone by zone) and `top nodes|rooms`;
 //! - [`explain`]: where a room is and why, or why it waits, from the decision core;
-//! - [`edit`]: the patches of `drain`, `undrain` and `evacuate`, and the checks before them.
+//! - [`edit`]: the patches of `drain`, `undrain` and `evacuate`, and the checks before them;
+//! - [`rotate`]: the patches of `rotate-key`, the two steps of a join token key rotation.
 
 pub mod edit;
 pub mod explain;
 pub mod render;
+pub mod rotate;
 
 /// The fleet `visio` of namespace `ns`, with `zones` of up to 5 nodes of 100 slots: what the
 /// plugin's tests read.

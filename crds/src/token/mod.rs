@@ -9,6 +9,10 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+mod ring;
+
+pub use ring::KeyRing;
+
 /// Clock skew tolerated between the minting app and this node, in seconds,
 /// on both `exp` and `nbf`.
 pub const LEEWAY_SECS: u64 = 5;
@@ -16,6 +20,10 @@ pub const LEEWAY_SECS: u64 = 5;
 /// Minimum HMAC secret length: shorter secrets are guessable offline from a
 /// single captured token.
 pub const MIN_SECRET_LEN: usize = 32;
+
+/// Longest `jti` accepted: a random id needs a few dozen characters, and the node remembers
+/// every one it admitted until its token expires.
+pub const MAX_JTI_LEN: usize = 128;
 
 /// Longest token accepted; real join tokens are a few hundred bytes, so
 /// anything far larger is refused before any decoding work.
@@ -68,6 +76,10 @@ pub struct Claims {
     /// Issued at, unix seconds (informational only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// Unique token id. A node admits a token carrying one once: a second join with the same
+    /// `jti` is refused until the token expires (see [`MAX_JTI_LEN`] for its bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
     /// Permissions; a token without grants may publish and subscribe.
     #[serde(default)]
     pub grants: Grants,
@@ -84,9 +96,23 @@ impl Claims {
             exp,
             nbf: None,
             iat: None,
+            jti: None,
             grants: Grants::default(),
         }
     }
+}
+
+/// A fresh random token id for the `jti` claim: 128 bits from the OS, in 22 characters of
+/// unpadded base64url.
+pub fn fresh_jti() -> Result<String, TokenError> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| TokenError::SigningFailed(format!("no randomness for a token id: {e}")))?;
+    let bits = u128::from_be_bytes(bytes);
+    Ok((0..22)
+        .map(|i| char::from(ALPHABET[((bits >> (6 * i)) & 63) as usize]))
+        .collect())
 }
 
 /// Why a key could not be loaded.
@@ -173,6 +199,19 @@ pub enum TokenError {
     /// The token's `sub` is empty, so the participant cannot be told apart.
     #[error("join token has an empty participant identity (`sub`)")]
     EmptyIdentity,
+    /// The token's `jti` was already admitted on this node: a replay.
+    #[error("join token {jti:?} was already used to join; a token with a `jti` admits once")]
+    Replayed {
+        /// The token's `jti`.
+        jti: String,
+    },
+    /// The node remembers so many unexpired `jti`s that it cannot take another: refused
+    /// rather than admitted unremembered, which would allow its replay.
+    #[error("this node remembers {held} unexpired token ids, its limit: try again later")]
+    ReplayLedgerFull {
+        /// How many are held.
+        held: usize,
+    },
     /// The key is a public key, which can verify but not sign.
     #[error("cannot mint join tokens with a public-key-only token key")]
     CannotMint,
@@ -194,6 +233,8 @@ impl TokenError {
             Self::NotYetValid { .. } => "not_yet_valid",
             Self::WrongRoom { .. } => "wrong_room",
             Self::EmptyIdentity => "empty_identity",
+            Self::Replayed { .. } => "replayed",
+            Self::ReplayLedgerFull { .. } => "replay_ledger_full",
             Self::CannotMint => "cannot_mint",
             Self::SigningFailed(_) => "signing_failed",
         }
@@ -396,6 +437,14 @@ impl TokenKey {
         if claims.room.is_empty() {
             return Err(TokenError::Malformed("`room` claim is empty".to_owned()));
         }
+        if let Some(jti) = &claims.jti
+            && (jti.is_empty() || jti.len() > MAX_JTI_LEN)
+        {
+            return Err(TokenError::Malformed(format!(
+                "`jti` claim is {} bytes: expected 1 to {MAX_JTI_LEN}",
+                jti.len()
+            )));
+        }
         Ok(claims)
     }
 
@@ -407,14 +456,7 @@ impl TokenKey {
         room: &str,
         now_unix: u64,
     ) -> Result<Claims, TokenError> {
-        let claims = self.verify(token, now_unix)?;
-        if claims.room != room {
-            return Err(TokenError::WrongRoom {
-                token_room: claims.room,
-                requested: room.to_owned(),
-            });
-        }
-        Ok(claims)
+        in_room(self.verify(token, now_unix)?, room)
     }
 
     /// Reads the header ourselves so that `alg: none` or an unknown
@@ -461,6 +503,17 @@ impl TokenKey {
             _ => malformed(err.to_string()),
         }
     }
+}
+
+/// `claims` if they are for `room`.
+fn in_room(claims: Claims, room: &str) -> Result<Claims, TokenError> {
+    if claims.room != room {
+        return Err(TokenError::WrongRoom {
+            token_room: claims.room,
+            requested: room.to_owned(),
+        });
+    }
+    Ok(claims)
 }
 
 fn alg_name(algorithm: Algorithm) -> &'static str {
@@ -551,6 +604,7 @@ qerw/XSgrtWUX05iyEEZlk8k7W254QbBYzX1BxEgnMmf45zYLKnuqXw7dQ==
             exp: NOW + 600,
             nbf: Some(NOW - 10),
             iat: Some(NOW - 10),
+            jti: Some("t-0001".to_owned()),
             grants: Grants {
                 publish: false,
                 subscribe: true,
@@ -627,6 +681,44 @@ qerw/XSgrtWUX05iyEEZlk8k7W254QbBYzX1BxEgnMmf45zYLKnuqXw7dQ==
         assert_eq!(public_a.verify(&token, NOW), Err(TokenError::BadSignature));
         let public_b = TokenKey::ed25519_public_pem(ED_B_PUBLIC.as_bytes()).unwrap();
         assert!(public_b.verify(&token, NOW).is_ok());
+    }
+
+    #[test]
+    fn fresh_token_ids_are_distinct_and_url_safe() {
+        let a = fresh_jti().unwrap();
+        let b = fresh_jti().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 22);
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'),
+            "{a}"
+        );
+    }
+
+    #[test]
+    fn a_jti_is_carried_and_bounded() {
+        let key = hmac_key();
+        let token = key.mint(&claims()).unwrap();
+        assert_eq!(
+            key.verify(&token, NOW).unwrap().jti.as_deref(),
+            Some("t-0001")
+        );
+        for jti in [String::new(), "x".repeat(MAX_JTI_LEN + 1)] {
+            let mut c = claims();
+            c.jti = Some(jti.clone());
+            let err = key.verify(&key.mint(&c).unwrap(), NOW).unwrap_err();
+            assert_eq!(
+                err,
+                TokenError::Malformed(format!(
+                    "`jti` claim is {} bytes: expected 1 to {MAX_JTI_LEN}",
+                    jti.len()
+                ))
+            );
+        }
+        let mut c = claims();
+        c.jti = Some("x".repeat(MAX_JTI_LEN));
+        assert!(key.verify(&key.mint(&c).unwrap(), NOW).is_ok());
     }
 
     #[test]
