@@ -11,7 +11,7 @@ OUT := out
 KUBECTL := $(TOOLS)/bin/kubectl
 RELEASE := $(abspath $(or $(CARGO_TARGET_DIR),target))/release
 
-.PHONY: help demo test lint fmt clippy unit objects-check browser-test crds crds-check chart-check dashboards deny sbom images image-check bench bench-media bench-operator e2e build toolchain tools clean
+.PHONY: help demo test lint fmt clippy unit objects-check browser-test crds crds-check chart-check dashboards deny sbom images image-check bench bench-media bench-operator fuzz e2e build toolchain tools clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -131,8 +131,11 @@ e2e: toolchain tools ## End-to-end suite on the cluster RUCHE_E2E_KUBECONFIG nam
 		echo "make e2e: every scenario passed against the cluster of RUCHE_E2E_KUBECONFIG=$${RUCHE_E2E_KUBECONFIG:-}"; \
 	fi
 
+fuzz: toolchain ## Coverage-guided fuzzing of every outside input (libFuzzer, stable toolchain), FUZZ_SECONDS (600) per target; FUZZ_MERGE=1 keeps what is new in fuzz/corpus
+	CARGO=$(CARGO) scripts/fuzz.sh
+
 build: toolchain ## Release build of the binaries
-	$(CARGO) build --release --workspace --locked
+	$(CARGO) build --release --workspace --exclude ruche-fuzz --locked
 
 toolchain:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
