@@ -114,7 +114,7 @@ bench-operator: toolchain ## On the cluster RUCHE_E2E_KUBECONFIG names: created-
 		echo "make bench-operator: SKIPPED (no cluster): $$(grep -m1 -o 'SKIPPED (no cluster): .*' $(OUT)/bench-operator.log | sed 's/^SKIPPED (no cluster): //')"; \
 	fi
 
-e2e: toolchain tools ## End-to-end suite on the cluster RUCHE_E2E_KUBECONFIG names (never KUBECONFIG's); says SKIPPED and why without one
+e2e: toolchain tools ## End-to-end suite on the cluster RUCHE_E2E_KUBECONFIG names (never KUBECONFIG's); says SKIPPED and why without one; with RUCHE_E2E_AUDIT_LOG, the least-privilege check of the operator's RBAC
 	@mkdir -p $(OUT)
 	@# The workspace's test build (one feature resolution) also links both binaries.
 	$(CARGO) test --workspace --all-targets --locked --no-run
@@ -129,6 +129,12 @@ e2e: toolchain tools ## End-to-end suite on the cluster RUCHE_E2E_KUBECONFIG nam
 		echo "make e2e: SKIPPED (no cluster): $$(grep -m1 -o 'SKIPPED (no cluster): .*' $(OUT)/e2e.log | sed 's/^SKIPPED (no cluster): //')"; \
 	else \
 		echo "make e2e: every scenario passed against the cluster of RUCHE_E2E_KUBECONFIG=$${RUCHE_E2E_KUBECONFIG:-}"; \
+	fi
+	@# Least privilege, from the audit log of the run (a control plane started by scripts/audited-k8s.sh).
+	@if [ -n "$${RUCHE_E2E_AUDIT_LOG:-}" ]; then \
+		$(CARGO) run --quiet --locked -p ruche-e2e --bin least-privilege -- "$$RUCHE_E2E_AUDIT_LOG" | tee $(OUT)/least-privilege.log; \
+	else \
+		echo "make e2e: least privilege not checked: RUCHE_E2E_AUDIT_LOG names no audit log (start the cluster with scripts/audited-k8s.sh DIR)"; \
 	fi
 
 fuzz: toolchain ## Coverage-guided fuzzing of every outside input (libFuzzer, stable toolchain), FUZZ_SECONDS (600) per target; FUZZ_MERGE=1 keeps what is new in fuzz/corpus

@@ -7,8 +7,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// CEL rule that accepts a Go-style duration such as `90s`, `30m`, `1h30m` (what
-/// `metav1.Duration` accepts, minus negative and sub-second units nobody needs here).
-pub(crate) const DURATION_RULE: &str = r"self.matches('^([0-9]+(\\.[0-9]+)?(h|m|s))+$')";
+/// `metav1.Duration` accepts, minus negative and sub-second units nobody needs here), of at
+/// most [`crate::duration::MAX_HOURS`] hours: beyond, it could not be represented.
+pub(crate) const DURATION_RULE: &str =
+    r"self.matches('^([0-9]+(\\.[0-9]+)?(h|m|s))+$') && duration(self) <= duration('87600h')";
 
 /// Participant slots a media node offers. A slot is one participant's worth of media
 /// forwarding; rooms reserve slots for their expected size the moment they are placed.

@@ -280,8 +280,9 @@ pub struct AutoscalingSpec {
 
     /// How long capacity must be surplus before the fleet shrinks (by draining nodes).
     #[serde(default = "default_scale_down_delay")]
-    #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message("scaleDownDelay must be a duration such as 10m or 1h30m"))]
+    #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message("scaleDownDelay must be a duration such as 10m or 1h30m, at most 87600h"))]
     #[schemars(length(max = 32))]
+    #[serde(deserialize_with = "crate::duration::saturating")]
     pub scale_down_delay: Duration,
 
     /// Time windows with a different buffer, such as weekday mornings. Where windows
@@ -304,15 +305,17 @@ pub struct BookingSpec {
     /// How long before a booked room starts its slots are held on a node, and counted by the
     /// autoscaler as demand: at least the time a new node takes to become Ready.
     #[serde(default = "default_lead_time")]
-    #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message("leadTime must be a duration such as 5m or 90s"))]
+    #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message("leadTime must be a duration such as 5m or 90s, at most 87600h"))]
     #[schemars(length(max = 32))]
+    #[serde(deserialize_with = "crate::duration::saturating")]
     pub lead_time: Duration,
 
     /// How far ahead a booking is planned; a room that starts later waits, with a `Booking`
     /// condition saying so, until it comes within the horizon.
     #[serde(default = "default_horizon")]
-    #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message("horizon must be a duration such as 720h"))]
+    #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message("horizon must be a duration such as 720h, at most 87600h"))]
     #[schemars(length(max = 32))]
+    #[serde(deserialize_with = "crate::duration::saturating")]
     pub horizon: Duration,
 }
 
@@ -410,8 +413,9 @@ pub struct RolloutSpec {
 
     /// How long an old node may keep its live rooms once it drains.
     #[serde(default = "default_drain_deadline")]
-    #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message("drainDeadline must be a duration such as 30m, 2h or 1h30m"))]
+    #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message("drainDeadline must be a duration such as 30m, 2h or 1h30m, at most 87600h"))]
     #[schemars(length(max = 32))]
+    #[serde(deserialize_with = "crate::duration::saturating")]
     pub drain_deadline: Duration,
 
     /// What to do with rooms still live at the deadline.
@@ -421,8 +425,9 @@ pub struct RolloutSpec {
     /// How long a node of the new revision may take to become Ready before the rollout halts
     /// (old nodes stop draining and take the new rooms again; the fleet says Degraded).
     #[serde(default = "default_progress_deadline")]
-    #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message("progressDeadline must be a duration such as 10m or 90s"))]
+    #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message("progressDeadline must be a duration such as 10m or 90s, at most 87600h"))]
     #[schemars(length(max = 32))]
+    #[serde(deserialize_with = "crate::duration::saturating")]
     pub progress_deadline: Duration,
 
     /// Halts the rollout when the new revision serves worse than the old one: more failed

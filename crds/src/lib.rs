@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod common;
 pub mod crdgen;
+pub mod duration;
 pub mod fleet;
 pub mod node;
 pub mod room;

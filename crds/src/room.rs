@@ -86,8 +86,9 @@ pub struct RoomSpec {
 
     /// A room with no participant for this long is closed.
     #[serde(default = "default_empty_timeout")]
-    #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message("emptyTimeout must be a duration such as 5m or 1h"))]
+    #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message("emptyTimeout must be a duration such as 5m or 1h, at most 87600h"))]
     #[schemars(length(max = 32))]
+    #[serde(deserialize_with = "crate::duration::saturating")]
     pub empty_timeout: Duration,
 }
 

@@ -19,6 +19,7 @@
 //!   a process's memory and CPU time.
 
 pub mod apiserver;
+pub mod audit;
 pub mod cluster;
 pub mod crds;
 pub mod error;

@@ -427,6 +427,62 @@ async fn room_in_an_unknown_zone_is_not_scheduled() {
     assert_eq!(status.endpoint, None);
 }
 
+/// (9) A room deleted while it still carries the finalizer an earlier version of the operator
+/// put on rooms is let go: the operator takes its finalizer off (and only its own), so the
+/// deletion completes. This is the only write the operator makes to a room's spec or metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_room_left_with_an_earlier_versions_finalizer_is_let_go() {
+    let env = setup!(TestEnv::start, "legacy-finalizer-let-go");
+    let mut room = fixtures::room("old", FLEET, 2, &[]).unwrap();
+    room.metadata.finalizers = Some(vec![
+        ruche_operator::controller::room::LEGACY_FINALIZER.to_owned(),
+        "e2e.ruche.dev/kept".to_owned(),
+    ]);
+    env.create_rooms(vec![room], 1).await.unwrap();
+    env.api::<Room>()
+        .delete("old", &kube::api::DeleteParams::default())
+        .await
+        .expect("the room is deleted");
+    let left = wait::until(
+        "the operator to take its finalizer off room old",
+        Duration::from_secs(60),
+        || async {
+            let r = env
+                .api::<Room>()
+                .get("old")
+                .await
+                .map_err(|e| e.to_string())?;
+            let finalizers = r.finalizers().to_vec();
+            if finalizers == ["e2e.ruche.dev/kept"] {
+                Ok(r)
+            } else {
+                Err(format!("finalizers {finalizers:?}"))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(left.metadata.deletion_timestamp.is_some());
+    // Someone else's finalizer is theirs to remove; then the room is gone.
+    env.api::<Room>()
+        .patch(
+            "old",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+        )
+        .await
+        .expect("the other finalizer is removed");
+    wait::until("room old to be gone", Duration::from_secs(30), || async {
+        match env.api::<Room>().get_opt("old").await {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err("still there".to_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// (7) Bad custom resources are refused by the API server (HTTP 422) with their CEL
 /// messages: every fixture of `crds/tests/invalid/`, among them a zone whose minNodes exceeds
 /// its maxNodes.

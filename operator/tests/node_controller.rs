@@ -378,34 +378,31 @@ async fn a_node_port_node_advertises_its_kubernetes_nodes_external_address() {
         ..Default::default()
     });
     pod.status.as_mut().unwrap().host_ip = Some("10.0.0.5".into());
-    let (ctx, mut api) = context_with(
-        vec![fleet()],
-        vec![n.clone()],
-        vec![],
-        vec![pod],
-        FakeAdmin::default(),
-    );
+    // The Kubernetes node comes from the watch of nodes: the operator never asks for it.
+    let host: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": "k8s-1"},
+        "status": {"addresses": [
+            {"type": "InternalIP", "address": "10.0.0.5"},
+            {"type": "ExternalIP", "address": "203.0.113.9"},
+        ]},
+    }))
+    .unwrap();
+    let objects = support::Objects {
+        fleets: vec![fleet()],
+        nodes: vec![n.clone()],
+        pods: vec![pod],
+        hosts: vec![host],
+        ..support::Objects::default()
+    };
+    let (ctx, mut api) = support::context_of(objects, FakeAdmin::default(), test_settings());
     let task = spawn_reconcile(&ctx, &n);
     expect(
         &mut api,
         Method::PATCH,
         &format!("/api/v1/namespaces/ns/services/{NAME}-media"),
         service_reply(31000, 31001),
-    )
-    .await;
-    expect(
-        &mut api,
-        Method::GET,
-        "/api/v1/nodes/k8s-1",
-        json!({
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {"name": "k8s-1"},
-            "status": {"addresses": [
-                {"type": "InternalIP", "address": "10.0.0.5"},
-                {"type": "ExternalIP", "address": "203.0.113.9"},
-            ]},
-        }),
     )
     .await;
     let status = expect_node_status(&mut api, &n).await;

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -132,17 +132,14 @@ pub async fn reconcile<A: NodeAdmin>(
     }
 
     let addresses = match pod.as_deref() {
-        Some(p) if pod_state_running(pod_state) => {
-            addresses(
-                &ctx,
-                &fleet,
-                p,
-                &external,
-                current.addresses.as_ref(),
-                &current,
-            )
-            .await?
-        }
+        Some(p) if pod_state_running(pod_state) => addresses(
+            &ctx,
+            &fleet,
+            p,
+            &external,
+            current.addresses.as_ref(),
+            &current,
+        ),
         _ => None,
     };
 
@@ -893,18 +890,17 @@ pub async fn delete_pod<A: NodeAdmin>(ctx: &Context<A>, ns: &str, name: &str) ->
 
 /// The node's addresses once its pod runs: admin on the pod IP; media and signaling where
 /// clients reach them (host or node port on the Kubernetes node's address, or the balancer).
-async fn addresses<A: NodeAdmin>(
+/// Read from what the watches hold: nothing to ask the API server.
+fn addresses<A: NodeAdmin>(
     ctx: &Context<A>,
     fleet: &MediaFleet,
     pod: &Pod,
     external: &External,
     known: Option<&NodeAddresses>,
     current: &MediaNodeStatus,
-) -> Result<Option<NodeAddresses>, Error> {
+) -> Option<NodeAddresses> {
     let status = pod.status.as_ref();
-    let Some(pod_ip) = status.and_then(|s| s.pod_ip.clone()) else {
-        return Ok(None);
-    };
+    let pod_ip = status.and_then(|s| s.pod_ip.clone())?;
     let admin = format!("http://{}:{ADMIN_PORT}", bracket(&pod_ip));
     let host = match (&external.port, &external.balancer) {
         (ExternalPort::Balancer(addr), _) => Some(addr.ip().to_string()),
@@ -915,16 +911,16 @@ async fn addresses<A: NodeAdmin>(
             let same_pod = current.pod.as_deref() == Some(&pod.name_any());
             match known.and_then(|k| k.media.as_ref()).filter(|_| same_pod) {
                 Some(media) => media.rsplit_once(':').map(|(h, _)| h.to_string()),
-                None => node_address(ctx, fleet, pod).await?,
+                None => node_address(ctx, fleet, pod),
             }
         }
     };
     let Some(host) = host else {
-        return Ok(Some(NodeAddresses {
+        return Some(NodeAddresses {
             signaling: None,
             media: None,
             admin: Some(admin),
-        }));
+        });
     };
     let media_port = match external.port {
         ExternalPort::Host(p) | ExternalPort::Node(p) => p,
@@ -934,11 +930,11 @@ async fn addresses<A: NodeAdmin>(
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    Ok(Some(NodeAddresses {
+    Some(NodeAddresses {
         signaling: Some(format!("ws://{}:{}/ws", bracket(&host), external.signaling)),
         media: Some(format!("{}:{media_port}", bracket(&host))),
         admin: Some(admin),
-    }))
+    })
 }
 
 fn bracket(ip: &str) -> String {
@@ -950,23 +946,20 @@ fn bracket(ip: &str) -> String {
 }
 
 /// The address of the Kubernetes node a pod runs on, of the type the fleet asks for (an
-/// ExternalIP falls back to the InternalIP); the pod's `hostIP` when the node is unknown.
-async fn node_address<A: NodeAdmin>(
-    ctx: &Context<A>,
-    fleet: &MediaFleet,
-    pod: &Pod,
-) -> Result<Option<String>, Error> {
+/// ExternalIP falls back to the InternalIP); the pod's `hostIP` when the node is unknown. The
+/// node is read from the watch of nodes, never asked for: the operator needs no `get` on them.
+fn node_address<A: NodeAdmin>(ctx: &Context<A>, fleet: &MediaFleet, pod: &Pod) -> Option<String> {
     let host_ip = pod.status.as_ref().and_then(|s| s.host_ip.clone());
     let Some(node_name) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
-        return Ok(host_ip);
+        return host_ip;
     };
-    let api: Api<Node> = Api::all(ctx.client.clone());
-    let Some(k8s_node) = api.get_opt(&node_name).await? else {
-        return Ok(host_ip);
+    let Some(k8s_node) = ctx.hosts.get(&ObjectRef::new(&node_name)) else {
+        return host_ip;
     };
     let addrs = k8s_node
         .status
-        .and_then(|s| s.addresses)
+        .as_ref()
+        .and_then(|s| s.addresses.clone())
         .unwrap_or_default();
     let find = |t: &str| {
         addrs
@@ -978,7 +971,7 @@ async fn node_address<A: NodeAdmin>(
         NodeAddressType::ExternalIP => find("ExternalIP").or_else(|| find("InternalIP")),
         NodeAddressType::InternalIP => find("InternalIP"),
     };
-    Ok(found.or(host_ip))
+    found.or(host_ip)
 }
 
 /// Writes the status when it differs from the node's in anything; returns whether it wrote.
