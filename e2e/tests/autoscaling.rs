@@ -211,9 +211,12 @@ async fn the_fleet_follows_its_rooms_zone_by_zone_and_bookings_ahead_of_time() {
         .await
         .expect("r2 is deleted");
     let deleted_at = Instant::now();
+    // The surplus is seen at the fleet's next sync at the latest, the delay runs from there,
+    // and the drain is written at the reconcile that follows it: up to a sync, the delay and
+    // another sync (a loaded machine stretches each step; 55 s was once too short).
     let drained = wait::until(
         "a node of e2e-a to drain",
-        DELAY + SYNC + Duration::from_secs(10),
+        DELAY + 2 * SYNC + Duration::from_secs(10),
         || async {
             let n = nodes(&env).await;
             if n.iter()
