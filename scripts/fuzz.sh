@@ -54,7 +54,7 @@ for t in "${targets[@]}"; do
   rate=$(awk '/stat::average_exec_per_sec/ {print $2}' "$log" | tail -1)
   cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | awk '{print $2}')
   files=$(find "$corpus" -type f | wc -l)
-  crash=$(grep -oE "fuzz/artifacts/$t/[^ ]+" "$log" | head -1 || true)
+  crash=$(grep -oE "Test unit written to [^ ]+" "$log" | head -1 | awk '{print $5}' || true)
   rows+=("$(printf '%-18s %12s %10s %8s %8s  %s' "$t" "${execs:-?}" "${rate:-?}" "${cov:-?}" "$files" "${crash:-$crashed}")")
   if [ "${FUZZ_MERGE:-0}" = 1 ] && [ "$crashed" = no ]; then
     fuzz run -s none --fuzz-dir fuzz "$t" "fuzz/corpus/$t" "$corpus" -- -merge=1 >>"$log" 2>&1 || true
