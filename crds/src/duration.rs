@@ -107,10 +107,11 @@ mod tests {
         fn well_formed_durations_read_as_kube_core_reads_them(
             parts in proptest::collection::vec((0u32..5000, 0usize..4), 1..4)
         ) {
-            let text: String = parts
-                .iter()
-                .map(|(n, unit)| format!("{n}{}", ["h", "m", "s", "ms"][*unit]))
-                .collect();
+            let text = parts.iter().fold(String::new(), |mut text, (n, unit)| {
+                text.push_str(&n.to_string());
+                text.push_str(["h", "m", "s", "ms"][*unit]);
+                text
+            });
             let ours = parse(&text).map_err(TestCaseError::fail)?;
             let theirs: std::time::Duration = text
                 .parse::<Duration>()
