@@ -32,7 +32,7 @@ else
 fi
 
 echo "fuzz: building ${#targets[@]} targets (release, coverage instrumentation, no sanitizer)"
-fuzz build -s none --fuzz-dir fuzz
+fuzz build -s none --fuzz-dir fuzz --features libfuzzer
 
 status=0
 rows=()
@@ -41,7 +41,7 @@ for t in "${targets[@]}"; do
   mkdir -p "$corpus" "fuzz/artifacts/$t"
   log="$WORK/logs/$t.log"
   echo "fuzz: $t for ${SECONDS_PER_TARGET}s (log: $log)"
-  if fuzz run -s none --fuzz-dir fuzz "$t" "$corpus" "fuzz/corpus/$t" -- \
+  if fuzz run -s none --fuzz-dir fuzz --features libfuzzer "$t" "$corpus" "fuzz/corpus/$t" -- \
       -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 -timeout=10 \
       -print_final_stats=1 >"$log" 2>&1; then
     crashed=no
@@ -57,7 +57,7 @@ for t in "${targets[@]}"; do
   crash=$(grep -oE "Test unit written to [^ ]+" "$log" | head -1 | awk '{print $5}' || true)
   rows+=("$(printf '%-18s %12s %10s %8s %8s  %s' "$t" "${execs:-?}" "${rate:-?}" "${cov:-?}" "$files" "${crash:-$crashed}")")
   if [ "${FUZZ_MERGE:-0}" = 1 ] && [ "$crashed" = no ]; then
-    fuzz run -s none --fuzz-dir fuzz "$t" "fuzz/corpus/$t" "$corpus" -- -merge=1 >>"$log" 2>&1 || true
+    fuzz run -s none --fuzz-dir fuzz --features libfuzzer "$t" "fuzz/corpus/$t" "$corpus" -- -merge=1 >>"$log" 2>&1 || true
   fi
 done
 
