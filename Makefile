@@ -11,7 +11,7 @@ OUT := out
 KUBECTL := $(TOOLS)/bin/kubectl
 RELEASE := $(abspath $(or $(CARGO_TARGET_DIR),target))/release
 
-.PHONY: help demo test lint fmt clippy unit objects-check browser-test crds crds-check chart-check dashboards deny sbom images image-check bench bench-media bench-operator fuzz e2e build toolchain tools clean
+.PHONY: help demo test lint fmt clippy unit objects-check browser-test crds crds-check chart-check dashboards deny sbom images image-check bench bench-media bench-operator fuzz e2e chaos build toolchain tools clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -139,6 +139,9 @@ e2e: toolchain tools ## End-to-end suite on the cluster RUCHE_E2E_KUBECONFIG nam
 
 fuzz: toolchain ## Coverage-guided fuzzing of every outside input (libFuzzer, stable toolchain), FUZZ_SECONDS (600) per target; FUZZ_MERGE=1 keeps what is new in fuzz/corpus
 	CARGO=$(CARGO) scripts/fuzz.sh
+
+chaos: toolchain ## Faults on a live fleet with WebRTC calls, on a control plane of its own (API server and etcd stopped, leader killed mid-rollout and mid-migration, nodes hung, a zone killed, 1,000 rooms at once...): a table per fault of rooms affected, time to recover, rooms lost
+	CARGO=$(CARGO) OUT=$(OUT) scripts/chaos.sh
 
 build: toolchain ## Release build of the binaries
 	$(CARGO) build --release --workspace --exclude ruche-fuzz --locked

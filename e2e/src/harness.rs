@@ -292,6 +292,16 @@ impl TestEnv {
         self.start_operator().await
     }
 
+    /// The operator's binary and its ServiceAccount's kubeconfig, to run more replicas.
+    pub fn operator_files(&self) -> Result<(PathBuf, PathBuf)> {
+        match (&self.operator_binary, &self.kubeconfig) {
+            (Some(binary), Some(kubeconfig)) => Ok((binary.clone(), kubeconfig.clone())),
+            _ => Err(Error::Setup(
+                "this scenario was set up without an operator".into(),
+            )),
+        }
+    }
+
     /// The running operator.
     pub fn operator(&self) -> Result<&Operator> {
         self.operator

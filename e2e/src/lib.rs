@@ -14,12 +14,14 @@
 //!   the scenarios of `tests/install.rs`;
 //! - [`helm`]: ministries' Helm releases of `charts/ruche`, for `tests/helm.rs`;
 //! - [`prometheus`]: a Prometheus server scraping the operator and media nodes on loopback;
+//! - [`chaos`]: the chaos suite's faults and its invariant, for `tests/chaos.rs`;
 //! - [`fixtures`]: the fleets and rooms the scenarios create, and how to read their status;
 //! - [`apiserver`] and [`usage`]: what a bench measures: the API server's request counters,
 //!   a process's memory and CPU time.
 
 pub mod apiserver;
 pub mod audit;
+pub mod chaos;
 pub mod cluster;
 pub mod crds;
 pub mod error;

@@ -39,6 +39,18 @@ pub struct Operator {
 impl Operator {
     /// Starts `binary run` for `namespace` with `kubeconfig`, logging to `log`.
     pub fn start(binary: &Path, kubeconfig: &Path, namespace: &str, log: &Path) -> Result<Self> {
+        Self::start_in_group(binary, kubeconfig, namespace, log, None)
+    }
+
+    /// [`Operator::start`], the process running with group id `gid` when given: a firewall
+    /// rule matching that group (`-m owner --gid-owner`) then cuts this operator alone off.
+    pub fn start_in_group(
+        binary: &Path,
+        kubeconfig: &Path,
+        namespace: &str,
+        log: &Path,
+        gid: Option<u32>,
+    ) -> Result<Self> {
         let port = free_port()?;
         let http: SocketAddr = SocketAddr::from(([127, 0, 0, 1], port));
         let args = [
@@ -61,6 +73,9 @@ impl Operator {
         // the operator: its flags say everything, and each start is a new replica.
         for inherited in INHERITED_SETTINGS {
             command.env_remove(inherited);
+        }
+        if let Some(gid) = gid {
+            command.gid(gid);
         }
         let printed = format!(
             "KUBECONFIG={} RUST_LOG=info {} {}",
@@ -130,6 +145,12 @@ impl Operator {
             self.process.pid(),
             status.map_or_else(|| "still there?".to_string(), |s| s.to_string())
         );
+    }
+
+    /// Stops the operator as Kubernetes does (SIGTERM: it releases its Lease), SIGKILL after
+    /// `grace`.
+    pub async fn stop(&self, grace: Duration) {
+        self.process.terminate(grace).await;
     }
 
     /// Kills the operator without waiting (for clean-up paths).

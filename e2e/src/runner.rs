@@ -68,6 +68,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client, ResourceExt as _};
+use nix::sys::signal::Signal;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
@@ -391,20 +392,26 @@ impl PodRunner {
 
     /// SIGKILLs the running process of `pod`, as a crash would. Returns what was killed.
     pub fn kill(&self, pod: &str) -> Result<ProcessInfo> {
+        self.signal(pod, Signal::SIGKILL)
+    }
+
+    /// Sends `signal` to the running process of `pod` (SIGSTOP hangs it, SIGCONT resumes
+    /// it). Returns what was signalled.
+    pub fn signal(&self, pod: &str, signal: Signal) -> Result<ProcessInfo> {
         let records = self.shared.records();
         let record = records
             .iter()
             .rev()
             .find(|r| r.info.pod == pod && r.process.exit_status().is_none())
             .ok_or_else(|| Error::Setup(format!("no running process for pod {pod}")))?;
-        if !record.process.kill() {
+        if !record.process.signal(signal) {
             return Err(Error::Setup(format!(
                 "pod {pod}: process {} had already exited",
                 record.info.pid
             )));
         }
         eprintln!(
-            "e2e runner: SIGKILL sent to pod {pod} (pid {}, {})",
+            "e2e runner: {signal} sent to pod {pod} (pid {}, {})",
             record.info.pid, record.info.ip
         );
         Ok(record.snapshot())
