@@ -24,7 +24,7 @@ use crate::fixtures::{self, ADMIN_PORT};
 use crate::operator::{Operator, READY_TIMEOUT};
 use crate::process::{self, tail};
 use crate::rbac::{self, TEST_LABEL};
-use crate::runner::{POD_SELECTOR, PodRunner};
+use crate::runner::{POD_SELECTOR, PodRunner, Program, RunnerConfig, Scope};
 use crate::wait;
 
 /// Scenarios running at once (each has its own operator and media nodes); the
@@ -53,6 +53,9 @@ fn slots() -> Arc<Semaphore> {
 pub enum NodeProgram {
     /// `ruche-media-node`, the real one (`RUCHE_MEDIA_NODE_BIN` overrides where it is).
     MediaNode,
+    /// The real one, its readiness and liveness probed for its whole life as a kubelet does
+    /// (so that a hung node's pod stops being Ready), for the chaos suite.
+    ProbedMediaNode,
     /// `ruche-admin-stand-in`: the admin API only, for scale runs of the operator
     /// (`RUCHE_ADMIN_STAND_IN_BIN` overrides where it is).
     AdminStandIn,
@@ -62,7 +65,9 @@ impl NodeProgram {
     /// Where the program's binary is.
     pub fn binary(self) -> Result<PathBuf> {
         match self {
-            Self::MediaNode => process::binary("RUCHE_MEDIA_NODE_BIN", "ruche-media-node"),
+            Self::MediaNode | Self::ProbedMediaNode => {
+                process::binary("RUCHE_MEDIA_NODE_BIN", "ruche-media-node")
+            }
             Self::AdminStandIn => {
                 process::binary("RUCHE_ADMIN_STAND_IN_BIN", "ruche-admin-stand-in")
             }
@@ -175,6 +180,7 @@ impl TestEnv {
             Some(program) => Some((
                 process::binary("RUCHE_OPERATOR_BIN", "ruche-operator")?,
                 program.binary()?,
+                program == NodeProgram::ProbedMediaNode,
             )),
             None => None,
         };
@@ -218,10 +224,10 @@ impl TestEnv {
         }
     }
 
-    async fn prepare(&mut self, binaries: Option<(PathBuf, PathBuf)>) -> Result<()> {
+    async fn prepare(&mut self, binaries: Option<(PathBuf, PathBuf, bool)>) -> Result<()> {
         crds::install(&self.client).await?;
         self.create_namespace().await?;
-        let Some((operator_binary, media_node_binary)) = binaries else {
+        let Some((operator_binary, media_node_binary, probed)) = binaries else {
             return Ok(());
         };
         let rbac = rbac::load(&self.namespace)?;
@@ -254,11 +260,17 @@ impl TestEnv {
         );
         self.kubeconfig = Some(kubeconfig);
         self.operator_binary = Some(operator_binary);
-        self.runner = Some(PodRunner::start(
+        self.runner = Some(PodRunner::with_config(
             self.client.clone(),
-            &self.namespace,
-            &self.dir,
-            &media_node_binary,
+            RunnerConfig {
+                scope: Scope::Namespaces(vec![self.namespace.clone()]),
+                programs: vec![Program {
+                    probe_periodically: probed,
+                    ..Program::media_node(&media_node_binary)
+                }],
+                dir: self.dir.clone(),
+                api_server: None,
+            },
         ));
         self.start_operator().await
     }

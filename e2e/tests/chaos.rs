@@ -34,7 +34,7 @@ use ruche_e2e::chaos::replicas::Replicas;
 use ruche_e2e::chaos::verdict::{self, FaultReport, RoomHealth, Sample, Window};
 use ruche_e2e::cluster::{self, KUBECONFIG_ENV};
 use ruche_e2e::fixtures::{self, ADMIN_PORT};
-use ruche_e2e::{TestEnv, wait};
+use ruche_e2e::{NodeProgram, TestEnv, wait};
 use serde_json::json;
 use support::{Client, Outgoing, Pacer, Received};
 
@@ -348,7 +348,11 @@ impl World {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let samples = self.samples.lock().unwrap();
             let recent: Vec<&Sample> = samples.iter().rev().take(SETTLED_FOR).collect();
-            if recent.len() == SETTLED_FOR && recent.iter().all(|s| s.settled && s.at > healed) {
+            if recent.len() == SETTLED_FOR
+                && recent
+                    .iter()
+                    .all(|s| s.unsettled.is_none() && s.at > healed)
+            {
                 break;
             }
             if Instant::now() > give_up {
@@ -363,7 +367,11 @@ impl World {
             excused,
             bound: BOUND,
         };
-        let report = verdict::judge(&window, &self.samples.lock().unwrap());
+        let (report, last) = {
+            let samples = self.samples.lock().unwrap();
+            let last = samples.last().and_then(|s| s.unsettled.clone());
+            (verdict::judge(&window, &samples), last)
+        };
         eprintln!(
             "chaos: {fault}: {} room(s) affected ({} on failed nodes), {} lost, recovered after {:?}, longest room outage {:?}",
             report.affected.len(),
@@ -376,7 +384,8 @@ impl World {
         self.reports.push(report);
         assert!(
             !unsettled,
-            "{fault}: not settled {SETTLE_TIMEOUT:?} after it was healed; the table so far:\n{}",
+            "{fault}: not settled {SETTLE_TIMEOUT:?} after it was healed (last: {}); the table so far:\n{}",
+            last.unwrap_or_default(),
             verdict::table(&self.reports)
         );
     }
@@ -388,8 +397,13 @@ impl World {
         let pid = self.control.stop(component).await.unwrap();
         eprintln!("chaos: {} (pid {pid}) killed", component.name());
         tokio::time::sleep(down).await;
-        let took = self.control.start().await.unwrap();
-        eprintln!("chaos: control plane back ({took:?} for `up`)");
+        let began = Instant::now();
+        let started = self.control.start().await.unwrap();
+        eprintln!(
+            "chaos: started again: {:?}, listening {:?} later",
+            started.iter().map(|c| c.name()).collect::<Vec<_>>(),
+            began.elapsed()
+        );
         let healed = self.now();
         self.judge(&fault, injected, healed, BTreeSet::new()).await;
     }
@@ -726,29 +740,34 @@ async fn sample(
         .and_then(Result::ok);
         let leads = replicas.leader().await.is_some();
         let now = Instant::now();
-        let mut settled = listed.is_some() && leads;
-        let (rooms, nodes) = match listed {
-            Some((rooms, nodes)) => {
-                let ready = nodes
-                    .iter()
-                    .filter(|n| n.status.as_ref().map(|s| s.phase) == Some(NodePhase::Ready))
-                    .count();
-                settled &= ready == NODES && nodes.len() == NODES;
-                let rooms: BTreeMap<String, Room> =
-                    rooms.into_iter().map(|r| (r.name_any(), r)).collect();
-                let mut e = endpoints.lock().unwrap();
-                for (name, r) in &rooms {
-                    if let Some(ep) = fixtures::endpoint_of(r) {
-                        e.insert(name.clone(), ep.to_string());
-                    }
-                }
-                drop(e);
-                (
-                    Some(rooms),
-                    nodes.into_iter().map(|n| (n.name_any(), n)).collect(),
-                )
+        let mut unsettled: Vec<String> = Vec::new();
+        if !leads {
+            unsettled.push("no replica leads".into());
+        }
+        let (rooms, nodes) = if let Some((rooms, nodes)) = listed {
+            let ready = nodes
+                .iter()
+                .filter(|n| n.status.as_ref().map(|s| s.phase) == Some(NodePhase::Ready))
+                .count();
+            if ready != NODES || nodes.len() != NODES {
+                unsettled.push(format!("{ready} of {} nodes Ready", nodes.len()));
             }
-            None => (None, BTreeMap::new()),
+            let rooms: BTreeMap<String, Room> =
+                rooms.into_iter().map(|r| (r.name_any(), r)).collect();
+            let mut e = endpoints.lock().unwrap();
+            for (name, r) in &rooms {
+                if let Some(ep) = fixtures::endpoint_of(r) {
+                    e.insert(name.clone(), ep.to_string());
+                }
+            }
+            drop(e);
+            (
+                Some(rooms),
+                nodes.into_iter().map(|n| (n.name_any(), n)).collect(),
+            )
+        } else {
+            unsettled.push("the API server did not answer".into());
+            (None, BTreeMap::new())
         };
         let mut health = BTreeMap::new();
         for room in &watched {
@@ -765,13 +784,16 @@ async fn sample(
                     Err(why) => RoomHealth::Unplaced(why),
                 },
             };
-            settled &= h == RoomHealth::Good;
             health.insert(room.clone(), h);
+        }
+        let bad = health.values().filter(|h| **h != RoomHealth::Good).count();
+        if bad > 0 {
+            unsettled.push(format!("{bad} rooms not good"));
         }
         samples.lock().unwrap().push(Sample {
             at,
             rooms: health,
-            settled,
+            unsettled: (!unsettled.is_empty()).then(|| unsettled.join(", ")),
         });
     }
 }
@@ -791,7 +813,10 @@ async fn the_fleet_keeps_its_rooms_through_faults() {
         Some(c) => c.unwrap_or_else(|e| panic!("{e}")),
     };
     Cut::available().unwrap_or_else(|e| panic!("the firewall faults need iptables: {e}"));
-    let Some(mut env) = TestEnv::start(TEST).await.unwrap() else {
+    let Some(mut env) = TestEnv::start_with(TEST, NodeProgram::ProbedMediaNode)
+        .await
+        .unwrap()
+    else {
         return;
     };
     // The harness's single operator gives way to two replicas in the firewall's group.

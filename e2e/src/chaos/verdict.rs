@@ -43,9 +43,9 @@ pub struct Sample {
     pub at: Duration,
     /// Every watched room.
     pub rooms: BTreeMap<String, RoomHealth>,
-    /// Whether everything was as it should be: the API server answered, a replica led, the
-    /// fleet ran all its nodes Ready, every room was good.
-    pub settled: bool,
+    /// What was not as it should be, if anything: everything is settled when the API server
+    /// answered, a replica led, the fleet ran all its nodes Ready and every room was good.
+    pub unsettled: Option<String>,
 }
 
 /// One fault's window.
@@ -160,7 +160,7 @@ pub fn judge(window: &Window, samples: &[Sample]) -> FaultReport {
         }
     }
     let after_heal: Vec<&&Sample> = inside.iter().filter(|s| s.at >= window.healed).collect();
-    let last_unsettled = inside.iter().rposition(|s| !s.settled);
+    let last_unsettled = inside.iter().rposition(|s| s.unsettled.is_some());
     report.recovered_after = match last_unsettled {
         None => Some(Duration::ZERO),
         Some(i) => inside[i + 1..]
@@ -226,13 +226,14 @@ mod tests {
     use super::*;
 
     fn s(at: u64, rooms: &[(&str, RoomHealth)], settled: bool) -> Sample {
+        let unsettled = (!settled).then(|| "not settled".to_string());
         Sample {
             at: Duration::from_secs(at),
             rooms: rooms
                 .iter()
                 .map(|(n, h)| ((*n).to_string(), h.clone()))
                 .collect(),
-            settled,
+            unsettled,
         }
     }
 

@@ -147,17 +147,24 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let probes = http::Probes::default();
     let ready = probes.ready.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
     let stopping = move || {
         let mut rx = stop_rx.clone();
         async move {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
+    let signalled = stop_tx.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
-        let _ = stop_tx.send(true);
+        let _ = signalled.send(true);
     });
+    // Whatever ends the run (a signal, a lost Lease), the probes server stops with it: a
+    // replica that lost the Lease must exit, not wait for a SIGTERM that never comes.
+    let end = move || {
+        let _ = stop_tx.send(true);
+    };
 
     let server = http::serve(args.http_bind, metrics.clone(), probes.clone(), stopping())
         .await
@@ -203,6 +210,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     probes.standby.store(false, Ordering::SeqCst);
     if !won {
         leader.release().await;
+        end();
         let _ = server.await;
         return Ok(());
     }
@@ -222,6 +230,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     ready.store(false, Ordering::SeqCst);
     metrics.set_leader(false);
     leader.release().await;
+    end();
     let _ = server.await;
     result
 }
