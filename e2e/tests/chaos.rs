@@ -83,10 +83,18 @@ struct PartState {
 }
 
 impl PartState {
-    /// How long it has gone without media (since it joined, if none came yet).
+    /// How long it has gone without media, counted from its last join at the earliest (a
+    /// participant that just joined again is not silent yet).
     fn silent(&self, now: Instant) -> Duration {
         self.last_media
-            .or(self.joined_at)
+            .max(self.joined_at)
+            .map_or(Duration::MAX, |t| now.saturating_duration_since(t))
+    }
+
+    /// How long it has gone without media, whatever it did meanwhile: what the invariant
+    /// judges.
+    fn without_media(&self, now: Instant) -> Duration {
+        self.last_media
             .map_or(Duration::MAX, |t| now.saturating_duration_since(t))
     }
 }
@@ -774,7 +782,7 @@ async fn sample(
             let silent = parts
                 .iter()
                 .filter(|(r, _)| r == room)
-                .map(|(_, s)| s.lock().unwrap().silent(now))
+                .map(|(_, s)| s.lock().unwrap().without_media(now))
                 .max();
             let h = match (silent, &rooms) {
                 (Some(gap), _) if gap > MEDIA_GAP => RoomHealth::NoMedia(gap),
@@ -915,7 +923,7 @@ async fn the_fleet_keeps_its_rooms_through_faults() {
             let now = Instant::now();
             let waiting = parts
                 .iter()
-                .filter(|(_, s)| s.lock().unwrap().silent(now) > MEDIA_GAP)
+                .filter(|(_, s)| s.lock().unwrap().without_media(now) > MEDIA_GAP)
                 .count();
             (waiting == 0)
                 .then_some(())
