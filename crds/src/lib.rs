@@ -17,6 +17,7 @@ pub mod crdgen;
 pub mod duration;
 pub mod fleet;
 pub mod node;
+pub mod random;
 pub mod room;
 pub mod token;
 

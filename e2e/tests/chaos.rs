@@ -2,7 +2,7 @@
 //! suite's own, rooms with WebRTC participants sending media, two operator replicas, and
 //! faults injected one after the other (some combined) while every room is checked once a
 //! second: no room loses its placement or its media unless its node died, and such a room is
-//! placed again, with media, within [`BOUND`]. It ends with a table per fault: rooms
+//! placed again, with media, within [`BOUND`] of the fault's end. It ends with a table per fault: rooms
 //! affected, time to recover, rooms lost.
 //!
 //! It runs only when `RUCHE_CHAOS_K8S_DIR` names the control plane (`../shared/k8s/up --dir`)
@@ -55,7 +55,7 @@ const LIVE_ROOMS: usize = NODES;
 const OPERATOR_GID: u32 = 47_881;
 /// A participant that received nothing for this long has lost its media.
 const MEDIA_GAP: Duration = Duration::from_secs(3);
-/// How soon a room whose node died must be placed again with media, from the fault.
+/// How soon a room whose node died must be placed again with media, once the fault is over.
 const BOUND: Duration = Duration::from_secs(60);
 /// How long the suite waits, after a fault is healed, for everything to be settled.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(180);

@@ -102,17 +102,12 @@ impl Claims {
     }
 }
 
-/// A fresh random token id for the `jti` claim: 128 bits from the OS, in 22 characters of
-/// unpadded base64url.
+/// A fresh random token id for the `jti` claim: 22 characters of the base64url alphabet, 132
+/// bits from the OS.
 pub fn fresh_jti() -> Result<String, TokenError> {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| TokenError::SigningFailed(format!("no randomness for a token id: {e}")))?;
-    let bits = u128::from_be_bytes(bytes);
-    Ok((0..22)
-        .map(|i| char::from(ALPHABET[((bits >> (6 * i)) & 63) as usize]))
-        .collect())
+    // 22 characters of 6 bits: 132 random bits.
+    crate::random::text(22)
+        .map_err(|e| TokenError::SigningFailed(format!("no randomness for a token id: {e}")))
 }
 
 /// Why a key could not be loaded.

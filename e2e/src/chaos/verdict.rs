@@ -63,7 +63,8 @@ pub struct Window {
     /// Rooms whose node the fault killed or hung: they may lose placement and media for a
     /// while.
     pub excused: BTreeSet<String>,
-    /// How soon an excused room must be placed again with media, from the injection.
+    /// How soon an excused room must be placed again with media once the fault is over (a
+    /// node killed while the API server is away can be replaced only once it is back).
     pub bound: Duration,
 }
 
@@ -145,11 +146,11 @@ pub fn judge(window: &Window, samples: &[Sample]) -> FaultReport {
                     .map_or_else(String::new, |(_, h)| h.describe())
             ))
         } else {
-            back.map(|b| b.saturating_sub(window.injected))
+            back.map(|b| b.saturating_sub(window.healed.max(window.injected)))
                 .filter(|took| *took > window.bound)
                 .map(|took| {
                     format!(
-                        "back after {:.0} s, over the bound of {:.0} s",
+                        "back {:.0} s after the fault ended, over the bound of {:.0} s",
                         took.as_secs_f64(),
                         window.bound.as_secs_f64()
                     )
@@ -299,6 +300,20 @@ mod tests {
         let r = judge(&window(&["a"]), &never);
         assert!(r.lost["a"].contains("when the window ended"), "{r:?}");
         assert_eq!(r.recovered_after, None);
+    }
+
+    #[test]
+    fn the_bound_counts_from_the_end_of_the_fault() {
+        let mut samples: Vec<_> = (10..=40).map(|t| s(t, &[("a", G)], true)).collect();
+        for t in 11..34 {
+            samples[t - 10] = s(t as u64, &[("a", gap())], false);
+        }
+        let mut w = window(&["a"]);
+        w.end = Duration::from_secs(40);
+        w.healed = Duration::from_secs(30);
+        assert!(judge(&w, &samples).lost.is_empty());
+        w.healed = Duration::from_secs(10);
+        assert!(judge(&w, &samples).lost["a"].contains("over the bound"));
     }
 
     #[test]

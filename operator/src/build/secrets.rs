@@ -13,15 +13,7 @@ use super::pod::{ADMIN_FILE, KEY_FILE};
 use super::{BuildError, labels};
 
 /// Random text from the OS, `len` characters of an URL-safe alphabet.
-pub fn random_text(len: usize) -> Result<String, getrandom::Error> {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut bytes = vec![0u8; len];
-    getrandom::fill(&mut bytes)?;
-    Ok(bytes
-        .iter()
-        .map(|b| char::from(ALPHABET[usize::from(b & 63)]))
-        .collect())
-}
+pub use ruche_crds::random::text as random_text;
 
 fn secret(
     fleet: &MediaFleet,
