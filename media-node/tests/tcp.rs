@@ -330,3 +330,36 @@ async fn signaling_reaches_the_node_on_the_media_port_number_too() {
         "media flows between sessions signaled on the media port"
     );
 }
+
+/// A meeting's start: hundreds of browsers open their signaling WebSocket on the media port
+/// number at once. Every one is upgraded: none is reset because the signaling server had not
+/// yet taken the ones before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_signaling_connections_on_the_media_port_is_served_whole() {
+    const BURST: usize = 500;
+    let node = Node::start(NodeOptions::default()).await;
+    let url = format!("ws://{}/ws", node.media);
+    let tries = futures::future::join_all(
+        (0..BURST).map(|_| tokio_tungstenite::connect_async(url.clone())),
+    )
+    .await;
+    let failed: Vec<String> = tries
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(ToString::to_string))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {BURST} failed, first: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert!(
+        metric(
+            &node,
+            "ruche_media_dropped_packets_total",
+            "tcp_handover_full"
+        )
+        .await
+            < 1.0
+    );
+}

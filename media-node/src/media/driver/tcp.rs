@@ -27,6 +27,10 @@ use crate::metrics::Metrics;
 
 /// Open TCP connections at most on the media port (ICE and not yet told apart).
 pub const MAX_CONNECTIONS: usize = 4096;
+/// Signaling connections handed over and not yet taken by the signaling server.
+pub const HANDOVER_QUEUE: usize = 64;
+/// How long a signaling connection waits for room in that queue before it is dropped.
+pub const HANDOVER_WAIT: Duration = Duration::from_secs(2);
 /// How long a new connection has to send enough bytes to be told apart.
 pub const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(5);
 /// An ICE connection that sends nothing for this long is dead: a browser sends consent
@@ -146,7 +150,7 @@ pub fn listen(
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
     let (events, events_rx) = mpsc::channel(INBOUND_QUEUE);
-    let (http, http_rx) = mpsc::channel(64);
+    let (http, http_rx) = mpsc::channel(HANDOVER_QUEUE);
     Ok((
         Acceptor {
             listener,
@@ -227,10 +231,12 @@ async fn connection(
     match opening(&stream).await {
         Ok(Some(Opening::Ice)) => ice(stream, remote, events, metrics).await,
         Ok(Some(Opening::Http)) => {
+            // A burst (a meeting's start) waits its turn: a connection dropped with its
+            // request unread would be reset.
             if let Ok(std) = stream.into_std()
-                && http.try_send(std).is_err()
+                && http.send_timeout(std, HANDOVER_WAIT).await.is_err()
             {
-                metrics.dropped("tcp_connection_limit");
+                metrics.dropped("tcp_handover_full");
             }
         }
         Ok(Some(Opening::Garbage)) => metrics.dropped("tcp_garbage"),
