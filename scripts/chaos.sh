@@ -33,5 +33,6 @@ if grep -q 'SKIPPED' "$OUT/chaos.log"; then
   echo "make chaos: the suite skipped (see $OUT/chaos.log)" >&2
   exit 1
 fi
-$CARGO run --quiet --locked -p ruche-e2e --bin least-privilege -- --used-only "$dir/audit.log" | tee "$OUT/chaos-least-privilege.log"
+cp "$dir/audit.log" "$OUT/chaos-audit.log"
+$CARGO run --quiet --locked -p ruche-e2e --bin least-privilege -- --used-only "$OUT/chaos-audit.log" | tee "$OUT/chaos-least-privilege.log"
 echo "make chaos: every fault passed; the table is in $OUT/chaos.log"

@@ -27,7 +27,7 @@ use kube::ResourceExt as _;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use nix::sys::signal::Signal;
 use ruche_crds::token::TokenKey;
-use ruche_crds::{MediaFleet, MediaNode, NodePhase, Room, RoomPhase};
+use ruche_crds::{MediaFleet, MediaNode, MediaNodeStatus, NodePhase, Room, RoomPhase};
 use ruche_e2e::chaos::control_plane::{Component, ControlPlane};
 use ruche_e2e::chaos::firewall::Cut;
 use ruche_e2e::chaos::replicas::Replicas;
@@ -276,11 +276,12 @@ fn placement(room: Option<&Room>, nodes: &BTreeMap<String, MediaNode>) -> Result
     }
 }
 
-/// Everything the faults act on.
+/// Everything the faults act on. The replicas come first: fields drop in order, and the
+/// operators must be gone before the scenario's namespace and RBAC are deleted.
 struct World {
+    replicas: Arc<Replicas>,
     env: TestEnv,
     control: ControlPlane,
-    replicas: Arc<Replicas>,
     began: Instant,
     watched: Vec<String>,
     parts: Vec<(String, Shared<PartState>)>,
@@ -582,14 +583,43 @@ impl World {
             .address_of(&pod)
             .expect("the pod's address");
         let injected = self.now();
+        let name = node.name_any();
+        let nodes = self.env.api::<MediaNode>();
+        let unreachable = || async {
+            let n = nodes.get(&name).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(n.status.as_ref().is_some_and(MediaNodeStatus::unreachable))
+        };
         let cut = Cut::apply(OPERATOR_GID, address, ADMIN_PORT).unwrap();
-        eprintln!(
-            "chaos: {fault}: {} ({address}:{ADMIN_PORT})",
-            node.name_any()
-        );
-        tokio::time::sleep(CUT_OFF).await;
+        eprintln!("chaos: {fault}: {name} ({address}:{ADMIN_PORT})");
+        // The cut is real: the operator says the node is unreachable (its pod is still ready).
+        let seen = wait::until("the node to be reported unreachable", CUT_OFF, || async {
+            unreachable()
+                .await?
+                .then(|| self.now())
+                .ok_or_else(|| "not yet".to_string())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{fault}: the cut had no effect: {e}"));
+        let until = self.began + injected + CUT_OFF;
+        tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
         drop(cut);
         let healed = self.now();
+        let back = wait::until(
+            "the node to be reachable again",
+            Duration::from_secs(60),
+            || async {
+                (!unreachable().await?)
+                    .then(|| self.now())
+                    .ok_or_else(|| "still unreachable".to_string())
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{fault}: {e}"));
+        self.notes.push(format!(
+            "{fault}: {name} reported unreachable {:.1} s after the cut, reachable again {:.1} s after it was lifted",
+            seen.saturating_sub(injected).as_secs_f64(),
+            back.saturating_sub(healed).as_secs_f64()
+        ));
         self.judge(fault, injected, healed, BTreeSet::new()).await;
     }
 
@@ -984,6 +1014,7 @@ async fn the_fleet_keeps_its_rooms_through_faults() {
     for t in tasks {
         t.await.unwrap();
     }
+    world.replicas.stop().await;
     let mut totals = PartState::default();
     for (_, s) in &world.parts {
         let s = s.lock().unwrap();

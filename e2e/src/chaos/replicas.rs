@@ -167,6 +167,15 @@ impl Replicas {
         running.len()
     }
 
+    /// Stops supervising and stops every replica (SIGTERM: each releases its Lease), waiting
+    /// for each to exit.
+    pub async fn stop(&self) {
+        self.supervisor.abort();
+        for (_, op) in self.running() {
+            op.stop(Duration::from_secs(10)).await;
+        }
+    }
+
     /// Processes started so far, first starts included.
     pub fn starts(&self) -> u32 {
         self.inner.slots().iter().map(|s| s.starts).sum()
