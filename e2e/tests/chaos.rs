@@ -66,6 +66,9 @@ const ETCD_DOWN: Duration = Duration::from_secs(30);
 const HUNG: Duration = Duration::from_secs(20);
 const CUT_OFF: Duration = Duration::from_secs(30);
 const BURST: usize = 1000;
+/// How long a live room's participants may be on another node than its placement says (a
+/// move under way, its participants following) before the room counts as lost.
+const ASTRAY: Duration = Duration::from_secs(10);
 
 /// What one participant has seen so far.
 #[derive(Debug, Default)]
@@ -74,6 +77,8 @@ struct PartState {
     last_media: Option<Instant>,
     /// When it last joined.
     joined_at: Option<Instant>,
+    /// The signaling endpoint it is connected to.
+    endpoint: Option<String>,
     /// Packets received, and of those, packets not carrying the other participant's tag.
     received: u64,
     foreign: u64,
@@ -191,6 +196,7 @@ async fn take_part(
                 Ok(l) => {
                     let mut s = state.lock().unwrap();
                     s.joined_at = Some(Instant::now());
+                    s.endpoint = Some(endpoint.clone());
                     s.rejoins += u32::from(joins > 1);
                     live = Some(l);
                 }
@@ -233,7 +239,11 @@ async fn take_part(
             joins += 1;
             match connect(&to.endpoint, &room, to.token.clone()).await {
                 Ok(next) => {
-                    state.lock().unwrap().follows += 1;
+                    {
+                        let mut s = state.lock().unwrap();
+                        s.follows += 1;
+                        s.endpoint = Some(to.endpoint.clone());
+                    }
                     leave(current);
                     live = Some(next);
                 }
@@ -260,10 +270,17 @@ async fn take_part(
     }
 }
 
-/// The room's placement, from the API's lists.
+/// The room's placement, from the API's lists: a room being moved live (Migrating) is placed.
 fn placement(room: Option<&Room>, nodes: &BTreeMap<String, MediaNode>) -> Result<(), String> {
     let room = room.ok_or("gone")?;
-    fixtures::check_placed(room, &[RoomPhase::Scheduled, RoomPhase::Active])?;
+    fixtures::check_placed(
+        room,
+        &[
+            RoomPhase::Scheduled,
+            RoomPhase::Active,
+            RoomPhase::Migrating,
+        ],
+    )?;
     let node = fixtures::node_of(room).unwrap_or_default();
     match nodes
         .get(node)
@@ -765,6 +782,8 @@ async fn sample(
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Since when each live room's participants have been somewhere else than its placement.
+    let mut astray: BTreeMap<String, Instant> = BTreeMap::new();
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
         let at = began.elapsed();
@@ -818,7 +837,31 @@ async fn sample(
                 (Some(gap), _) if gap > MEDIA_GAP => RoomHealth::NoMedia(gap),
                 (_, None) => RoomHealth::Unknown,
                 (_, Some(rooms)) => match placement(rooms.get(room), &nodes) {
-                    Ok(()) => RoomHealth::Good,
+                    Ok(()) => {
+                        let placed = rooms.get(room).and_then(fixtures::endpoint_of);
+                        let elsewhere = parts
+                            .iter()
+                            .filter(|(r, _)| r == room)
+                            .filter_map(|(_, s)| s.lock().unwrap().endpoint.clone())
+                            .find(|e| Some(e.as_str()) != placed);
+                        match elsewhere {
+                            None => {
+                                astray.remove(room);
+                                RoomHealth::Good
+                            }
+                            Some(e) => {
+                                let since = *astray.entry(room.clone()).or_insert(now);
+                                if now.duration_since(since) > ASTRAY {
+                                    RoomHealth::Unplaced(format!(
+                                        "its participants are at {e}, its placement says {}",
+                                        placed.unwrap_or_default()
+                                    ))
+                                } else {
+                                    RoomHealth::Good
+                                }
+                            }
+                        }
+                    }
                     Err(why) => RoomHealth::Unplaced(why),
                 },
             };
