@@ -361,6 +361,10 @@ pub struct Report {
     pub denied_after_uninstall: Vec<Request>,
     /// Requests on a Secret the operator does not make.
     pub foreign_secrets: Vec<Request>,
+    /// Requests refused and then allowed, the same request of the same operator, within
+    /// [`TRANSIENT_DENIAL`]: an API server just (re)started, whose authorizer had not loaded
+    /// the RBAC objects yet. Listed, not failed.
+    pub denied_while_starting: Vec<Request>,
     /// Requests allowed by no grant (and not denied: granted by some other binding).
     pub ungranted: Vec<Request>,
 }
@@ -423,6 +427,31 @@ fn implied(request: &Request) -> Vec<Permission> {
     out
 }
 
+/// How soon the same request must be allowed after a refusal for the refusal to be an API
+/// server's start (its RBAC caches still loading) rather than a missing permission.
+pub const TRANSIENT_DENIAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether `denied` was followed, within [`TRANSIENT_DENIAL`], by the same request of the
+/// same user allowed.
+fn allowed_soon_after(denied: &Request, requests: &[Request]) -> bool {
+    let Ok(at) = denied.time.parse::<k8s_openapi::jiff::Timestamp>() else {
+        return false;
+    };
+    requests.iter().any(|r| {
+        !r.forbidden
+            && (200..300).contains(&r.code)
+            && r.user == denied.user
+            && r.permission == denied.permission
+            && r.namespace == denied.namespace
+            && r.name == denied.name
+            && r.time
+                .parse::<k8s_openapi::jiff::Timestamp>()
+                .ok()
+                .and_then(|t| std::time::Duration::try_from(t.duration_since(at)).ok())
+                .is_some_and(|after| after <= TRANSIENT_DENIAL)
+    })
+}
+
 /// Checks the operators' requests of `log` against `grants`.
 pub fn check(grants: &[Grant], log: &Log) -> Report {
     let granted: BTreeSet<&Permission> = grants.iter().map(|g| &g.permission).collect();
@@ -437,6 +466,8 @@ pub fn check(grants: &[Grant], log: &Log) -> Report {
             });
             if uninstalled {
                 report.denied_after_uninstall.push(request.clone());
+            } else if allowed_soon_after(request, &log.requests) {
+                report.denied_while_starting.push(request.clone());
             } else {
                 report.denied.push(request.clone());
             }
@@ -584,6 +615,29 @@ roleRef: { apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: x }
         assert_eq!(log.requests.len(), 5);
         let report = check(&grants, &log);
         assert!(report.holds(), "{report:?}");
+    }
+
+    #[test]
+    fn a_refusal_the_same_request_gets_past_within_seconds_is_an_api_servers_start() {
+        let grants = grants("rbac.yaml", ROLE).unwrap();
+        let lease =
+            |time: &str, code| event_at(time, OPERATOR, "get", "ruche.dev", "rooms", "r1", code);
+        let soon = [
+            lease("2026-11-29T10:00:00.000000Z", 403),
+            lease("2026-11-29T10:00:00.600000Z", 200),
+        ]
+        .join("\n");
+        let report = check(&grants, &read_log(&soon, operator).unwrap());
+        assert!(report.denied.is_empty(), "{report:?}");
+        assert_eq!(report.denied_while_starting.len(), 1);
+        let late = [
+            lease("2026-11-29T10:00:00.000000Z", 403),
+            lease("2026-11-29T10:00:09.000000Z", 200),
+        ]
+        .join("\n");
+        let report = check(&grants, &read_log(&late, operator).unwrap());
+        assert_eq!(report.denied.len(), 1, "{report:?}");
+        assert!(report.denied_while_starting.is_empty());
     }
 
     #[test]

@@ -576,3 +576,65 @@ async fn a_room_booked_ahead_waits_pending_until_its_lead_time_and_says_so() {
     let waiting = registry.waiting(&key, within);
     assert_eq!(waiting.iter().map(|w| w.slots).collect::<Vec<_>>(), [40]);
 }
+
+/// A leader moved a room off a draining node, wrote its status on the new node and died before
+/// telling its participants. The next leader (this context, built from that status) learns
+/// from the old node's poll that they are still there: the room becomes leaving that node, and
+/// its reconcile tells them where to go.
+#[tokio::test]
+async fn participants_a_dead_leader_never_told_to_move_are_told_by_the_next_one() {
+    let admin = FakeAdmin::default();
+    let (ctx, mut api) = context(
+        vec![
+            node("a1", "10.0.0.1", NodePhase::Draining),
+            node("a2", "10.0.0.2", NodePhase::Ready),
+        ],
+        admin.clone(),
+    );
+    let mut r = room("weekly", 12);
+    r.status = Some(ruche_crds::RoomStatus {
+        phase: ruche_crds::RoomPhase::Scheduled,
+        node: Some("a2".into()),
+        zone: Some("a".into()),
+        endpoint: Some("ws://10.0.0.2:7880/ws".into()),
+        ..Default::default()
+    });
+    ctx.registry().apply_room(std::sync::Arc::new(r.clone()));
+    let built = ctx
+        .registry()
+        .ensure(&ruche_operator::state::keys::FleetKey::new("ns", "visio"))
+        .unwrap();
+    ctx.dispatch(built);
+    // a1's poll shows the room with participants (what the agent hands the registry).
+    let a1 = NodeKey::new("ns", "a1");
+    let key = ruche_operator::core::RoomKey::new("ns/weekly");
+    let adopted = ctx
+        .registry()
+        .adopt_leaving(&a1, [key.clone()], std::time::Instant::now());
+    assert!(adopted.rooms.contains(&key), "{adopted:?}");
+    ctx.dispatch(adopted);
+    let (_, list) = ctx.registry().list(&a1).unwrap();
+    assert!(
+        list.len() == 1 && list[0].leaving && list[0].room == "weekly",
+        "a1 keeps the sessions meanwhile: {list:?}"
+    );
+
+    let task = tokio::spawn({
+        let (ctx, r) = (ctx.clone(), r.clone());
+        async move { room::apply(&r, &ctx).await }
+    });
+    let path = "/apis/ruche.dev/v1alpha1/namespaces/ns/rooms/weekly/status";
+    let written = expect_after_token(&mut api, Method::PATCH, path, room_reply("weekly")).await;
+    let written = replaced_status(&written);
+    assert_eq!(written["node"], "a2", "{written}");
+    let event = expect(&mut api, Method::POST, EVENTS, event_reply()).await;
+    assert_eq!(event.body["reason"], "Migrated");
+    assert!(
+        admin
+            .calls()
+            .contains(&"migrate http://10.0.0.1:7881 weekly ws://10.0.0.2:7880/ws".to_string()),
+        "{:?}",
+        admin.calls()
+    );
+    task.await.unwrap().unwrap();
+}

@@ -96,6 +96,16 @@ fn print(report: &Report, grants: &[Grant], used_only: bool) {
             request.permission, request.uri, request.user
         );
     }
+    for request in &report.denied_while_starting {
+        println!(
+            "while starting (not a failure): {} {} as {} at {}, refused and allowed again within {:?} (an API server loading its RBAC caches after a restart)",
+            request.permission,
+            request.uri,
+            request.user,
+            request.time,
+            audit::TRANSIENT_DENIAL
+        );
+    }
     for request in &report.foreign_secrets {
         println!(
             "SECRET   {} {}/{} as {}: not a Secret the operator makes",

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use super::Error;
 use super::admin::{AdminError, AdminTarget, NodeAdmin};
 use super::context::Context;
+use crate::core::RoomKey;
 use crate::state::keys::{FleetKey, NodeKey, room_name};
 use crate::state::live::reported;
 
@@ -352,15 +353,31 @@ async fn poll<A: NodeAdmin>(
             });
             // Rooms moved off this node that it no longer shows have rejoined elsewhere:
             // its next list (pushed right after this poll) ends what is left of them.
-            let leaving: std::collections::HashSet<String> = report
+            // Every room the node still has participants in, listed as leaving or not (a node
+            // holding an earlier leader's list reports a room moved since as its own).
+            let present: std::collections::HashSet<String> = report
                 .rooms
                 .iter()
-                .filter(|r| r.leaving && r.participants > 0)
+                .filter(|r| r.participants > 0)
                 .map(|r| r.name.clone())
                 .collect();
+            // A room placed elsewhere whose participants are still here was moved by a leader
+            // that died before telling them: it becomes leaving this node, and its reconcile
+            // tells them where to go.
+            let adopted = ctx.registry().adopt_leaving(
+                key,
+                present
+                    .iter()
+                    .map(|name| RoomKey::new(format!("{}/{name}", key.namespace))),
+                now,
+            );
+            if !adopted.rooms.is_empty() {
+                tracing::info!(node = %key, rooms = ?adopted.rooms, "participants still on a node their room left: telling them where to go");
+            }
+            ctx.dispatch(adopted);
             ctx.registry().settle_leaving(
                 key,
-                |room| leaving.contains(room_name(room)),
+                |room| present.contains(room_name(room)),
                 now,
                 ctx.settings.migration_grace,
             );

@@ -482,6 +482,25 @@ impl FleetPlacement {
             .map(|l| (l.node.as_str(), l.told))
     }
 
+    /// A room `node` still hosts with participants although it is placed on another node: a
+    /// move whose participants were never told (the leader that decided it died before it
+    /// told them; what it knew of the move died with it). The room becomes leaving `node`,
+    /// not told, so that its reconcile tells them where to go, and `node` keeps their sessions
+    /// meanwhile. A room already leaving, placed on `node` itself, or placed nowhere (closed:
+    /// its sessions end with the next list) is left alone. Returns whether it was adopted.
+    pub fn adopt_leaving(&mut self, node: &str, room: &RoomKey, now: Instant) -> bool {
+        if self.leaving.by_room.contains_key(room) {
+            return false;
+        }
+        match self.node_of(room) {
+            Some(placed) if placed != node => {
+                self.leaving.insert(room.clone(), node.to_string(), now);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Records that a moving room's participants were told where to go.
     pub fn told(&mut self, room: &RoomKey) {
         if let Some(l) = self.leaving.by_room.get_mut(room) {
@@ -758,6 +777,43 @@ mod tests {
         // Undraining clears what the migration said.
         let _ = p.sync_node(&a1);
         assert!(p.stranded(&pinned_key).is_none());
+    }
+
+    #[test]
+    fn a_room_a_node_still_hosts_though_placed_elsewhere_is_adopted_as_leaving_it() {
+        // A leader moved r off a1, wrote its status on a2, and died before telling its
+        // participants: the next leader builds from that status.
+        let mut moved = room("r", 10, &[]);
+        moved.status = Some(RoomStatus {
+            phase: RoomPhase::Scheduled,
+            node: Some("a2".into()),
+            zone: Some("a".into()),
+            ..Default::default()
+        });
+        let mut p = built(
+            &[
+                node("a1", "a", NodePhase::Draining),
+                node("a2", "a", NodePhase::Ready),
+            ],
+            &[moved.clone()],
+        );
+        let key = room_key(&moved);
+        assert!(p.assignments("a1").is_empty() && p.leaving("a1").count() == 0);
+        let t0 = Instant::now();
+        // a1 reports its participants: the room becomes leaving a1, not told.
+        assert!(p.adopt_leaving("a1", &key, t0));
+        assert_eq!(p.leaving_from(&key), Some(("a1", false)));
+        assert_eq!(p.leaving("a1").collect::<Vec<_>>(), [&key]);
+        // Once only: a second poll changes nothing, nor does the told mark go.
+        p.told(&key);
+        assert!(!p.adopt_leaving("a1", &key, t0));
+        assert_eq!(p.leaving_from(&key), Some(("a1", true)));
+        // A room on the reporting node itself, or placed nowhere, is not adopted.
+        assert!(!p.adopt_leaving("a2", &key, t0));
+        assert!(!p.adopt_leaving("a1", &RoomKey::new("default/closed"), t0));
+        // Let go once its participants have left a1.
+        assert!(p.settle_leaving("a1", |_| false, t0, Duration::from_secs(60)));
+        assert_eq!(p.leaving_from(&key), None);
     }
 
     #[test]

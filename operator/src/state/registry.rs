@@ -416,6 +416,39 @@ impl Registry {
         self.placement(fleet)?.stranded(room).cloned()
     }
 
+    /// Rooms a node's poll shows with participants although they are placed on other nodes
+    /// become leaving it (see [`FleetPlacement::adopt_leaving`]): the node's list keeps them
+    /// as leaving, and the rooms are reconciled, which tells their participants where to go.
+    pub fn adopt_leaving(
+        &mut self,
+        node: &NodeKey,
+        rooms: impl IntoIterator<Item = RoomKey>,
+        now: Instant,
+    ) -> Effects {
+        let mut effects = Effects::default();
+        let Some(fleet) = self.fleet_of(node) else {
+            return effects;
+        };
+        let fleet = FleetKey::new(node.namespace.clone(), fleet);
+        let Some(placement) = self
+            .fleets
+            .get_mut(&fleet)
+            .and_then(|e| e.placement.as_mut())
+        else {
+            return effects;
+        };
+        for room in rooms {
+            if placement.adopt_leaving(&node.name, &room, now) {
+                effects.rooms.insert(room);
+            }
+        }
+        if !effects.rooms.is_empty() {
+            effects.lists.insert(node.clone());
+            self.bump(&effects.lists);
+        }
+        effects
+    }
+
     /// Lets go of the rooms leaving a node that its last poll no longer shows (or whose grace
     /// ran out); returns whether its list changed (it is then bumped, to be pushed).
     pub fn settle_leaving(
@@ -638,6 +671,7 @@ impl Registry {
             .clone()
             .ok_or_else(|| RegistryError::NoFleet(key.clone()))?;
         let mut effects = Effects::default();
+        let mut built = false;
         if entry.placement.is_none() {
             let (placement, change) = FleetPlacement::build(
                 &fleet,
@@ -647,10 +681,16 @@ impl Registry {
             .map_err(|e| RegistryError::Rules(key.clone(), e.to_string()))?;
             entry.placement = Some(placement);
             effects.absorb(key, change);
-            // Every node gets this leader's list once: a new leader's first push.
+            // Every node gets this leader's list once: a new leader's first push. Bumped here,
+            // whoever built the placements first: a node nothing is placed on again (a
+            // draining one) would otherwise keep the last leader's list for ever.
             effects
                 .lists
                 .extend(entry.nodes.keys().map(|n| key.node(n.clone())));
+            built = true;
+        }
+        if built {
+            self.bump(&effects.lists);
         }
         Ok(effects)
     }
@@ -711,6 +751,50 @@ mod tests {
             r.apply_node(in_ns(node("a1", "a", NodePhase::Ready), ns));
         }
         r
+    }
+
+    #[test]
+    fn a_new_leaders_first_build_gives_every_node_a_list_and_adopts_a_split_room() {
+        let mut r = two_ministries();
+        let ns = "interieur";
+        r.apply_node(in_ns(node("a2", "a", NodePhase::Ready), ns));
+        // A room an earlier leader moved from a1 to a2 (its status says a2).
+        let mut moved = room("r", 10, &["a"]);
+        moved.status = Some(ruche_crds::RoomStatus {
+            phase: RoomPhase::Scheduled,
+            node: Some("a2".into()),
+            zone: Some("a".into()),
+            ..Default::default()
+        });
+        let moved = in_ns(moved, ns);
+        r.apply_room(moved.clone());
+        // Built by the fleet's controller, not by a room's placement: every node still gets
+        // this leader's list, the ones nothing will be placed on again included.
+        let fleet = FleetKey::new(ns, "visio");
+        let effects = r.ensure(&fleet).unwrap();
+        let a1 = NodeKey::new(ns, "a1");
+        assert!(effects.lists.contains(&a1));
+        let (first, list) = r.list(&a1).expect("a1 has a list to push");
+        assert!(list.is_empty(), "{list:?}");
+        // a1 reports r's participants: r becomes leaving a1, and is reconciled.
+        let key = room_key(&moved);
+        let adopted = r.adopt_leaving(&a1, [key.clone()], Instant::now());
+        assert!(adopted.rooms.contains(&key));
+        let (second, list) = r.list(&a1).unwrap();
+        assert!(second > first);
+        assert_eq!(
+            list,
+            vec![Assignment {
+                room: "r".into(),
+                slots: 0,
+                leaving: true,
+            }]
+        );
+        assert_eq!(
+            r.adopt_leaving(&a1, [key], Instant::now()).rooms.len(),
+            0,
+            "adopted once"
+        );
     }
 
     #[test]
