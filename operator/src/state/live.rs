@@ -116,7 +116,10 @@ impl Live {
         let namespace = key.namespace.as_str();
         let node = self.nodes.entry(key.clone()).or_default();
         let previous = node.report.take();
+        // A node answering again after missed polls may have been unreachable: its status
+        // is looked at again now, not at its reconcile's next back-off.
         let changed_node = node.polls.last_ok.map(|(_, p)| p) != Some(phase)
+            || node.polls.missed > 0
             || previous.as_ref().is_none_or(|p| meaningful(p, &report));
         let mut rooms = Vec::new();
         // A room leaving this node is counted on the node it moved to: its last sessions
@@ -262,6 +265,12 @@ mod tests {
         // A phase change alone is meaningful.
         let draining = live.answered(&n1(), report(&[("r1", 3)], 99), Reported::Draining, t0);
         assert!(draining.node);
+        // So is an answer after missed polls (the node may have been unreachable), once.
+        live.failed(&n1(), "timed out".into());
+        let back = live.answered(&n1(), report(&[("r1", 3)], 99), Reported::Draining, t0);
+        assert!(back.node);
+        let again = live.answered(&n1(), report(&[("r1", 3)], 99), Reported::Draining, t0);
+        assert!(!again.node);
     }
 
     #[test]
