@@ -302,20 +302,6 @@ pub struct PodRunner {
 }
 
 impl PodRunner {
-    /// Starts watching `namespace`'s media node pods; processes run `binary`, and their files
-    /// and logs go under `dir`.
-    pub fn start(client: Client, namespace: &str, dir: &Path, binary: &Path) -> Self {
-        Self::with_config(
-            client,
-            RunnerConfig {
-                scope: Scope::Namespaces(vec![namespace.to_string()]),
-                programs: vec![Program::media_node(binary)],
-                dir: dir.to_path_buf(),
-                api_server: None,
-            },
-        )
-    }
-
     /// Starts watching the pods of `config`'s programs in its scope.
     pub fn with_config(client: Client, config: RunnerConfig) -> Self {
         let shared = Arc::new(Shared {
